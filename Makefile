@@ -1,0 +1,22 @@
+# Two commands do all the set-up on a fresh machine:
+#   make train   — the main job: python train.py with defaults (synthetic benchmark, CPU)
+#   make test    — the test suite
+# Both create .venv/ on first use and reuse it afterwards.
+PYTHON ?= python3
+VENV := .venv
+STAMP := $(VENV)/.installed
+
+.PHONY: train test venv
+
+$(STAMP): pyproject.toml
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -e '.[test]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+train: $(STAMP)
+	$(VENV)/bin/python train.py $(ARGS)
+
+test: $(STAMP)
+	$(VENV)/bin/python -m pytest -q $(PYTEST_ARGS)

@@ -1,0 +1,1 @@
+"""Dataset modules: one per dataset, all producing :class:`affectlab.datasets.base.FaceData`."""

@@ -1,0 +1,265 @@
+"""The data contract every dataset module fulfils.
+
+A dataset module (``datasets/<name>.py``) parses its on-disk layout into :class:`LabelTable`
+objects, one per split, and returns them as :class:`FaceData`. Everything downstream (the
+trainer, the methods, the metrics) sees only these two types and the sample dict below, so a
+new dataset touches one module and one config file.
+
+Sample dict (one face; the default collate stacks them into a batch with a leading N axis):
+
+=============  ==================  ============================================================
+key            dtype, shape        meaning
+=============  ==================  ============================================================
+``image``      float32 (3, H, W)   RGB in [0, 1]; normalisation and augmentation happen on the
+                                   batch (see :mod:`affectlab.datasets.transforms`)
+``au``         float32 (C,)        AU occurrence, 1 present / 0 absent
+``au_mask``    bool (C,)           False where the AU label is unknown (occluded, not coded)
+``expr``       int64 ()            expression index in :data:`EXPRESSIONS` order
+``expr_mask``  bool ()             False where no expression label exists
+``va``         float32 (2,)        valence, arousal in [-1, 1]
+``va_mask``    bool ()             False where no valence/arousal label exists
+``attr``       float32 (A,)        facial attributes (CelebA's 40), 1 / 0
+``attr_mask``  bool (A,)           False where the attribute is unknown
+``subject``    int64 ()            identity id (-1 when unknown)
+``labeled``    bool ()             False for samples of an unlabelled pool: every mask is False
+``index``      int64 ()            row of the sample in its split
+=============  ==================  ============================================================
+
+Tasks a dataset does not provide are present with zero width (C = 0 or A = 0) or all-False
+masks, so every batch has the same keys and methods read only the tasks they need.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import Dataset
+
+# Aff-Wild2 / ABAW order, the one label order for expressions across datasets.
+EXPRESSIONS: tuple[str, ...] = (
+    "neutral",
+    "anger",
+    "disgust",
+    "fear",
+    "happiness",
+    "sadness",
+    "surprise",
+)
+
+TASKS: tuple[str, ...] = ("au", "expr", "va", "attr")
+
+
+class DataError(RuntimeError):
+    """A problem with the data on disk, with a message that names the file and the fix."""
+
+
+@dataclass
+class LabelTable:
+    """Labels of one split, as numpy arrays with one row per sample.
+
+    Attributes:
+        root: directory that ``image_paths`` are relative to.
+        image_paths: N relative image paths.
+        subject: (N,) int64 identity ids, -1 when unknown.
+        labeled: (N,) bool; False marks unlabelled-pool samples.
+        au, au_mask: (N, C) float32 occurrence and bool validity.
+        expr, expr_mask: (N,) int64 class index and bool validity.
+        va, va_mask: (N, 2) float32 valence/arousal and (N,) bool validity.
+        attr, attr_mask: (N, A) float32 attributes and bool validity.
+    """
+
+    root: Path
+    image_paths: list[str]
+    subject: np.ndarray
+    labeled: np.ndarray
+    au: np.ndarray
+    au_mask: np.ndarray
+    expr: np.ndarray
+    expr_mask: np.ndarray
+    va: np.ndarray
+    va_mask: np.ndarray
+    attr: np.ndarray
+    attr_mask: np.ndarray
+
+    def __post_init__(self) -> None:
+        n = len(self.image_paths)
+        for name in ("subject", "labeled", "au", "au_mask", "expr", "expr_mask", "va", "va_mask",
+                     "attr", "attr_mask"):
+            value = getattr(self, name)
+            if len(value) != n:
+                raise ValueError(f"LabelTable.{name} has {len(value)} rows, expected {n}")
+
+    def __len__(self) -> int:
+        return len(self.image_paths)
+
+    def subset(self, rows: np.ndarray) -> "LabelTable":
+        """The table restricted to ``rows`` (an index or boolean array)."""
+        rows = np.asarray(rows)
+        if rows.dtype == bool:
+            rows = np.flatnonzero(rows)
+        return LabelTable(
+            root=self.root,
+            image_paths=[self.image_paths[i] for i in rows],
+            **{name: getattr(self, name)[rows] for name in _ARRAY_FIELDS},
+        )
+
+    def unlabeled(self) -> "LabelTable":
+        """A copy with every label hidden: what an unlabelled pool looks like to a method."""
+        hidden = {name: getattr(self, name).copy() for name in _ARRAY_FIELDS}
+        for name in ("au_mask", "expr_mask", "va_mask", "attr_mask", "labeled"):
+            hidden[name][:] = False
+        return LabelTable(root=self.root, image_paths=list(self.image_paths), **hidden)
+
+    @staticmethod
+    def concat(tables: list["LabelTable"]) -> "LabelTable":
+        """Rows of several tables with the same root, in order."""
+        roots = {t.root for t in tables}
+        if len(roots) != 1:
+            raise ValueError(f"cannot concatenate tables with different roots: {sorted(map(str, roots))}")
+        return LabelTable(
+            root=tables[0].root,
+            image_paths=[p for t in tables for p in t.image_paths],
+            **{name: np.concatenate([getattr(t, name) for t in tables]) for name in _ARRAY_FIELDS},
+        )
+
+    def label_statistics(self) -> dict[str, Any]:
+        """Positive rate per AU / attribute over valid entries, expression counts, sizes."""
+        stats: dict[str, Any] = {"num_samples": len(self), "num_labeled": int(self.labeled.sum()),
+                                 "num_subjects": int(len(np.unique(self.subject)))}
+        for task in ("au", "attr"):
+            values, mask = getattr(self, task), getattr(self, f"{task}_mask")
+            if values.shape[1]:
+                valid = mask.sum(0)
+                stats[f"{task}_positive_rate"] = (
+                    (values * mask).sum(0) / np.maximum(valid, 1)).round(4).tolist()
+                stats[f"{task}_unknown_rate"] = (1 - valid / max(len(self), 1)).round(4).tolist()
+        if self.expr_mask.any():
+            stats["expr_counts"] = np.bincount(self.expr[self.expr_mask],
+                                               minlength=len(EXPRESSIONS)).tolist()
+        return stats
+
+
+_ARRAY_FIELDS = ("subject", "labeled", "au", "au_mask", "expr", "expr_mask", "va", "va_mask",
+                 "attr", "attr_mask")
+
+
+@dataclass
+class FaceData:
+    """The splits of one dataset plus the names of its labels.
+
+    ``unlabeled`` is None when the dataset has no unlabelled pool; methods that need one say so
+    (``Method.needs_unlabeled``) and the trainer refuses to start without it.
+    """
+
+    name: str
+    train: "FaceImageDataset"
+    val: "FaceImageDataset"
+    test: "FaceImageDataset"
+    unlabeled: "FaceImageDataset | None" = None
+    label_names: dict[str, list[str]] = field(default_factory=dict)
+    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+
+    @property
+    def tasks(self) -> list[str]:
+        """Tasks with at least one labelled entry in the training split."""
+        table = self.train.table
+        present = []
+        for task in TASKS:
+            mask = getattr(table, f"{task}_mask")
+            if mask.size and mask.any():
+                present.append(task)
+        return present
+
+    def summary(self) -> dict[str, Any]:
+        """Sizes and label statistics of every split, for the log and ``metrics.json``."""
+        out = {}
+        for split in ("train", "unlabeled", "val", "test"):
+            ds = getattr(self, split)
+            if ds is not None:
+                out[split] = ds.table.label_statistics()
+        return out
+
+
+class FaceImageDataset(Dataset):
+    """Reads the images of a :class:`LabelTable` and returns sample dicts (see module doc).
+
+    Args:
+        table: the split's labels and relative image paths.
+        image_size: side length images are resized to (square), or None to keep their size.
+    """
+
+    def __init__(self, table: LabelTable, *, image_size: int | None) -> None:
+        self.table = table
+        self.image_size = image_size
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    def load_image(self, row: int) -> torch.Tensor:
+        """The RGB image of ``row`` as float32 (3, H, W) in [0, 1]."""
+        path = Path(self.table.root) / self.table.image_paths[row]
+        try:
+            with Image.open(path) as img:
+                img = img.convert("RGB")
+                if self.image_size is not None and img.size != (self.image_size, self.image_size):
+                    img = img.resize((self.image_size, self.image_size), Image.BILINEAR)
+                array = np.asarray(img, dtype=np.uint8)
+        except FileNotFoundError:
+            raise DataError(f"image file is missing: {path}. Restore it, or regenerate/re-download "
+                            "the dataset into dataset.root.") from None
+        except (UnidentifiedImageError, OSError, SyntaxError) as err:
+            raise DataError(f"image file is unreadable or truncated: {path} ({err}). Replace the "
+                            "file, or delete it and its label row.") from None
+        return torch.from_numpy(array.copy()).permute(2, 0, 1).float().div_(255.0)
+
+    def __getitem__(self, row: int) -> dict[str, torch.Tensor]:
+        t = self.table
+        return {
+            "image": self.load_image(row),
+            "au": torch.from_numpy(t.au[row]),
+            "au_mask": torch.from_numpy(t.au_mask[row]),
+            "expr": torch.tensor(t.expr[row], dtype=torch.int64),
+            "expr_mask": torch.tensor(bool(t.expr_mask[row])),
+            "va": torch.from_numpy(t.va[row]),
+            "va_mask": torch.tensor(bool(t.va_mask[row])),
+            "attr": torch.from_numpy(t.attr[row]),
+            "attr_mask": torch.from_numpy(t.attr_mask[row]),
+            "subject": torch.tensor(t.subject[row], dtype=torch.int64),
+            "labeled": torch.tensor(bool(t.labeled[row])),
+            "index": torch.tensor(row, dtype=torch.int64),
+        }
+
+
+def empty_labels(n: int, *, num_aus: int = 0, num_attrs: int = 0) -> dict[str, np.ndarray]:
+    """All-unknown label arrays for ``n`` samples; dataset modules fill in what they have."""
+    return {
+        "subject": np.full(n, -1, dtype=np.int64),
+        "labeled": np.ones(n, dtype=bool),
+        "au": np.zeros((n, num_aus), dtype=np.float32),
+        "au_mask": np.zeros((n, num_aus), dtype=bool),
+        "expr": np.zeros(n, dtype=np.int64),
+        "expr_mask": np.zeros(n, dtype=bool),
+        "va": np.zeros((n, 2), dtype=np.float32),
+        "va_mask": np.zeros(n, dtype=bool),
+        "attr": np.zeros((n, num_attrs), dtype=np.float32),
+        "attr_mask": np.zeros((n, num_attrs), dtype=bool),
+    }
+
+
+def check_subject_exclusive(splits: dict[str, LabelTable]) -> None:
+    """Raise :class:`DataError` if a subject id (>= 0) appears in two splits."""
+    seen: dict[int, str] = {}
+    for split, table in splits.items():
+        for subject in np.unique(table.subject):
+            if subject < 0:
+                continue
+            if subject in seen and seen[subject] != split:
+                raise DataError(f"subject {subject} appears in both the '{seen[subject]}' and the "
+                                f"'{split}' split: splits must be subject-exclusive.")
+            seen[int(subject)] = split

@@ -1,0 +1,79 @@
+"""Batch-level image transforms, run on the training device.
+
+Augmentation draws its random numbers from its own ``torch.Generator`` (state saved in
+checkpoints), so a resumed run augments exactly as an uninterrupted one would, and the whole
+batch is warped with one ``grid_sample`` call on CPU or GPU.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+
+class BatchAugment:
+    """Random similarity warp, horizontal flip and brightness/contrast jitter, then normalise.
+
+    Per sample: scale s ~ U(1 − scale, 1 + scale), rotation θ ~ U(−rotation_deg, rotation_deg),
+    shift t ~ U(−shift, shift) (fraction of the image side), flip with probability ``flip``;
+    brightness b ~ U(−brightness, brightness) added, contrast c ~ U(1 − contrast, 1 + contrast)
+    around the image mean. Finally x ← (x − mean) / std per channel.
+
+    Args:
+        scale, rotation_deg, shift, flip, brightness, contrast: augmentation strengths
+            (0 disables each).
+        seed: seed of the augmentation generator.
+    """
+
+    def __init__(self, *, scale: float = 0.0, rotation_deg: float = 0.0, shift: float = 0.0,
+                 flip: float = 0.0, brightness: float = 0.0, contrast: float = 0.0,
+                 seed: int = 0) -> None:
+        self.scale = scale
+        self.rotation_deg = rotation_deg
+        self.shift = shift
+        self.flip = flip
+        self.brightness = brightness
+        self.contrast = contrast
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def _uniform(self, n: int, half_width: float) -> torch.Tensor:
+        return (torch.rand(n, generator=self.generator) * 2 - 1) * half_width
+
+    def augment(self, images: torch.Tensor) -> torch.Tensor:
+        """(N, 3, H, W) in [0, 1] → augmented (N, 3, H, W), same device and dtype."""
+        n = images.shape[0]
+        scale = 1 + self._uniform(n, self.scale)
+        angle = self._uniform(n, math.radians(self.rotation_deg))
+        shift = torch.stack([self._uniform(n, self.shift), self._uniform(n, self.shift)], 1) * 2
+        mirror = torch.where(torch.rand(n, generator=self.generator) < self.flip, -1.0, 1.0)
+        brightness = self._uniform(n, self.brightness)
+        contrast = 1 + self._uniform(n, self.contrast)
+        if self.scale or self.rotation_deg or self.shift or self.flip:
+            cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+            theta = torch.stack([torch.stack([cos * mirror, -sin, shift[:, 0]], 1),
+                                 torch.stack([sin * mirror, cos, shift[:, 1]], 1)], 1)
+            theta = theta.to(images.device, images.dtype)
+            grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+            images = F.grid_sample(images, grid, mode="bilinear", padding_mode="border",
+                                   align_corners=False)
+        if self.brightness or self.contrast:
+            mean = images.mean(dim=(1, 2, 3), keepdim=True)
+            contrast = contrast.to(images).view(n, 1, 1, 1)
+            brightness = brightness.to(images).view(n, 1, 1, 1)
+            images = ((images - mean) * contrast + mean + brightness).clamp(0, 1)
+        return images
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.generator.set_state(state["generator"])
+
+
+def normalize(images: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
+    """Per-channel (x − mean) / std for (N, 3, H, W)."""
+    mean_t = torch.tensor(mean, device=images.device, dtype=images.dtype).view(1, -1, 1, 1)
+    std_t = torch.tensor(std, device=images.device, dtype=images.dtype).view(1, -1, 1, 1)
+    return (images - mean_t) / std_t

@@ -1,0 +1,66 @@
+"""The interface between a training method and the shared trainer.
+
+Call order, all made by :class:`affectlab.trainer.Trainer`::
+
+    method.setup(data)                       # once, before the optimizer exists: build heads,
+                                             # read label statistics of the training split
+    for each step:
+        losses = method(batch)               # forward(): {"loss": scalar, **named_terms}
+        losses["loss"].backward(); clip; optimizer.step(); scheduler.step()
+        method.after_optimizer_step(step)    # e.g. an EMA teacher update
+    per evaluation:
+        outputs = method.predict(images)     # {"au": probabilities (N, C), ...}
+
+``batch`` is the labelled sample dict of :mod:`affectlab.datasets.base` with images already
+augmented and normalised, plus ``batch["unlabeled"]`` (a second sample dict drawn from the
+unlabelled pool) when ``needs_unlabeled`` is True. The trainer logs every entry of the returned
+dict under ``train/<name>``, so every term a method wants to see is a named entry.
+
+A method never touches devices, precision, optimizers or checkpoints: the trainer owns them.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, ClassVar
+
+import torch
+from torch import nn
+
+from affectlab.datasets.base import FaceData
+
+Batch = dict[str, Any]
+ModelFactory = Callable[[], nn.Module]
+
+
+class Method(nn.Module):
+    """Base class of every training recipe (see the module docstring for the call order)."""
+
+    needs_unlabeled: ClassVar[bool] = False
+
+    def setup(self, data: FaceData) -> None:
+        """Build what depends on the data (heads sized by the label set, label statistics)."""
+
+    def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """Loss terms for one batch; must contain the scalar ``loss`` that is backpropagated."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def predict(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Outputs of the deployed network per task, e.g. ``{"au": probs (N, C)}``."""
+        raise NotImplementedError
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        """Parameter groups for the optimizer; default: every trainable parameter, one group."""
+        return [{"params": [p for p in self.parameters() if p.requires_grad]}]
+
+    def after_optimizer_step(self, step: int) -> None:
+        """Hook after each optimizer step (EMA teachers, schedules of loss weights)."""
+
+
+def label_task_size(data: FaceData, task: str) -> int:
+    """Number of labels of a multi-label ``task`` ("au" or "attr"), with a clear error if absent."""
+    names = data.label_names.get(task, [])
+    if not names:
+        raise ValueError(f"dataset '{data.name}' has no '{task}' labels; choose method.task from "
+                         f"{sorted(k for k, v in data.label_names.items() if v)}")
+    return len(names)

@@ -1,0 +1,65 @@
+"""Supervised baseline: one backbone, a linear multi-label head, BCE on labelled data only.
+
+This is the "Baseline" row of every table in the MLCR, transfer and mean-teacher papers.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from affectlab.datasets.base import FaceData
+from affectlab.losses import inverse_frequency_weights, masked_bce_with_logits
+from affectlab.methods.base import Batch, Method, ModelFactory, label_task_size
+
+
+class Baseline(Method):
+    """Backbone → Linear(num_features, C) → sigmoid, trained with masked (weighted) BCE.
+
+        L = Σ_{n,c} m_nc · w_c · BCE(z_nc, y_nc) / Σ_{n,c} m_nc
+
+    Args:
+        model: factory returning a backbone with ``forward_features`` and ``num_features``.
+        task: the multi-label task to learn, ``au`` or ``attr``.
+        label_weighting: ``none`` (w_c = 1) or ``inverse_frequency`` (w_c ∝ 1 / positive rate
+            of label c in the labelled training split, mean 1).
+        name: the method's name in run directories and ``metrics.json``.
+    """
+
+    def __init__(self, *, model: ModelFactory, task: str = "au", label_weighting: str = "none",
+                 name: str = "baseline") -> None:
+        super().__init__()
+        if label_weighting not in ("none", "inverse_frequency"):
+            raise ValueError(f"method.label_weighting={label_weighting!r}: use none or "
+                             "inverse_frequency")
+        self.task = task
+        self.label_weighting = label_weighting
+        self.name = name
+        self.backbone = model()
+        self.head: nn.Linear | None = None
+        self.register_buffer("label_weights", torch.ones(0))
+
+    def setup(self, data: FaceData) -> None:
+        num_labels = label_task_size(data, self.task)
+        self.head = nn.Linear(self.backbone.num_features, num_labels)
+        table = data.train.table
+        targets = torch.from_numpy(getattr(table, self.task))
+        mask = torch.from_numpy(getattr(table, f"{self.task}_mask"))
+        if self.label_weighting == "inverse_frequency":
+            self.label_weights = inverse_frequency_weights(targets, mask)
+        else:
+            self.label_weights = torch.ones(num_labels)
+
+    def logits(self, images: torch.Tensor) -> torch.Tensor:
+        """(N, 3, H, W) → (N, C) label logits."""
+        return self.head(self.backbone.forward_features(images))
+
+    def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
+        logits = self.logits(batch["image"])
+        loss = masked_bce_with_logits(logits, batch[self.task], batch[f"{self.task}_mask"],
+                                      self.label_weights)
+        return {"loss": loss}
+
+    @torch.no_grad()
+    def predict(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {self.task: torch.sigmoid(self.logits(images).float())}

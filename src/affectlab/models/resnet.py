@@ -1,0 +1,84 @@
+"""torchvision ResNets as feature extractors, with offline-only pretrained weights."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torchvision
+from torch import nn
+
+_ARCHS = {
+    18: (torchvision.models.resnet18, torchvision.models.ResNet18_Weights.IMAGENET1K_V1),
+    34: (torchvision.models.resnet34, torchvision.models.ResNet34_Weights.IMAGENET1K_V1),
+    50: (torchvision.models.resnet50, torchvision.models.ResNet50_Weights.IMAGENET1K_V1),
+}
+
+
+class PretrainedWeightsError(FileNotFoundError):
+    """Requested weights are not on disk; nothing is ever downloaded."""
+
+
+def imagenet_weights_path(depth: int) -> Path:
+    """Where torchvision's cache keeps the ImageNet weights of ResNet-``depth``."""
+    weights = _ARCHS[depth][1]
+    return Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
+
+
+def load_state_dict_file(path: Path) -> dict[str, torch.Tensor]:
+    """A state dict from a checkpoint file, unwrapping ``state_dict``/``model`` and ``module.``."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    for key in ("state_dict", "model"):
+        if isinstance(state, dict) and key in state and isinstance(state[key], dict):
+            state = state[key]
+    return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+class ResNet(nn.Module):
+    """ResNet-18/34/50 trunk (torchvision), classifier removed.
+
+    Input (N, 3, H, W) → features (N, 512) for 18/34, (N, 2048) for 50.
+
+    Args:
+        depth: 18, 34 or 50.
+        pretrained: ``none`` (random init), ``imagenet`` (torchvision's ImageNet weights, read
+            from the torch hub cache; never downloaded), or a path to a state dict.
+    """
+
+    def __init__(self, *, depth: int = 18, pretrained: str = "none") -> None:
+        super().__init__()
+        if depth not in _ARCHS:
+            raise ValueError(f"model.depth={depth} is not supported; choose one of {sorted(_ARCHS)}")
+        net = _ARCHS[depth][0](weights=None)
+        if pretrained == "imagenet":
+            path = imagenet_weights_path(depth)
+            if not path.is_file():
+                raise PretrainedWeightsError(
+                    f"model.pretrained=imagenet needs the file {path}, which is not there and is "
+                    f"never downloaded at run time. Copy torchvision's {Path(path).name} to that "
+                    "path (or set TORCH_HOME), or pass model.pretrained=/path/to/weights.pth, or "
+                    "model.pretrained=none.")
+            net.load_state_dict(load_state_dict_file(path))
+        elif pretrained != "none":
+            path = Path(pretrained)
+            if not path.is_file():
+                raise PretrainedWeightsError(
+                    f"model.pretrained={pretrained}: no such file. Give an existing state-dict "
+                    "path, or model.pretrained=imagenet|none.")
+            state = {k: v for k, v in load_state_dict_file(path).items() if not k.startswith("fc.")}
+            missing, unexpected = net.load_state_dict(state, strict=False)
+            missing = [k for k in missing if not k.startswith("fc.")]
+            if missing or unexpected:
+                raise PretrainedWeightsError(
+                    f"{path} does not hold ResNet-{depth} weights: missing {missing[:5]}, "
+                    f"unexpected {unexpected[:5]}. Check model.depth.")
+        self.num_features = net.fc.in_features
+        net.fc = nn.Identity()
+        self.net = net
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, 3, H, W) → (N, num_features)."""
+        return self.net(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_features(x)

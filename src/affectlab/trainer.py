@@ -1,0 +1,432 @@
+"""The one training loop every method runs through.
+
+The trainer owns devices, precision, data loading, augmentation, optimizer and schedule,
+gradient clipping, evaluation, best-checkpoint selection, checkpoints and resume, logging
+(TensorBoard, ``metrics.jsonl``, the console) and, under ``torchrun``, data parallelism. A
+method only turns batches into loss terms and images into predictions
+(:mod:`affectlab.methods.base`).
+
+Loop unit: epochs over the labelled training split (incomplete last batch dropped); when the
+method needs unlabelled data, a batch of the unlabelled pool is drawn alongside every labelled
+batch from an endless deterministic stream. ``max_steps``, when set, caps the number of
+optimizer steps and overrides ``max_epochs``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader
+from torch.utils.tensorboard import SummaryWriter
+
+from affectlab.datasets.base import FaceData, FaceImageDataset
+from affectlab.datasets.samplers import EpochSampler, InfiniteSampler
+from affectlab.datasets.transforms import BatchAugment, normalize
+from affectlab.methods.base import Method
+from affectlab.metrics import evaluate_tasks, flatten_metrics
+from affectlab.schedules import Constant
+from affectlab.utils import atomic_torch_save, resolve_device, rng_state, set_rng_state
+
+log = logging.getLogger(__name__)
+
+TARGET_KEYS = ("au", "au_mask", "expr", "expr_mask", "va", "va_mask", "attr", "attr_mask")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be used for this run, with the reason and the fix."""
+
+
+class Trainer:
+    """Fits a :class:`~affectlab.methods.base.Method` on :class:`~affectlab.datasets.base.FaceData`.
+
+    Args:
+        max_epochs: epochs over the labelled training split.
+        max_steps: optional cap on optimizer steps; overrides ``max_epochs`` when set.
+        batch_size: labelled images per step (per process under torchrun).
+        unlabeled_batch_size: unlabelled images per step (default: ``batch_size``).
+        eval_batch_size: images per evaluation batch (default: 2 × ``batch_size``).
+        num_workers: DataLoader worker processes.
+        device: ``auto`` (CUDA when present, else CPU), ``cpu``, ``cuda``, ``cuda:1``, ...
+        precision: ``auto`` (bf16 autocast on CUDA, fp32 on CPU), ``bf16`` or ``fp32``.
+        grad_clip_norm: clip the global gradient norm to this value (None: no clipping).
+        eval_every_epochs: validate every this many epochs (and after the last).
+        monitor: validation metric that selects ``best.pt``, e.g. ``val/au/f1_mean``.
+        monitor_mode: ``max`` or ``min``.
+        resume: path to a ``last.pt`` to continue from, or None.
+        log_every_steps: how often training losses go to TensorBoard and ``metrics.jsonl``.
+        progress_bar: show a tqdm bar (epoch, step, loss, images/s).
+        seed: seeds data order and augmentation.
+        optimizer: factory ``params -> torch.optim.Optimizer`` (Hydra ``_partial_``).
+        scheduler: a schedule from :mod:`affectlab.schedules`.
+        augment: training augmentation; None trains on un-augmented images.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_epochs: int,
+        max_steps: int | None = None,
+        batch_size: int,
+        unlabeled_batch_size: int | None = None,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        device: str = "auto",
+        precision: str = "auto",
+        grad_clip_norm: float | None = None,
+        eval_every_epochs: int = 1,
+        monitor: str = "val/au/f1_mean",
+        monitor_mode: str = "max",
+        resume: str | None = None,
+        log_every_steps: int = 10,
+        progress_bar: bool = True,
+        seed: int = 0,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        scheduler: Constant | None = None,
+        augment: BatchAugment | None = None,
+    ) -> None:
+        if monitor_mode not in ("max", "min"):
+            raise ValueError(f"trainer.monitor_mode={monitor_mode!r}: use max or min")
+        if precision not in ("auto", "bf16", "fp32"):
+            raise ValueError(f"trainer.precision={precision!r}: use auto, bf16 or fp32")
+        if max_epochs < 1 and not max_steps:
+            raise ValueError("trainer.max_epochs must be ≥ 1 (or set trainer.max_steps)")
+        self.max_epochs = max_epochs
+        self.max_steps = max_steps
+        self.batch_size = batch_size
+        self.unlabeled_batch_size = unlabeled_batch_size or batch_size
+        self.eval_batch_size = eval_batch_size or 2 * batch_size
+        self.num_workers = num_workers
+        self.grad_clip_norm = grad_clip_norm
+        self.eval_every_epochs = eval_every_epochs
+        self.monitor = monitor
+        self.monitor_mode = monitor_mode
+        self.resume = resume
+        self.log_every_steps = log_every_steps
+        self.progress_bar = progress_bar
+        self.seed = seed
+        self.optimizer_factory = optimizer
+        self.schedule = scheduler or Constant()
+        self.augment = augment
+
+        self.world_size = int(os.environ.get("WORLD_SIZE", 1))
+        self.rank = int(os.environ.get("RANK", 0))
+        self.device = resolve_device(device)
+        if precision == "auto":
+            precision = "bf16" if self.device.type == "cuda" else "fp32"
+        self.precision = precision
+
+    # ------------------------------------------------------------------ helpers
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.precision == "bf16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def _loader(self, dataset: FaceImageDataset, sampler: Any, batch_size: int) -> DataLoader:
+        return DataLoader(dataset, batch_size=batch_size, sampler=sampler,
+                          num_workers=self.num_workers, pin_memory=self.device.type == "cuda",
+                          persistent_workers=False, drop_last=False)
+
+    def _to_device(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+
+    def _prepare(self, batch: dict[str, torch.Tensor], data: FaceData,
+                 train: bool) -> dict[str, torch.Tensor]:
+        batch = self._to_device(batch)
+        images = batch["image"]
+        if train and self.augment is not None:
+            images = self.augment.augment(images)
+        batch["image"] = normalize(images, data.mean, data.std)
+        return batch
+
+    def _better(self, value: float, best: float | None) -> bool:
+        if best is None or math.isnan(best):
+            return not math.isnan(value)
+        return value > best if self.monitor_mode == "max" else value < best
+
+    # --------------------------------------------------------------- evaluation
+    @torch.no_grad()
+    def predict_split(self, method: Method, data: FaceData,
+                      dataset: FaceImageDataset) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """Stacked predictions and targets over a whole split."""
+        was_training = method.training
+        method.eval()
+        loader = self._loader(dataset, None, self.eval_batch_size)
+        outputs: dict[str, list[np.ndarray]] = {}
+        targets: dict[str, list[np.ndarray]] = {k: [] for k in TARGET_KEYS}
+        for batch in loader:
+            batch = self._prepare(batch, data, train=False)
+            with self._autocast():
+                predictions = method.predict(batch["image"])
+            for task, value in predictions.items():
+                outputs.setdefault(task, []).append(value.float().cpu().numpy())
+            for key in TARGET_KEYS:
+                targets[key].append(batch[key].cpu().numpy())
+        method.train(was_training)
+        return ({k: np.concatenate(v) for k, v in outputs.items()},
+                {k: np.concatenate(v) for k, v in targets.items()})
+
+    def evaluate(self, method: Method, data: FaceData, dataset: FaceImageDataset) -> dict[str, Any]:
+        """Metrics of every task the method predicts, on one split (see :mod:`affectlab.metrics`)."""
+        outputs, targets = self.predict_split(method, data, dataset)
+        return evaluate_tasks(outputs, targets, data.label_names)
+
+    # -------------------------------------------------------------- checkpoints
+    def _random_state(self) -> dict[str, Any]:
+        return {"rng": rng_state(),
+                "augment": self.augment.state_dict() if self.augment is not None else None}
+
+    def _checkpoint(self, method: Method, optimizer: torch.optim.Optimizer, scheduler: Any,
+                    position: dict[str, Any], config: dict[str, Any] | None,
+                    random_state: dict[str, Any] | None = None) -> dict[str, Any]:
+        return {
+            "method": method.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            **(random_state or self._random_state()),
+            "config": config,
+            "method_class": f"{type(method).__module__}.{type(method).__qualname__}",
+            **position,
+        }
+
+    @staticmethod
+    def load_checkpoint(path: str | Path) -> dict[str, Any]:
+        """Read a checkpoint, with a clear error for a missing or unreadable file."""
+        path = Path(path)
+        if not path.is_file():
+            raise CheckpointError(f"checkpoint not found: {path}. Point trainer.resume at an "
+                                  "existing checkpoints/last.pt of a run.")
+        try:
+            return torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as err:  # a truncated or foreign file: say which and what to do
+            raise CheckpointError(f"cannot read checkpoint {path} ({type(err).__name__}: {err}). "
+                                  "The file is damaged or not an affectlab checkpoint.") from None
+
+    @staticmethod
+    def load_method_state(method: Method, checkpoint: dict[str, Any], path: str | Path) -> None:
+        """Load weights into ``method``, refusing checkpoints of another method or model."""
+        expected = f"{type(method).__module__}.{type(method).__qualname__}"
+        if checkpoint.get("method_class") != expected:
+            raise CheckpointError(f"checkpoint {path} was written by method "
+                                  f"{checkpoint.get('method_class')}, but this run uses {expected}. "
+                                  "Resume with the same method config.")
+        try:
+            method.load_state_dict(checkpoint["method"])
+        except RuntimeError as err:
+            saved = (checkpoint.get("config") or {}).get("model", {})
+            first_line = str(err).splitlines()[1:3]
+            raise CheckpointError(f"checkpoint {path} does not fit this model (it was saved with "
+                                  f"model={saved}): {' '.join(s.strip() for s in first_line)}. "
+                                  "Resume with the model config the checkpoint was trained "
+                                  "with.") from None
+
+    # --------------------------------------------------------------------- fit
+    def fit(self, method: Method, data: FaceData, run_dir: str | Path,
+            config: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Train, validate every epoch, keep the best checkpoint, and test it.
+
+        Returns ``{"test": task metrics, "best_epoch", "best_value", "monitor", "steps",
+        "epochs", "throughput_images_per_s", "train_time_s"}``.
+        """
+        run_dir = Path(run_dir)
+        ckpt_dir = run_dir / "checkpoints"
+        if self.is_main and (ckpt_dir / "last.pt").exists():
+            raise CheckpointError(f"{ckpt_dir} already holds a run's checkpoints; refusing to "
+                                  "overwrite them. Use a new run directory, or continue that "
+                                  f"run with trainer.resume={ckpt_dir / 'last.pt'}.")
+        if method.needs_unlabeled and data.unlabeled is None:
+            raise ValueError(f"method {type(method).__name__} needs an unlabelled pool, but "
+                             f"dataset '{data.name}' has none. Pick a dataset config with an "
+                             "unlabelled split.")
+
+        method.setup(data)
+        method.to(self.device)
+        model: torch.nn.Module = method
+        if self.world_size > 1:
+            model = torch.nn.parallel.DistributedDataParallel(
+                method, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+
+        sampler = EpochSampler(len(data.train), batch_size=self.batch_size, seed=self.seed,
+                               rank=self.rank, world_size=self.world_size)
+        steps_per_epoch = sampler.batches_per_epoch()
+        if steps_per_epoch < 1:
+            raise ValueError(f"the training split has {len(data.train)} images, fewer than one "
+                             f"batch (trainer.batch_size={self.batch_size} × {self.world_size} "
+                             "processes); lower trainer.batch_size.")
+        total_steps = self.max_steps or self.max_epochs * steps_per_epoch
+        num_epochs = math.ceil(total_steps / steps_per_epoch)
+
+        optimizer = self.optimizer_factory(method.param_groups())
+        scheduler = self.schedule.build(optimizer, steps_per_epoch=steps_per_epoch,
+                                        total_steps=total_steps)
+
+        position = {"epoch": 0, "batch_in_epoch": 0, "global_step": 0, "best_value": None,
+                    "best_epoch": None, "images_seen": 0, "train_time_s": 0.0}
+        if self.resume:
+            checkpoint = self.load_checkpoint(self.resume)
+            self.load_method_state(method, checkpoint, self.resume)
+            optimizer.load_state_dict(checkpoint["optimizer"])
+            scheduler.load_state_dict(checkpoint["scheduler"])
+            if self.augment is not None and checkpoint.get("augment"):
+                self.augment.load_state_dict(checkpoint["augment"])
+            set_rng_state(checkpoint["rng"])
+            position = {k: checkpoint[k] for k in position}
+            best_source = Path(self.resume).with_name("best.pt")
+            if self.is_main and best_source.is_file():
+                ckpt_dir.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(best_source, ckpt_dir / "best.pt")
+            log.info("resumed from %s at epoch %d, step %d", self.resume, position["epoch"],
+                     position["global_step"])
+
+        writer = SummaryWriter(str(run_dir / "tb")) if self.is_main else None
+        events = open(run_dir / "metrics.jsonl", "a") if self.is_main else None
+
+        def record(scalars: dict[str, float], step: int) -> None:
+            if writer is None:
+                return
+            for key, value in scalars.items():
+                writer.add_scalar(key, value, step)
+            events.write(json.dumps({"step": step, **scalars}) + "\n")
+            events.flush()
+
+        unlabeled_iter: Iterator[dict[str, torch.Tensor]] | None = None
+        if method.needs_unlabeled:
+            unlabeled_sampler = InfiniteSampler(
+                len(data.unlabeled), seed=self.seed,
+                start=position["global_step"] * self.unlabeled_batch_size,
+                rank=self.rank, world_size=self.world_size)
+            unlabeled_iter = iter(self._loader(data.unlabeled, unlabeled_sampler,
+                                               self.unlabeled_batch_size))
+
+        method.train()
+        step = position["global_step"]
+        step_start_random_state = self._random_state()
+        try:
+            for epoch in range(position["epoch"], num_epochs):
+                start_batch = position["batch_in_epoch"] if epoch == position["epoch"] else 0
+                sampler.set_position(epoch, start_batch)
+                loader = self._loader(data.train, sampler, self.batch_size)
+                progress = self._progress(loader, epoch, num_epochs)
+                epoch_start = time.perf_counter()
+                images_in_epoch = 0
+                for batch_index, batch in enumerate(progress, start=start_batch):
+                    if step >= total_steps:
+                        break
+                    # An interrupt inside this step resumes from the step's start.
+                    step_start_random_state = self._random_state()
+                    batch = self._prepare(batch, data, train=True)
+                    if unlabeled_iter is not None:
+                        batch["unlabeled"] = self._prepare(next(unlabeled_iter), data, train=True)
+                    with self._autocast():
+                        losses = model(batch)
+                    loss = losses["loss"]
+                    if not torch.isfinite(loss):
+                        raise FloatingPointError(
+                            f"loss became {loss.item()} at step {step} (epoch {epoch}): lower the "
+                            "learning rate (optim.optimizer.lr) or set trainer.grad_clip_norm.")
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    if self.grad_clip_norm:
+                        torch.nn.utils.clip_grad_norm_(method.parameters(), self.grad_clip_norm)
+                    optimizer.step()
+                    scheduler.step()
+                    method.after_optimizer_step(step)
+                    step += 1
+                    n_images = batch["image"].shape[0] + (
+                        batch["unlabeled"]["image"].shape[0] if "unlabeled" in batch else 0)
+                    images_in_epoch += n_images * self.world_size
+                    position.update(global_step=step, batch_in_epoch=batch_index + 1)
+                    elapsed = position["train_time_s"] + time.perf_counter() - epoch_start
+                    if hasattr(progress, "set_postfix"):
+                        progress.set_postfix(step=step, loss=f"{loss.item():.4f}",
+                                             img_s=f"{(position['images_seen'] + images_in_epoch) / max(elapsed, 1e-9):.0f}")
+                    if step % self.log_every_steps == 0:
+                        scalars = {f"train/{k}": float(v.detach()) for k, v in losses.items()}
+                        scalars["train/lr"] = optimizer.param_groups[0]["lr"]
+                        record(scalars, step)
+                position["train_time_s"] += time.perf_counter() - epoch_start
+                position["images_seen"] += images_in_epoch
+                position.update(epoch=epoch + 1, batch_in_epoch=0)
+                last_epoch = epoch + 1 == num_epochs or step >= total_steps
+                if self.is_main and ((epoch + 1) % self.eval_every_epochs == 0 or last_epoch):
+                    self._validate(method, data, optimizer, scheduler, position, config, ckpt_dir,
+                                   record, epoch)
+                if self.world_size > 1:
+                    dist.barrier()
+                if step >= total_steps:
+                    break
+        except KeyboardInterrupt:
+            if self.is_main:
+                ckpt_dir.mkdir(parents=True, exist_ok=True)
+                atomic_torch_save(self._checkpoint(method, optimizer, scheduler, position, config,
+                                                   step_start_random_state),
+                                  ckpt_dir / "last.pt")
+                log.warning("interrupted at step %d; continue with trainer.resume=%s", step,
+                            (ckpt_dir / "last.pt").resolve())
+            raise
+        except BaseException:
+            self._close(writer, events)
+            raise
+
+        result: dict[str, Any] = {
+            "monitor": self.monitor, "best_value": position["best_value"],
+            "best_epoch": position["best_epoch"], "steps": step, "epochs": position["epoch"],
+            "train_time_s": round(position["train_time_s"], 3),
+            "throughput_images_per_s": round(position["images_seen"] / max(position["train_time_s"], 1e-9), 1),
+        }
+        if self.is_main:
+            best = self.load_checkpoint(ckpt_dir / "best.pt")
+            method.load_state_dict(best["method"])
+            result["test"] = self.evaluate(method, data, data.test)
+            record(flatten_metrics(result["test"], "test"), step)
+        self._close(writer, events)
+        return result
+
+    @staticmethod
+    def _close(writer: SummaryWriter | None, events: Any) -> None:
+        if writer is not None:
+            writer.close()
+            events.close()
+
+    def _validate(self, method: Method, data: FaceData, optimizer: torch.optim.Optimizer,
+                  scheduler: Any, position: dict[str, Any], config: dict[str, Any] | None,
+                  ckpt_dir: Path, record: Callable[[dict[str, float], int], None],
+                  epoch: int) -> None:
+        metrics = flatten_metrics(self.evaluate(method, data, data.val), "val")
+        if self.monitor not in metrics:
+            raise KeyError(f"trainer.monitor={self.monitor!r} is not among the validation "
+                           f"metrics: {sorted(k for k in metrics if k.count('/') == 2)}")
+        value = metrics[self.monitor]
+        record(metrics, position["global_step"])
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        if self._better(value, position["best_value"]):
+            position.update(best_value=value, best_epoch=epoch + 1)
+            atomic_torch_save(self._checkpoint(method, optimizer, scheduler, position, config),
+                              ckpt_dir / "best.pt")
+        atomic_torch_save(self._checkpoint(method, optimizer, scheduler, position, config),
+                          ckpt_dir / "last.pt")
+        log.info("epoch %d  step %d  %s = %.4f  (best %.4f at epoch %s)", epoch + 1,
+                 position["global_step"], self.monitor, value, position["best_value"],
+                 position["best_epoch"])
+
+    def _progress(self, loader: DataLoader, epoch: int, num_epochs: int) -> Any:
+        if not (self.progress_bar and self.is_main):
+            return loader
+        from tqdm import tqdm
+
+        return tqdm(loader, desc=f"epoch {epoch + 1}/{num_epochs}", leave=False, dynamic_ncols=True)
