@@ -8,6 +8,7 @@ overrides), ``config_resolved.yaml``, ``run_info.json``, ``train.log``, ``tb/`` 
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import platform
@@ -30,6 +31,23 @@ from affectlab.utils import atomic_write_json, seed_everything
 log = logging.getLogger("affectlab")
 
 CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "configs")
+MAX_SUBDIR_LENGTH = 120
+
+
+def sweep_subdir(job_num: int, overrides: str) -> str:
+    """``<job>_<overrides>`` as one safe directory name: no ``/``, at most 120 characters.
+
+    Long override lists are cut and suffixed with a hash of the full list, so names stay
+    unique and readable; ``.hydra/overrides.yaml`` in the run directory keeps the full list.
+    """
+    name = f"{job_num}_{overrides}".replace("/", "_")
+    if len(name) <= MAX_SUBDIR_LENGTH:
+        return name
+    digest = hashlib.sha1(name.encode()).hexdigest()[:8]
+    return f"{name[:MAX_SUBDIR_LENGTH - 9]}_{digest}"
+
+
+OmegaConf.register_new_resolver("sweep_subdir", sweep_subdir, replace=True)
 
 
 def _git_sha() -> str | None:

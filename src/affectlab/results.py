@@ -1,0 +1,64 @@
+"""Gathering ``metrics.json`` files of many runs into mean ± std tables.
+
+Runs are grouped by their Hydra overrides with ``seed`` removed, so a multirun over
+``experiment=a,b seed=0,1,2`` gives one row per experiment with the spread over seeds.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+@dataclass
+class Row:
+    """One configuration: its name and the metrics.json of each seed."""
+
+    name: str
+    runs: list[dict[str, Any]]
+
+    def values(self, task: str, key: str) -> list[float]:
+        return [run["tasks"][task][key] for run in self.runs]
+
+    def per_label(self, task: str) -> tuple[list[str], list[list[float]]]:
+        labels = self.runs[0]["tasks"][task]["labels"]
+        return labels, [run["tasks"][task]["f1"] for run in self.runs]
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value)."""
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def _run_name(run_dir: Path) -> str:
+    overrides_file = run_dir / ".hydra" / "overrides.yaml"
+    overrides = yaml.safe_load(overrides_file.read_text()) if overrides_file.is_file() else []
+    kept = [o for o in overrides or [] if not o.startswith(("seed=", "hydra.", "dataset.root="))]
+    return " ".join(kept) or "defaults"
+
+
+def collect(root: str | Path) -> list[Row]:
+    """Every run under ``root`` that finished (has metrics.json), grouped by overrides."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for path in sorted(Path(root).rglob("metrics.json")):
+        groups.setdefault(_run_name(path.parent), []).append(json.loads(path.read_text()))
+    return [Row(name, sorted(runs, key=lambda r: r["seed"])) for name, runs in groups.items()]
+
+
+def markdown_table(rows: list[Row], task: str = "au") -> str:
+    """Per-label F1 (mean over seeds) and mean F1 as mean ± std, one line per row, in %."""
+    labels, _ = rows[0].per_label(task)
+    header = "| run | seeds | " + " | ".join(labels) + " | mean F1 |"
+    lines = [header, "|" + "---|" * (len(labels) + 3)]
+    for row in rows:
+        _, per_seed = row.per_label(task)
+        per_label = [statistics.fmean(col) * 100 for col in zip(*per_seed)]
+        mean, std = mean_std([v * 100 for v in row.values(task, "f1_mean")])
+        cells = " | ".join(f"{v:.1f}" for v in per_label)
+        lines.append(f"| {row.name} | {len(row.runs)} | {cells} | {mean:.1f} ± {std:.1f} |")
+    return "\n".join(lines)

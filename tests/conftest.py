@@ -1,0 +1,56 @@
+"""Shared fixtures: composing the real Hydra configs with tiny sizes, data under tmp_path."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIG_DIR = str(REPO / "configs")
+
+# A benchmark small enough for a few CPU steps: 32 px faces, a handful of subjects per split.
+TINY_DATA = [
+    "dataset.image_size=32",
+    "dataset.num_subjects_train=4", "dataset.images_per_subject_train=6",
+    "dataset.num_subjects_unlabeled=4", "dataset.images_per_subject_unlabeled=6",
+    "dataset.num_subjects_val=3", "dataset.images_per_subject_val=4",
+    "dataset.num_subjects_test=3", "dataset.images_per_subject_test=4",
+]
+TINY_MODEL = ["model.widths=[8,16]"]
+TINY_TRAINER = ["trainer.batch_size=8", "trainer.device=cpu", "trainer.progress_bar=false",
+                "trainer.max_epochs=2", "trainer.log_every_steps=1"]
+
+
+def compose_config(data_root: Path, overrides: list[str] = ()) -> DictConfig:
+    """The composed training config with tiny defaults, as ``python train.py`` would see it."""
+    other_model = any(o.startswith("model=") and o != "model=small_cnn" for o in overrides)
+    model = [] if other_model else TINY_MODEL
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return compose("train", overrides=[f"dataset.root={data_root}", *TINY_DATA, *model,
+                                           *TINY_TRAINER, *overrides])
+
+
+@pytest.fixture(scope="session")
+def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One data folder per test session, so the tiny benchmark is generated once."""
+    return tmp_path_factory.mktemp("data") / "synthetic"
+
+
+@pytest.fixture
+def tiny_cfg(data_root: Path) -> Callable[..., DictConfig]:
+    return lambda *overrides: compose_config(data_root, list(overrides))
+
+
+def run_cli(args: list[str], cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
+    """``python train.py ARGS`` in a subprocess, from ``cwd``."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("HYDRA_FULL_ERROR", None)
+    return subprocess.run([sys.executable, str(REPO / "train.py"), *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=timeout, env=env)

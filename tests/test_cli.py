@@ -1,0 +1,69 @@
+"""``python train.py`` as a user runs it: run directories, multirun, and clear errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from .conftest import TINY_DATA, TINY_MODEL, TINY_TRAINER, run_cli
+
+pytestmark = pytest.mark.slow
+
+
+def tiny_args(data_root: Path) -> list[str]:
+    return [f"dataset.root={data_root}", *TINY_DATA, *TINY_MODEL, *TINY_TRAINER,
+            "trainer.max_steps=2"]
+
+
+def test_single_run_writes_everything_and_prints_a_table(tmp_path, data_root):
+    result = run_cli(tiny_args(data_root) + ["hydra.run.dir=outputs/one"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    run_dir = tmp_path / "outputs/one"
+    for name in (".hydra/config.yaml", ".hydra/overrides.yaml", "config_resolved.yaml",
+                 "train.log", "metrics.json", "checkpoints/best.pt", "checkpoints/last.pt"):
+        assert (run_dir / name).is_file(), name
+    assert list((run_dir / "tb").glob("events.out.tfevents.*"))
+    log = (run_dir / "train.log").read_text()
+    assert "Test results" in log and "AU12" in log and "mean" in log
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert set(metrics["tasks"]) == {"au"}
+
+
+def test_multirun_over_three_seeds_gives_three_run_directories(tmp_path, data_root):
+    result = run_cli(["-m", "seed=0,1,2", "trainer.max_epochs=1"] + tiny_args(data_root),
+                     cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    found = sorted((tmp_path / "multirun").glob("*/*/*/metrics.json"))
+    assert len(found) == 3
+    seeds = sorted(json.loads(p.read_text())["seed"] for p in found)
+    assert seeds == [0, 1, 2]
+    assert len({p.parent for p in found}) == 3
+
+
+def test_unknown_method_names_the_available_options(tmp_path, data_root):
+    result = run_cli(tiny_args(data_root) + ["method=nosuchmethod"], cwd=tmp_path)
+    assert result.returncode != 0
+    assert "nosuchmethod" in result.stderr and "baseline" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_wrong_type_is_one_clear_line(tmp_path, data_root):
+    result = run_cli(tiny_args(data_root) + ["trainer.batch_size=lots"], cwd=tmp_path)
+    assert result.returncode == 2
+    assert "trainer.batch_size='lots' has the wrong type" in result.stderr + result.stdout
+    assert "Traceback" not in result.stderr
+
+
+def test_truncated_image_names_the_file(tmp_path, data_root):
+    import shutil
+
+    root = tmp_path / "data"
+    shutil.copytree(data_root, root)
+    victim = sorted(root.rglob("*.png"))[0]
+    victim.write_bytes(victim.read_bytes()[:40])
+    result = run_cli([f"dataset.root={root}", *tiny_args(data_root)[1:]], cwd=tmp_path)
+    assert result.returncode == 2
+    assert victim.name in result.stderr + result.stdout
+    assert "Traceback" not in result.stderr

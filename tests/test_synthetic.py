@@ -1,0 +1,433 @@
+"""Tests of the synthetic benchmark: the story, the renderer, the cache and the read-back path."""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+import affectlab.datasets.synthetic as S
+from affectlab.config import check_config
+from affectlab.datasets.base import EXPRESSIONS, DataError
+from affectlab.datasets.synthetic_faces import (
+    FACE_CENTER_Y,
+    FACE_HALF_HEIGHT,
+    SUPPORTED_AUS,
+    Nuisance,
+    Occluder,
+    occluded_aus,
+    random_face,
+    render_face,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+
+TINY = dict(image_size=32,
+            num_subjects_train=3, images_per_subject_train=4,
+            num_subjects_unlabeled=3, images_per_subject_unlabeled=4,
+            num_subjects_val=3, images_per_subject_val=4,
+            num_subjects_test=3, images_per_subject_test=4)
+
+
+def tiny(root: Path, **overrides) -> S.Synthetic:
+    return S.Synthetic(root=str(root), **{**TINY, **overrides})
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    dataset = tiny(tmp_path_factory.mktemp("tiny"))
+    return dataset, dataset.build()
+
+
+@pytest.fixture(scope="module")
+def moderate(tmp_path_factory):
+    """~600 labelled images at 32 px with frequent occluders, for label statistics."""
+    dataset = S.Synthetic(root=str(tmp_path_factory.mktemp("moderate")), image_size=32,
+                          num_subjects_train=30, images_per_subject_train=20,
+                          num_subjects_unlabeled=0, images_per_subject_unlabeled=0,
+                          num_subjects_val=1, images_per_subject_val=1,
+                          num_subjects_test=1, images_per_subject_test=1, occlusion_prob=0.5)
+    return dataset, dataset.build()
+
+
+# ------------------------------------------------------------------------------------------
+# Determinism and the cache
+
+
+def test_same_seed_gives_identical_files_other_seed_differs(tmp_path):
+    a, b = tiny(tmp_path / "a"), tiny(tmp_path / "b")
+    a.build(), b.build()
+    assert a.dataset_dir.name == b.dataset_dir.name
+    csv_a = (a.dataset_dir / S.LABELS_FILE).read_bytes()
+    assert csv_a == (b.dataset_dir / S.LABELS_FILE).read_bytes()
+    images = sorted((a.dataset_dir / "images").rglob("*.png"))
+    assert len(images) == 48
+    for image in images[::7]:
+        assert image.read_bytes() == (b.dataset_dir / image.relative_to(a.dataset_dir)).read_bytes()
+
+    c = tiny(tmp_path / "c", seed=1)
+    c.build()
+    assert c.dataset_dir.name != a.dataset_dir.name
+    assert (c.dataset_dir / S.LABELS_FILE).read_bytes() != csv_a
+    first = "images/train/00000_000.png"
+    assert (c.dataset_dir / first).read_bytes() != (a.dataset_dir / first).read_bytes()
+
+
+def test_worker_processes_give_identical_files(tmp_path):
+    serial, parallel = tiny(tmp_path / "serial"), tiny(tmp_path / "parallel", num_workers=2)
+    serial.generate(), parallel.generate()
+    for path in [S.LABELS_FILE, "images/test/00011_003.png", "images/unlabeled/00004_002.png"]:
+        assert (serial.dataset_dir / path).read_bytes() == (parallel.dataset_dir / path).read_bytes()
+
+
+def test_smaller_config_reproduces_first_images(tmp_path):
+    small, large = tiny(tmp_path / "s"), tiny(tmp_path / "l", images_per_subject_train=6)
+    small.generate(), large.generate()
+    path = "images/train/00002_003.png"
+    assert (small.dataset_dir / path).read_bytes() == (large.dataset_dir / path).read_bytes()
+
+
+def test_parameter_change_gives_new_folder_and_reuse_does_not_regenerate(tmp_path, monkeypatch):
+    dataset = tiny(tmp_path)
+    dataset.build()
+    folder = dataset.dataset_dir
+    meta = (folder / S.META_FILE).read_bytes()
+    for change in [dict(rotation_deg=5.0), dict(noise_std=0.0), dict(image_size=40),
+                   dict(num_subjects_val=4), dict(au_effect_scale=0.5)]:
+        assert tiny(tmp_path, **change).dataset_dir != folder, change
+    # labels exposed, the oracle switch and the workers do not change the files
+    for same in [dict(aus=[12, 1]), dict(oracle=True), dict(num_workers=2), dict(name="x")]:
+        assert tiny(tmp_path, **same).dataset_dir == folder, same
+    monkeypatch.setattr(S, "GENERATOR_VERSION", S.GENERATOR_VERSION + 1)
+    assert tiny(tmp_path).dataset_dir != folder
+    monkeypatch.undo()
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("a complete dataset was generated again")
+
+    monkeypatch.setattr(S, "generate_dataset", must_not_run)
+    data = tiny(tmp_path).build()
+    assert len(data.train) == 12
+    assert (folder / S.META_FILE).read_bytes() == meta
+
+
+def test_interrupted_generation_leaves_nothing_trusted(tmp_path, monkeypatch):
+    calls = {"n": 0}
+    real_render = S.render_face
+
+    def crash_midway(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] > 20:
+            raise KeyboardInterrupt
+        return real_render(*args, **kwargs)
+
+    monkeypatch.setattr(S, "render_face", crash_midway)
+    dataset = tiny(tmp_path)
+    with pytest.raises(KeyboardInterrupt):
+        dataset.build()
+    assert not dataset.dataset_dir.exists()
+    assert list(tmp_path.iterdir()) == []  # the temporary folder is gone too
+    monkeypatch.undo()
+    assert len(dataset.build().test) == 12
+
+
+def test_folder_without_complete_meta_is_regenerated(tmp_path):
+    dataset = tiny(tmp_path)
+    dataset.dataset_dir.mkdir(parents=True)
+    (dataset.dataset_dir / "junk.txt").write_text("half-written")
+    data = dataset.build()
+    assert len(data.val) == 12 and not (dataset.dataset_dir / "junk.txt").exists()
+    assert S.read_meta(dataset.dataset_dir)["complete"] is True
+
+
+def test_relative_root_resolves_against_cwd(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    dataset = S.Synthetic(root="data/synthetic", **TINY)
+    assert dataset.root == tmp_path / "data" / "synthetic"
+
+
+# ------------------------------------------------------------------------------------------
+# The label story
+
+
+def test_au_rates_are_imbalanced(moderate):
+    _, data = moderate
+    stats = data.train.table.label_statistics()
+    rates = np.array(stats["au_positive_rate"])
+    assert rates.min() > 0
+    assert rates.max() / rates.min() > 3
+
+
+def test_expressions_drive_their_prototype_aus(moderate):
+    _, data = moderate
+    table = data.train.table
+    names = data.label_names["au"]
+
+    def rate(au: str, rows: np.ndarray) -> float:
+        j = names.index(au)
+        valid = rows & table.au_mask[:, j]
+        return float(table.au[valid, j].mean())
+
+    happy = table.expr == EXPRESSIONS.index("happiness")
+    surprise = table.expr == EXPRESSIONS.index("surprise")
+    assert rate("AU12", happy) > 3 * rate("AU12", ~happy)
+    assert rate("AU6", happy) > 2 * rate("AU6", ~happy)
+    assert rate("AU26", surprise) > 2 * rate("AU26", ~surprise)
+    assert rate("AU2", surprise) > 2 * rate("AU2", ~surprise)
+
+
+def test_valence_and_expression_frequencies(moderate):
+    _, data = moderate
+    table = data.train.table
+    va = table.va
+    happy = table.expr == EXPRESSIONS.index("happiness")
+    sad = table.expr == EXPRESSIONS.index("sadness")
+    surprise = table.expr == EXPRESSIONS.index("surprise")
+    assert va[happy, 0].mean() > va[sad, 0].mean() + 0.5
+    assert va[surprise, 1].mean() > va[sad, 1].mean() + 0.5
+    assert np.all(np.abs(va) <= 1)
+    counts = np.bincount(table.expr, minlength=len(EXPRESSIONS))
+    common = counts[EXPRESSIONS.index("neutral")] + counts[EXPRESSIONS.index("happiness")]
+    rare = counts[EXPRESSIONS.index("fear")] + counts[EXPRESSIONS.index("disgust")]
+    assert common > 3 * rare
+
+
+def test_occluded_aus_are_unknown_not_negative(moderate):
+    dataset, data = moderate
+    table = data.train.table
+    assert (~table.au_mask).any(), "occlusion_prob=0.5 must hide some AUs"
+    assert (table.au[~table.au_mask] == 0).all()
+    # in the CSV, hidden AUs are the EmotioNet sentinel
+    text = (dataset.dataset_dir / S.LABELS_FILE).read_text().splitlines()
+    assert any(",999" in line for line in text[1:])
+
+
+def test_occluder_over_the_eyes_hides_eye_aus_only():
+    face = random_face(np.random.default_rng(0))
+    ey = face.eye_y
+    glasses = Occluder("sunglasses", (-0.9, ey - 0.15, 0.9, ey + 0.15), (0, 0, 0))
+    hidden = occluded_aus(face, glasses)
+    assert {5, 7, 43} <= hidden
+    assert not hidden & {12, 15, 17, 20, 25, 26}
+    assert occluded_aus(face, None) == frozenset()
+
+
+def test_label_noise_keeps_rates_and_zero_noise_labels_the_truth():
+    rng = np.random.default_rng(0)
+    subject = S.sample_subject(rng)
+    noiseless = S.Synthetic(label_noise=0.0).params
+    noisy = S.Synthetic(label_noise=0.25).params
+    draws = 3000
+    clean = [S.sample_labels(rng, subject, noiseless) for _ in range(draws)]
+    for labels in clean[:300]:
+        assert all(labels.au_labels[au] == int(labels.intensity[au] > 0) for au in SUPPORTED_AUS)
+    dirty = [S.sample_labels(rng, subject, noisy) for _ in range(draws)]
+    j = SUPPORTED_AUS.index(12)
+    clean_rate = np.mean([l.au_labels[12] for l in clean])
+    dirty_rate = np.mean([l.au_labels[12] for l in dirty])
+    mismatch = np.mean([l.au_labels[12] != int(l.intensity[12] > 0) for l in dirty])
+    assert abs(dirty_rate - clean_rate) < 0.05 and mismatch > 0.1, (j, clean_rate, dirty_rate)
+    intensities = np.array([[l.intensity[au] for au in SUPPORTED_AUS] for l in clean])
+    present = intensities[intensities > 0]
+    assert present.min() >= S.MIN_INTENSITY and present.max() <= 1
+
+
+# ------------------------------------------------------------------------------------------
+# The renderer
+
+
+def _row(y_face: float, size: int) -> int:
+    return int((0.5 + FACE_CENTER_Y + y_face * FACE_HALF_HEIGHT) * size)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_each_au_changes_its_own_region(seed):
+    size = 64
+    face = random_face(np.random.default_rng(seed))
+    neutral = render_face(face, {}, Nuisance(), size).astype(np.int32)
+    eye_row = _row(face.eye_y, size)
+    nose_row = _row(face.nose_tip_y - 0.05, size)
+    mouth_row = _row(face.mouth_y - 0.1, size)
+
+    def energy(au: int, intensity: float = 1.0) -> tuple[float, float, float]:
+        diff = np.abs(render_face(face, {au: intensity}, Nuisance(), size).astype(np.int32) - neutral).sum(-1)
+        return diff[: eye_row - 2].sum(), diff[eye_row - 4: eye_row + 4].sum(), diff[nose_row:].sum()
+
+    for au in SUPPORTED_AUS:
+        full = sum(energy(au))
+        assert full > 0, f"AU{au} changes nothing"
+        assert sum(energy(au, 0.3)) < full, f"AU{au} at low intensity is not subtler"
+    # Without nuisances the effects are strictly local: the far region does not change at all.
+    for au in (1, 2, 4):
+        above, _, below = energy(au)
+        assert above > 0 and below == 0, f"AU{au}: {above} above the eyes, {below} below the nose"
+    for au in (5, 7, 43):
+        _, eyes, below = energy(au)
+        assert eyes > 0 and below == 0, f"AU{au}: {eyes} at the eyes, {below} below the nose"
+    for au in (10, 12, 15, 17, 20, 23, 25, 26):
+        above, eyes, below = energy(au)
+        assert below > 0 and above == eyes == 0, f"AU{au}: {below} below the nose, {above} above"
+    # the literal halves, for the two AUs everybody knows
+    half = size // 2
+    diff12 = np.abs(render_face(face, {12: 1.0}, Nuisance(), size).astype(np.int32) - neutral)
+    diff1 = np.abs(render_face(face, {1: 1.0}, Nuisance(), size).astype(np.int32) - neutral)
+    assert diff12[half:].sum() > 3 * diff12[:half].sum()
+    assert diff1[:half].sum() > 3 * diff1[half:].sum()
+    assert mouth_row > eye_row
+
+
+def test_renderer_shape_and_unknown_au():
+    face = random_face(np.random.default_rng(0))
+    image = render_face(face, {12: 0.5}, Nuisance(rotation_deg=20, scale=0.9, noise_std=0.05), 40)
+    assert image.shape == (40, 40, 3) and image.dtype == np.uint8
+    with pytest.raises(ValueError, match="supported AUs"):
+        render_face(face, {3: 1.0}, Nuisance(), 32)
+
+
+# ------------------------------------------------------------------------------------------
+# The dataset class and the read-back path
+
+
+def test_face_data_contract(tiny_data):
+    dataset, data = tiny_data
+    sample = data.train[0]
+    c = len(S.DEFAULT_AUS)
+    expected = {"image": ((3, 32, 32), torch.float32), "au": ((c,), torch.float32),
+                "au_mask": ((c,), torch.bool), "expr": ((), torch.int64),
+                "expr_mask": ((), torch.bool), "va": ((2,), torch.float32),
+                "va_mask": ((), torch.bool), "attr": ((0,), torch.float32),
+                "attr_mask": ((0,), torch.bool), "subject": ((), torch.int64),
+                "labeled": ((), torch.bool), "index": ((), torch.int64)}
+    assert set(sample) == set(expected)
+    for key, (shape, dtype) in expected.items():
+        assert tuple(sample[key].shape) == shape and sample[key].dtype == dtype, key
+    assert 0 <= sample["image"].min() and sample["image"].max() <= 1
+    assert sample["labeled"] and sample["expr_mask"] and sample["va_mask"]
+    assert data.label_names["au"] == [f"AU{a}" for a in S.DEFAULT_AUS]
+    assert data.label_names["expr"] == list(EXPRESSIONS)
+    assert data.tasks == ["au", "expr", "va"]
+    assert len(data.mean) == 3 and len(data.std) == 3 and all(0 < s < 1 for s in data.std)
+    assert [len(data.train), len(data.val), len(data.test), len(data.unlabeled)] == [12, 12, 12, 12]
+    assert data.name == "synthetic" and dataset.params.image_size == 32
+
+
+def test_splits_are_subject_exclusive(tiny_data):
+    _, data = tiny_data
+    subjects = [set(ds.table.subject.tolist()) for ds in (data.train, data.unlabeled, data.val, data.test)]
+    assert all(len(s) == 3 for s in subjects)
+    assert len(set.union(*subjects)) == 12
+
+
+def test_subject_shared_between_splits_is_rejected(tmp_path):
+    dataset = tiny(tmp_path)
+    dataset.build()
+    labels = dataset.dataset_dir / S.LABELS_FILE
+    lines = labels.read_text().splitlines()
+    test_line = next(i for i, line in enumerate(lines) if ",test," in line)
+    fields = lines[test_line].split(",")
+    fields[2] = "0"  # a training subject
+    lines[test_line] = ",".join(fields)
+    labels.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError, match="subject-exclusive"):
+        dataset.build()
+
+
+def test_unlabeled_pool_and_oracle(tmp_path):
+    data = tiny(tmp_path).build()
+    pool = data.unlabeled.table
+    assert not pool.labeled.any() and not pool.au_mask.any()
+    assert not pool.expr_mask.any() and not pool.va_mask.any()
+    assert not data.unlabeled[0]["labeled"]
+
+    oracle = tiny(tmp_path, oracle=True).build()
+    assert oracle.unlabeled is None
+    assert len(oracle.train) == len(data.train) + len(pool)
+    assert oracle.train.table.labeled.all() and oracle.train.table.expr_mask.all()
+    assert oracle.train.table.au_mask.mean() > 0.8
+    # the pool's images are the same files, now with their labels
+    assert oracle.train.table.image_paths[12:] == pool.image_paths
+
+
+def test_aus_subset_and_order(tmp_path):
+    full = tiny(tmp_path).build()
+    subset = tiny(tmp_path, aus=[12, 1, 15]).build()
+    assert subset.label_names["au"] == ["AU12", "AU1", "AU15"]
+    names = full.label_names["au"]
+    for j, au in enumerate(["AU12", "AU1"]):
+        np.testing.assert_array_equal(subset.train.table.au[:, j], full.train.table.au[:, names.index(au)])
+        np.testing.assert_array_equal(subset.test.table.au_mask[:, j],
+                                      full.test.table.au_mask[:, names.index(au)])
+    assert subset.train[0]["au"].shape == (3,)
+
+
+def test_invalid_arguments_fail_at_construction(tmp_path):
+    with pytest.raises(ValueError, match=r"supports AUs \[1, 2, 4"):
+        tiny(tmp_path, aus=[1, 3])
+    with pytest.raises(ValueError, match="twice"):
+        tiny(tmp_path, aus=[1, 1])
+    with pytest.raises(ValueError, match="occlusion_prob"):
+        tiny(tmp_path, occlusion_prob=1.5)
+    with pytest.raises(ValueError, match="empty"):
+        tiny(tmp_path, num_subjects_test=0)
+    with pytest.raises(TypeError):
+        tiny(tmp_path, rotation=3.0)  # a typo is not silently ignored
+
+
+@pytest.mark.parametrize("bad_line, why", [
+    ("images/train/x.png,train,0,happiness,0.1", "fields"),
+    ("images/train/x.png,train,0,happiness,0.1,0.2" + ",7" * len(SUPPORTED_AUS), "AU values"),
+    ("images/train/x.png,train,zero,happiness,0.1,0.2" + ",0" * len(SUPPORTED_AUS), "not a number"),
+    ("images/train/x.png,train,0,joy,0.1,0.2" + ",0" * len(SUPPORTED_AUS), "unknown expression"),
+    ("images/train/x.png,holdout,0,joy,0.1,0.2" + ",0" * len(SUPPORTED_AUS), "unknown split"),
+    ("images/train/x.png,train,0,fear,1.5,0.2" + ",0" * len(SUPPORTED_AUS), "outside"),
+])
+def test_malformed_csv_line_names_file_and_line(tiny_data, tmp_path, bad_line, why):
+    dataset, _ = tiny_data
+    lines = (dataset.dataset_dir / S.LABELS_FILE).read_text().splitlines()
+    lines.insert(4, bad_line)  # becomes line 5 of the file
+    broken = tmp_path / S.LABELS_FILE
+    broken.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError, match=rf"{S.LABELS_FILE}, line 5: .*{why}"):
+        S.read_labels_csv(broken, S.DEFAULT_AUS)
+
+
+def test_csv_without_requested_au_column(tmp_path):
+    path = tmp_path / S.LABELS_FILE
+    path.write_text("path,split,subject,expression,valence,arousal,AU1\n")
+    with pytest.raises(DataError, match=r"line 1: header lacks column\(s\) \['AU12'\]"):
+        S.read_labels_csv(path, [1, 12])
+
+
+def test_missing_image_is_a_data_error(tmp_path):
+    dataset = tiny(tmp_path)
+    data = dataset.build()
+    (dataset.dataset_dir / data.val.table.image_paths[0]).unlink()
+    with pytest.raises(DataError, match="missing"):
+        data.val[0]
+
+
+# ------------------------------------------------------------------------------------------
+# The Hydra config
+
+
+def test_yaml_matches_constructor_defaults(tmp_path):
+    cfg = OmegaConf.load(REPO / "configs" / "dataset" / "synthetic.yaml")
+    assert cfg._target_ == "affectlab.datasets.synthetic.Synthetic"
+    signature = inspect.signature(S.Synthetic.__init__)
+    parameters = {k: p.default for k, p in signature.parameters.items() if k != "self"}
+    values = OmegaConf.to_container(cfg)
+    values.pop("_target_")
+    assert set(values) == set(parameters)
+    for key, default in parameters.items():
+        expected = list(default) if isinstance(default, tuple) else default
+        assert values[key] == expected, key
+    check_config(cfg, "dataset")
+    from hydra.utils import instantiate
+
+    dataset = instantiate(OmegaConf.merge(cfg, {"root": str(tmp_path), **TINY}))
+    assert isinstance(dataset, S.Synthetic) and dataset.aus == list(S.DEFAULT_AUS)
+    assert dataset.dataset_dir == S.Synthetic(root=str(tmp_path), **TINY).dataset_dir

@@ -1,0 +1,124 @@
+"""The shared trainer end to end, in process: run directory, metrics.json, resume, refusals."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from affectlab.trainer import CheckpointError, Trainer
+from affectlab.train import run
+
+
+def test_tiny_run_writes_the_run_directory(tiny_cfg, tmp_path):
+    run_dir = tmp_path / "run"
+    metrics = run(tiny_cfg(), run_dir)
+    for name in ("config_resolved.yaml", "run_info.json", "metrics.jsonl", "metrics.json",
+                 "checkpoints/last.pt", "checkpoints/best.pt"):
+        assert (run_dir / name).is_file(), name
+    assert list((run_dir / "tb").glob("events.out.tfevents.*"))
+
+    saved = json.loads((run_dir / "metrics.json").read_text())
+    assert saved == json.loads(json.dumps(metrics))
+    assert saved["method"] == "baseline" and saved["dataset"] == "synthetic"
+    assert saved["seed"] == 0 and saved["split"] == "test"
+    au = saved["tasks"]["au"]
+    assert len(au["labels"]) == len(au["f1"]) == len(au["acc"]) == 12
+    assert au["labels"][0] == "AU1"
+    assert 0.0 <= au["f1_mean"] <= 1.0 and 0.0 <= au["acc_mean"] <= 1.0
+    assert au["f1_mean"] == pytest.approx(sum(au["f1"]) / 12)
+    assert saved["throughput_images_per_s"] > 0
+
+    events = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    keys = set().union(*events)
+    assert {"train/loss", "train/lr", "val/au/f1_mean", "val/au/f1/AU12", "test/au/f1_mean"} <= keys
+
+    checkpoint = torch.load(run_dir / "checkpoints/last.pt", weights_only=False)
+    for key in ("method", "optimizer", "scheduler", "rng", "config", "epoch", "global_step",
+                "best_value"):
+        assert key in checkpoint, key
+    assert checkpoint["epoch"] == 2 and checkpoint["config"]["seed"] == 0
+
+
+def test_max_steps_overrides_epochs(tiny_cfg, tmp_path):
+    metrics = run(tiny_cfg("trainer.max_steps=2", "trainer.max_epochs=50"), tmp_path / "run")
+    assert metrics["steps"] == 2 and metrics["epochs"] == 1
+
+
+def test_existing_run_is_never_overwritten(tiny_cfg, tmp_path):
+    run(tiny_cfg("trainer.max_steps=1"), tmp_path / "run")
+    before = (tmp_path / "run/checkpoints/last.pt").read_bytes()
+    with pytest.raises(CheckpointError, match="refusing to overwrite"):
+        run(tiny_cfg("trainer.max_steps=1"), tmp_path / "run")
+    assert (tmp_path / "run/checkpoints/last.pt").read_bytes() == before
+
+
+def test_interrupted_and_resumed_run_ends_like_an_uninterrupted_one(tiny_cfg, tmp_path,
+                                                                      monkeypatch):
+    overrides = ["trainer.max_epochs=3", "trainer.batch_size=4"]
+    reference = run(tiny_cfg(*overrides), tmp_path / "full")
+
+    fit_step = Trainer.fit
+    calls = {"n": 0}
+    original_forward = None
+
+    def interrupting_fit(self, method, *args, **kwargs):
+        nonlocal original_forward
+        original_forward = type(method).forward
+
+        def forward(module, batch):
+            calls["n"] += 1
+            if calls["n"] == 8:  # mid-way through epoch 2 (6 steps per epoch)
+                raise KeyboardInterrupt
+            return original_forward(module, batch)
+
+        monkeypatch.setattr(type(method), "forward", forward)
+        return fit_step(self, method, *args, **kwargs)
+
+    monkeypatch.setattr(Trainer, "fit", interrupting_fit)
+    with pytest.raises(KeyboardInterrupt):
+        run(tiny_cfg(*overrides), tmp_path / "interrupted")
+    monkeypatch.undo()
+    last = torch.load(tmp_path / "interrupted/checkpoints/last.pt", weights_only=False)
+    assert last["global_step"] == 7 and last["epoch"] == 1 and last["batch_in_epoch"] == 1
+
+    resumed = run(tiny_cfg(*overrides, f"trainer.resume={tmp_path / 'interrupted/checkpoints/last.pt'}"),
+                  tmp_path / "resumed")
+    assert resumed["tasks"] == reference["tasks"]
+    assert resumed["best_epoch"] == reference["best_epoch"]
+    assert resumed["steps"] == reference["steps"]
+    full = torch.load(tmp_path / "full/checkpoints/last.pt", weights_only=False)["method"]
+    again = torch.load(tmp_path / "resumed/checkpoints/last.pt", weights_only=False)["method"]
+    assert all(torch.equal(full[k], again[k]) for k in full)
+
+
+def test_resume_from_another_model_is_refused(tiny_cfg, tmp_path):
+    run(tiny_cfg("trainer.max_steps=1"), tmp_path / "small")
+    last = tmp_path / "small/checkpoints/last.pt"
+    with pytest.raises(CheckpointError, match="does not fit this model"):
+        run(tiny_cfg("model.widths=[8,32]", f"trainer.resume={last}"), tmp_path / "other")
+
+
+def test_resume_from_missing_or_damaged_checkpoint(tiny_cfg, tmp_path):
+    with pytest.raises(CheckpointError, match="checkpoint not found"):
+        run(tiny_cfg(f"trainer.resume={tmp_path / 'nope.pt'}"), tmp_path / "a")
+    damaged = tmp_path / "damaged.pt"
+    damaged.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="damaged.pt"):
+        run(tiny_cfg(f"trainer.resume={damaged}"), tmp_path / "b")
+
+
+def test_same_seed_same_result_different_seed_differs(tiny_cfg, tmp_path):
+    a = run(tiny_cfg("trainer.max_steps=3"), tmp_path / "a")
+    b = run(tiny_cfg("trainer.max_steps=3"), tmp_path / "b")
+    c = run(tiny_cfg("trainer.max_steps=3", "seed=1"), tmp_path / "c")
+    assert a["tasks"] == b["tasks"]
+    assert a["tasks"] != c["tasks"]
+
+
+def test_optimizers_and_step_schedule_train(tiny_cfg, tmp_path):
+    for optim in ("sgd_step", "adamw"):
+        metrics = run(tiny_cfg(f"optim={optim}", "trainer.max_steps=2",
+                               "trainer.grad_clip_norm=1.0"), tmp_path / optim)
+        assert metrics["steps"] == 2
