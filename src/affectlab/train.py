@@ -126,8 +126,9 @@ def main(cfg: DictConfig) -> float | None:
     """Hydra entry point; returns the best validation value of the monitored metric (for sweepers)."""
     distributed = int(os.environ.get("WORLD_SIZE", 1)) > 1
     if distributed and not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-        if torch.cuda.is_available():
+        use_cuda = torch.cuda.is_available() and cfg.trainer.device != "cpu"
+        dist.init_process_group("nccl" if use_cuda else "gloo")
+        if use_cuda:
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
     try:
         metrics = run(cfg, HydraConfig.get().runtime.output_dir)
