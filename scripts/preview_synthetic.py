@@ -23,7 +23,6 @@ from PIL import Image, ImageDraw, ImageFont
 
 from affectlab.datasets.base import EXPRESSIONS
 from affectlab.datasets.synthetic import (
-    UNKNOWN,
     Synthetic,
     rng_for,
     sample_subject,
@@ -65,7 +64,8 @@ def _row(tiles: list[Image.Image], label: str, font: ImageFont.ImageFont, label_
     return row
 
 
-def sample_grid(dataset: Synthetic, font: ImageFont.ImageFont, label_width: int) -> list[Image.Image]:
+def sample_grid(dataset: Synthetic, font: ImageFont.ImageFont,
+                label_width: int) -> list[Image.Image]:
     """One row per expression of training images with their labels."""
     data = dataset.build()
     table = data.train.table
@@ -78,10 +78,13 @@ def sample_grid(dataset: Synthetic, font: ImageFont.ImageFont, label_width: int)
         picks = rows_of_expression[np.sort(first)][:COLUMNS]
         tiles = []
         for i in picks:
-            image = (data.train.load_image(int(i)).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+            pixels = data.train.load_image(int(i)).permute(1, 2, 0).numpy()
+            image = (pixels * 255).round().astype(np.uint8)
             present = [n[2:] for n, v, m in zip(names, table.au[i], table.au_mask[i]) if m and v]
             hidden = [n[2:] for n, m in zip(names, table.au_mask[i]) if not m]
-            au_text = "AU " + (",".join(present) or "-") + (" ?" + ",".join(hidden) if hidden else "")
+            au_text = "AU " + (",".join(present) or "-")
+            if hidden:
+                au_text += " ?" + ",".join(hidden)
             va_text = f"v{table.va[i, 0]:+.2f} a{table.va[i, 1]:+.2f}"
             tiles.append(_tile(image, [au_text, va_text], font))
         if tiles:
@@ -89,7 +92,8 @@ def sample_grid(dataset: Synthetic, font: ImageFont.ImageFont, label_width: int)
     return rows
 
 
-def au_gallery(dataset: Synthetic, font: ImageFont.ImageFont, label_width: int) -> list[Image.Image]:
+def au_gallery(dataset: Synthetic, font: ImageFont.ImageFont,
+               label_width: int) -> list[Image.Image]:
     """Neutral face, then each supported AU alone at intensity 1 and at LOW_INTENSITY."""
     params = dataset.params
     # the first training subject with light skin: its features have the most contrast
@@ -122,8 +126,9 @@ def main() -> None:
     label_width = 90
     with tempfile.TemporaryDirectory() as tmp:
         # Default parameters; the non-training splits shrunk to one image (not shown).
-        dataset = Synthetic(root=tmp, seed=args.seed, num_subjects_unlabeled=0, num_subjects_val=1,
-                            images_per_subject_val=1, num_subjects_test=1, images_per_subject_test=1)
+        dataset = Synthetic(root=tmp, seed=args.seed, num_subjects_unlabeled=0,
+                            num_subjects_val=1, images_per_subject_val=1,
+                            num_subjects_test=1, images_per_subject_test=1)
         sections = [("Training images (labels as annotated; ? = hidden by an occluder)",
                      sample_grid(dataset, font, label_width)),
                     ("Each AU alone on one clean face (no nuisances)",

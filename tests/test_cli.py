@@ -67,3 +67,21 @@ def test_truncated_image_names_the_file(tmp_path, data_root):
     assert result.returncode == 2
     assert victim.name in result.stderr + result.stdout
     assert "Traceback" not in result.stderr
+
+
+def test_torchrun_two_processes_share_each_epoch(tmp_path, data_root):
+    import os
+    import subprocess
+    import sys
+
+    args = [a for a in tiny_args(data_root) if not a.startswith("trainer.max_steps")]
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+         str(Path(__file__).resolve().parents[1] / "train.py"), *args, "trainer.batch_size=4",
+         "hydra.run.dir=outputs/ddp"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((tmp_path / "outputs/ddp/metrics.json").read_text())
+    # 24 labelled images, 4 per process and step, 2 processes → 3 steps per epoch, 2 epochs
+    assert metrics["steps"] == 6 and metrics["epochs"] == 2

@@ -81,7 +81,8 @@ def test_worker_processes_give_identical_files(tmp_path):
     serial, parallel = tiny(tmp_path / "serial"), tiny(tmp_path / "parallel", num_workers=2)
     serial.generate(), parallel.generate()
     for path in [S.LABELS_FILE, "images/test/00011_003.png", "images/unlabeled/00004_002.png"]:
-        assert (serial.dataset_dir / path).read_bytes() == (parallel.dataset_dir / path).read_bytes()
+        assert ((serial.dataset_dir / path).read_bytes()
+                == (parallel.dataset_dir / path).read_bytes())
 
 
 def test_smaller_config_reproduces_first_images(tmp_path):
@@ -226,12 +227,12 @@ def test_label_noise_keeps_rates_and_zero_noise_labels_the_truth():
     for labels in clean[:300]:
         assert all(labels.au_labels[au] == int(labels.intensity[au] > 0) for au in SUPPORTED_AUS)
     dirty = [S.sample_labels(rng, subject, noisy) for _ in range(draws)]
-    j = SUPPORTED_AUS.index(12)
-    clean_rate = np.mean([l.au_labels[12] for l in clean])
-    dirty_rate = np.mean([l.au_labels[12] for l in dirty])
-    mismatch = np.mean([l.au_labels[12] != int(l.intensity[12] > 0) for l in dirty])
-    assert abs(dirty_rate - clean_rate) < 0.05 and mismatch > 0.1, (j, clean_rate, dirty_rate)
-    intensities = np.array([[l.intensity[au] for au in SUPPORTED_AUS] for l in clean])
+    clean_rate = np.mean([labels.au_labels[12] for labels in clean])
+    dirty_rate = np.mean([labels.au_labels[12] for labels in dirty])
+    mismatch = np.mean([labels.au_labels[12] != int(labels.intensity[12] > 0) for labels in dirty])
+    assert abs(dirty_rate - clean_rate) < 0.05, (clean_rate, dirty_rate)
+    assert mismatch > 0.1
+    intensities = np.array([[labels.intensity[au] for au in SUPPORTED_AUS] for labels in clean])
     present = intensities[intensities > 0]
     assert present.min() >= S.MIN_INTENSITY and present.max() <= 1
 
@@ -254,8 +255,10 @@ def test_each_au_changes_its_own_region(seed):
     mouth_row = _row(face.mouth_y - 0.1, size)
 
     def energy(au: int, intensity: float = 1.0) -> tuple[float, float, float]:
-        diff = np.abs(render_face(face, {au: intensity}, Nuisance(), size).astype(np.int32) - neutral).sum(-1)
-        return diff[: eye_row - 2].sum(), diff[eye_row - 4: eye_row + 4].sum(), diff[nose_row:].sum()
+        image = render_face(face, {au: intensity}, Nuisance(), size).astype(np.int32)
+        diff = np.abs(image - neutral).sum(-1)
+        return (diff[: eye_row - 2].sum(), diff[eye_row - 4: eye_row + 4].sum(),
+                diff[nose_row:].sum())
 
     for au in SUPPORTED_AUS:
         full = sum(energy(au))
@@ -317,7 +320,8 @@ def test_face_data_contract(tiny_data):
 
 def test_splits_are_subject_exclusive(tiny_data):
     _, data = tiny_data
-    subjects = [set(ds.table.subject.tolist()) for ds in (data.train, data.unlabeled, data.val, data.test)]
+    splits = (data.train, data.unlabeled, data.val, data.test)
+    subjects = [set(ds.table.subject.tolist()) for ds in splits]
     assert all(len(s) == 3 for s in subjects)
     assert len(set.union(*subjects)) == 12
 
@@ -358,7 +362,8 @@ def test_aus_subset_and_order(tmp_path):
     assert subset.label_names["au"] == ["AU12", "AU1", "AU15"]
     names = full.label_names["au"]
     for j, au in enumerate(["AU12", "AU1"]):
-        np.testing.assert_array_equal(subset.train.table.au[:, j], full.train.table.au[:, names.index(au)])
+        np.testing.assert_array_equal(subset.train.table.au[:, j],
+                                      full.train.table.au[:, names.index(au)])
         np.testing.assert_array_equal(subset.test.table.au_mask[:, j],
                                       full.test.table.au_mask[:, names.index(au)])
     assert subset.train[0]["au"].shape == (3,)

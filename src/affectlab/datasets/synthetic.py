@@ -240,7 +240,8 @@ def sample_labels(rng: np.random.Generator, subject: Subject, params: Generation
     present = from_prototype | spontaneous
     if present[SUPPORTED_AUS.index(43)]:
         present[SUPPORTED_AUS.index(5)] = False
-    strength = rng.beta(params.intensity_alpha, params.intensity_beta, num_aus) * subject.expressivity
+    strength = (rng.beta(params.intensity_alpha, params.intensity_beta, num_aus)
+                * subject.expressivity)
     strength = np.where(from_prototype, strength, strength * SPONTANEOUS_INTENSITY_SCALE)
     intensity = np.where(present, np.clip(strength, MIN_INTENSITY, 1.0), 0.0)
 
@@ -257,7 +258,8 @@ def sample_labels(rng: np.random.Generator, subject: Subject, params: Generation
     flipped = np.where(present, flip_draw < params.label_noise, flip_draw < false_positive)
     observed = present ^ flipped
     hidden = hidden_aus or frozenset()
-    labels = {au: (UNKNOWN if au in hidden else int(observed[i])) for i, au in enumerate(SUPPORTED_AUS)}
+    labels = {au: (UNKNOWN if au in hidden else int(observed[i]))
+              for i, au in enumerate(SUPPORTED_AUS)}
     return ImageLabels(
         expression=expression,
         intensity={au: float(intensity[i]) for i, au in enumerate(SUPPORTED_AUS)},
@@ -281,10 +283,12 @@ def sample_image(rng: np.random.Generator, subject: Subject,
     return image, labels
 
 
-def rng_for(params: GenerationParams, split: str, subject_index: int, k: int) -> np.random.Generator:
+def rng_for(params: GenerationParams, split: str, subject_index: int,
+            k: int) -> np.random.Generator:
     """The generator of subject ``subject_index`` of ``split``: k = 0 draws the subject,
     k = 1 + j draws its image j."""
-    sequence = np.random.SeedSequence(params.seed, spawn_key=(SPLITS.index(split), subject_index, k))
+    sequence = np.random.SeedSequence(params.seed,
+                                      spawn_key=(SPLITS.index(split), subject_index, k))
     return np.random.default_rng(sequence)
 
 
@@ -318,7 +322,8 @@ def _generate_subject(task: tuple[GenerationParams, str, int, int, str]) -> dict
             "pixels": images_per_subject * params.image_size**2}
 
 
-def generate_dataset(params: GenerationParams, directory: Path, num_workers: int = 0) -> dict[str, Any]:
+def generate_dataset(params: GenerationParams, directory: Path,
+                     num_workers: int = 0) -> dict[str, Any]:
     """Write images, ``labels.csv`` and (last) ``meta.json`` of ``params`` into ``directory``.
 
     ``directory`` must not exist yet; callers generate into a temporary folder and rename it.
@@ -335,7 +340,8 @@ def generate_dataset(params: GenerationParams, directory: Path, num_workers: int
              for split, (subjects, _) in params.split_sizes().items() for i in range(subjects)]
     if num_workers > 0:
         # spawn, not fork: the parent may hold torch threads, and fork with threads can deadlock.
-        with ProcessPoolExecutor(num_workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(num_workers, mp_context=context) as pool:
             results = list(pool.map(_generate_subject, tasks, chunksize=4))
     else:
         results = [_generate_subject(task) for task in tasks]
@@ -365,7 +371,8 @@ def generate_dataset(params: GenerationParams, directory: Path, num_workers: int
         "counts": counts,
         "subjects": {split: n for split, (n, _) in params.split_sizes().items()},
         "expression_counts": {e: sum(1 for row in rows if row[3] == e) for e in EXPRESSIONS},
-        "au_positive_rate": {f"AU{au}": round(float((au_values[:, i] == 1).sum() / max(known[:, i].sum(), 1)), 4)
+        "au_positive_rate": {f"AU{au}": round(float((au_values[:, i] == 1).sum()
+                                                   / max(known[:, i].sum(), 1)), 4)
                              for i, au in enumerate(SUPPORTED_AUS)},
         "au_unknown_rate": {f"AU{au}": round(float(1 - known[:, i].mean()) if len(rows) else 0.0, 4)
                             for i, au in enumerate(SUPPORTED_AUS)},
@@ -469,7 +476,8 @@ def read_labels_csv(path: Path, aus: Sequence[int]) -> dict[str, LabelTable]:
     for split, split_rows in rows.items():
         labels = empty_labels(len(split_rows), num_aus=len(aus))
         if split_rows:
-            au_matrix = np.array([r[5] for r in split_rows], dtype=np.int64).reshape(len(split_rows), len(aus))
+            au_matrix = np.array([r[5] for r in split_rows], dtype=np.int64).reshape(
+                len(split_rows), len(aus))
             labels["subject"][:] = [r[1] for r in split_rows]
             labels["expr"][:] = [r[2] for r in split_rows]
             labels["expr_mask"][:] = True
@@ -477,7 +485,8 @@ def read_labels_csv(path: Path, aus: Sequence[int]) -> dict[str, LabelTable]:
             labels["va_mask"][:] = True
             labels["au_mask"][:] = au_matrix != UNKNOWN
             labels["au"][:] = np.where(au_matrix == 1, 1.0, 0.0)
-        tables[split] = LabelTable(root=path.parent, image_paths=[r[0] for r in split_rows], **labels)
+        tables[split] = LabelTable(root=path.parent, image_paths=[r[0] for r in split_rows],
+                                   **labels)
     return tables
 
 
@@ -572,7 +581,8 @@ class Synthetic:
             images_per_subject_train=int(images_per_subject_train),
             num_subjects_unlabeled=int(num_subjects_unlabeled),
             images_per_subject_unlabeled=int(images_per_subject_unlabeled),
-            num_subjects_val=int(num_subjects_val), images_per_subject_val=int(images_per_subject_val),
+            num_subjects_val=int(num_subjects_val),
+            images_per_subject_val=int(images_per_subject_val),
             num_subjects_test=int(num_subjects_test),
             images_per_subject_test=int(images_per_subject_test),
             rotation_deg=float(rotation_deg), scale_jitter=float(scale_jitter),
@@ -591,10 +601,11 @@ class Synthetic:
             raise ValueError(f"dataset.image_size={p.image_size} is too small; use >= 16")
         for split, (subjects, images) in p.split_sizes().items():
             if subjects < 0 or images < 0:
-                raise ValueError(f"dataset sizes of '{split}' must be >= 0, got {subjects} x {images}")
+                raise ValueError(f"dataset sizes of '{split}' must be >= 0, got {subjects} x "
+                                 f"{images}")
             if split != "unlabeled" and subjects * images == 0:
-                raise ValueError(f"dataset split '{split}' is empty ({subjects} subjects x {images} "
-                                 "images); it needs at least one image")
+                raise ValueError(f"dataset split '{split}' is empty ({subjects} subjects x "
+                                 f"{images} images); it needs at least one image")
         for key in ("occlusion_prob", "label_noise", "spontaneous_au_rate", "blink_rate"):
             value = getattr(p, key)
             if not 0.0 <= value <= 1.0:
@@ -648,7 +659,11 @@ class Synthetic:
         return meta
 
     def build(self) -> FaceData:
-        """Generate if needed, then read the labels and images back like a real dataset."""
+        """Generate if needed, then read the labels and images back like a real dataset.
+
+        ``mean``/``std`` are the per-channel statistics of the labelled training images (also
+        in oracle mode), computed once during generation and stored in ``meta.json``.
+        """
         meta = self.generate()
         tables = read_labels_csv(self.dataset_dir / LABELS_FILE, self.aus)
         check_subject_exclusive(tables)

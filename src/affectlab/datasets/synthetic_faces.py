@@ -224,7 +224,8 @@ def _mix(a: Color, b: Color, alpha: float) -> Color:
 
 
 def _shade(c: Color, factor: float) -> Color:
-    return (min(255, int(c[0] * factor)), min(255, int(c[1] * factor)), min(255, int(c[2] * factor)))
+    return (min(255, int(c[0] * factor)), min(255, int(c[1] * factor)),
+            min(255, int(c[2] * factor)))
 
 
 def _jitter(rng: np.random.Generator, c: Color, amount: int) -> Color:
@@ -330,7 +331,8 @@ def random_nuisance(rng: np.random.Generator, face: FaceParams, *, rotation_deg:
             color = _jitter(rng, face.background, 70)
         else:
             color = tuple(int(v) for v in rng.integers(0, 256, size=3))
-        shapes.append(ClutterShape(kind, (cx - half_w, cy - half_h, cx + half_w, cy + half_h), color))
+        box = (cx - half_w, cy - half_h, cx + half_w, cy + half_h)
+        shapes.append(ClutterShape(kind, box, color))
     occluder = random_occluder(rng, face) if rng.random() < occlusion_prob else None
     return Nuisance(
         rotation_deg=float(u(-rotation_deg, rotation_deg)),
@@ -362,7 +364,8 @@ def au_evidence_regions(face: FaceParams) -> dict[int, tuple[Box, ...]]:
             (ex - ew, ey - face.eye_upper - 0.05, ex + ew, ey + face.eye_lower + 0.03))
     cheeks = ((-ex - ew, ey + 0.06, -ex + ew, ey + 0.32), (ex - ew, ey + 0.06, ex + ew, ey + 0.32))
     inner_brows = (-inner - 0.10, by - 0.16, inner + 0.10, by + 0.05)
-    outer_brows = ((-ex - 1.3 * ew, by - 0.16, -ex, by + 0.05), (ex, by - 0.16, ex + 1.3 * ew, by + 0.05))
+    outer_brows = ((-ex - 1.3 * ew, by - 0.16, -ex, by + 0.05),
+                   (ex, by - 0.16, ex + 1.3 * ew, by + 0.05))
     brows = (-ex - 1.3 * ew, by - 0.08, ex + 1.3 * ew, by + 0.10)
     nose = (-face.nose_half_width - 0.02, ey + 0.03, face.nose_half_width + 0.02,
             face.nose_tip_y + 0.05)
@@ -423,7 +426,8 @@ class _Frame:
         ys = np.asarray(ys, dtype=float)
         px = self.x(xs, ys)
         py = self.cy + ys * self.unit
-        return list(zip(np.broadcast_to(px, xs.shape).tolist(), np.broadcast_to(py, ys.shape).tolist()))
+        return list(zip(np.broadcast_to(px, xs.shape).tolist(),
+                        np.broadcast_to(py, ys.shape).tolist()))
 
     def ellipse(self, x: float, y: float, rx: float, ry: float) -> list[float]:
         px = float(self.x(x, y))
@@ -496,7 +500,8 @@ def _draw_head(draw: ImageDraw.ImageDraw, f: _Frame, face: FaceParams, au: _AU) 
     cap_x = hair_rx * np.cos(top)
     cap_y = hair_cy + hair_ry * np.sin(top)
     line_x = np.linspace(hair_rx, -hair_rx, 40)
-    line_y = face.hairline + (hair_cy - face.hairline) * (np.abs(line_x) / hair_rx) ** HAIRLINE_POWER
+    line_y = (face.hairline
+              + (hair_cy - face.hairline) * (np.abs(line_x) / hair_rx) ** HAIRLINE_POWER)
     draw.polygon(f.points(np.concatenate([cap_x, line_x]), np.concatenate([cap_y, line_y])),
                  fill=face.hair)
 
@@ -571,8 +576,8 @@ def _draw_eye(draw: ImageDraw.ImageDraw, canvas: Image.Image, f: _Frame, face: F
     lower_y = ey + lower * bump
     skin = face.skin
     # Upper-lid crease: hidden when the lid retracts (AU5), folds closer when the eye closes.
-    _line(draw, f, xs[2:-2], ey - (upper + 0.045) * bump[2:-2], _mix(skin, DARK, 0.35 * max(0.0, 1 - au[5])),
-          0.010)
+    _line(draw, f, xs[2:-2], ey - (upper + 0.045) * bump[2:-2],
+          _mix(skin, DARK, 0.35 * max(0.0, 1 - au[5])), 0.010)
     if upper + lower > 0.006:
         polygon = f.points(np.concatenate([xs, xs[::-1]]), np.concatenate([upper_y, lower_y[::-1]]))
         # Draw sclera, iris and pupil clipped to the eye opening.
@@ -621,15 +626,15 @@ def _draw_nose(draw: ImageDraw.ImageDraw, f: _Frame, face: FaceParams, au: _AU) 
               _mix(skin, shadow, 0.45), 0.012)
         # ala (nose wing) and nostril
         draw.ellipse(f.ellipse(side * nw * 0.85, tip - lift - 0.005, nw * 0.35, 0.045), fill=shadow)
-        draw.ellipse(f.ellipse(side * nw * 0.45, tip + 0.02 - lift, 0.030 * (1 + 0.3 * au[9]), 0.017),
-                     fill=(60, 35, 30))
+        nostril = f.ellipse(side * nw * 0.45, tip + 0.02 - lift, 0.030 * (1 + 0.3 * au[9]), 0.017)
+        draw.ellipse(nostril, fill=(60, 35, 30))
     draw.ellipse(f.ellipse(0.0, tip - 0.03, nw * 0.45, 0.05), fill=_shade(skin, 1.06))
 
 
 def _draw_mouth(draw: ImageDraw.ImageDraw, f: _Frame, face: FaceParams, au: _AU) -> None:
-    """Lips from three curves over t ∈ [-1, 1] (left corner → right corner):
-    lip line  y(t) = mouth_y + corner·t² − lift·(1 − t²), the upper/lower inner edges open by the
-    mouth opening·(1 − t²)^0.7, and the outer edges add the lip thickness."""
+    """Lips from curves over t ∈ [-1, 1] (left corner → right corner): the lip line
+    y(t) = mouth_y + corner·t² − lift·(1 − t²); the upper/lower inner edges open by
+    opening·(1 − t²)^0.7; the outer edges add the lip thickness."""
     skin = face.skin
     corner = (face.mouth_corner - AU12_CORNER_RAISE * au[12] + AU15_CORNER_LOWER * au[15]
               + AU20_CORNER_LOWER * au[20])
@@ -646,7 +651,8 @@ def _draw_mouth(draw: ImageDraw.ImageDraw, f: _Frame, face: FaceParams, au: _AU)
     upper_inner = line - (0.35 * opening + raise_upper) * bump**0.7
     lower_inner = line + 0.65 * opening * bump**0.7
     cupid = 1 - 0.3 * np.exp(-(t / 0.15) ** 2)
-    upper_outer = upper_inner - face.upper_lip * thin * (0.3 + 0.7 * bump**0.5) * cupid - raise_upper * bump * 0.5
+    upper_outer = (upper_inner - face.upper_lip * thin * (0.3 + 0.7 * bump**0.5) * cupid
+                   - raise_upper * bump * 0.5)
     lower_outer = lower_inner + face.lower_lip * thin * (0.3 + 0.7 * bump**0.5) - lift17 * bump
     # Nasolabial folds deepen with AU12/AU10/AU9 and follow the lip corners.
     fold = 0.12 + AU12_NASOLABIAL * max(au[12], au[10], 0.5 * au[9])
@@ -656,10 +662,12 @@ def _draw_mouth(draw: ImageDraw.ImageDraw, f: _Frame, face: FaceParams, au: _AU)
     # Chin boss (AU17) and mental crease under the lower lip.
     chin_y = 1.0 + AU26_CHIN_DROP * au[26]
     boss = 0.06 + AU17_CHIN_BOSS * au[17]
-    draw.ellipse(f.ellipse(0.0, chin_y - 0.17 - 0.03 * au[17], 0.14, 0.07), fill=_mix(skin, DARK, boss * 0.4))
+    draw.ellipse(f.ellipse(0.0, chin_y - 0.17 - 0.03 * au[17], 0.14, 0.07),
+                 fill=_mix(skin, DARK, boss * 0.4))
     if au[17] > 0.05:
         for dx, dy in ((-0.05, -0.02), (0.04, -0.01), (0.0, 0.02), (-0.03, 0.03), (0.06, 0.02)):
-            draw.ellipse(f.ellipse(dx, chin_y - 0.17 + dy, 0.012, 0.012), fill=_mix(skin, DARK, boss))
+            draw.ellipse(f.ellipse(dx, chin_y - 0.17 + dy, 0.012, 0.012),
+                         fill=_mix(skin, DARK, boss))
     crease_x = np.linspace(-0.6, 0.6, 7) * face.mouth_half_width
     _line(draw, f, crease_x, lower_outer[12] + 0.05 - 0.02 * au[17] + 0.01 * (crease_x / 0.1) ** 2,
           _mix(skin, DARK, 0.12 + 0.25 * au[17]), 0.010)
@@ -668,12 +676,15 @@ def _draw_mouth(draw: ImageDraw.ImageDraw, f: _Frame, face: FaceParams, au: _AU)
         draw.polygon(f.points(np.concatenate([xs, xs[::-1]]),
                               np.concatenate([upper_inner, lower_inner[::-1]])), fill=MOUTH_INSIDE)
         teeth_bottom = np.minimum(upper_inner + 0.035 * bump**0.7, lower_inner)
-        draw.polygon(f.points(np.concatenate([xs[3:-3], xs[3:-3][::-1]]),
-                              np.concatenate([upper_inner[3:-3], teeth_bottom[3:-3][::-1]])), fill=TEETH)
+        inner = slice(3, -3)  # teeth stop short of the corners
+        draw.polygon(f.points(np.concatenate([xs[inner], xs[inner][::-1]]),
+                              np.concatenate([upper_inner[inner], teeth_bottom[inner][::-1]])),
+                     fill=TEETH)
     draw.polygon(f.points(np.concatenate([xs, xs[::-1]]),
                           np.concatenate([upper_outer, upper_inner[::-1]])), fill=face.lip)
     draw.polygon(f.points(np.concatenate([xs, xs[::-1]]),
-                          np.concatenate([lower_inner, lower_outer[::-1]])), fill=_shade(face.lip, 1.06))
+                          np.concatenate([lower_inner, lower_outer[::-1]])),
+                 fill=_shade(face.lip, 1.06))
     _line(draw, f, xs, upper_inner, _shade(face.lip, 0.55), 0.012)
 
 
@@ -683,8 +694,8 @@ def _draw_glasses(draw: ImageDraw.ImageDraw, f: _Frame, face: FaceParams) -> Non
     w = f.width(0.014)
     for side in (-1, 1):
         draw.ellipse(f.ellipse(side * ex, ey + 0.01, ew + 0.04, 0.10), outline=frame_color, width=w)
-    draw.line(f.points(np.array([-ex + ew + 0.04, ex - ew - 0.04]), np.array([ey - 0.02, ey - 0.02])),
-              fill=frame_color, width=w)
+    bridge = f.points(np.array([-ex + ew + 0.04, ex - ew - 0.04]), np.array([ey - 0.02, ey - 0.02]))
+    draw.line(bridge, fill=frame_color, width=w)
 
 
 def _draw_occluder(draw: ImageDraw.ImageDraw, f: _Frame, occluder: Occluder) -> None:
@@ -712,7 +723,7 @@ def _canvas_side(side: int, nuisance: Nuisance) -> int:
 
 
 def _apply_pose(canvas: Image.Image, side: int, nuisance: Nuisance) -> Image.Image:
-    """Output pixel p ← canvas pixel R(−θ)(p − c_out − shift)/scale + c_in (one affine resample)."""
+    """Output pixel p ← canvas pixel R(−θ)(p − c_out − shift)/scale + c_in (one resample)."""
     theta = math.radians(nuisance.rotation_deg)
     cos, sin = math.cos(theta) / nuisance.scale, math.sin(theta) / nuisance.scale
     c_in = canvas.size[0] / 2
@@ -727,8 +738,9 @@ def _apply_photometric(image: np.ndarray, nuisance: Nuisance) -> np.ndarray:
     x = image.astype(np.float32) / 255.0
     if nuisance.light_gradient or nuisance.gain != 1.0:
         grid = np.linspace(-1.0, 1.0, x.shape[0], dtype=np.float32)
+        angle = nuisance.light_angle
         light = nuisance.gain * (1 + nuisance.light_gradient * (
-            grid[None, :] * math.cos(nuisance.light_angle) + grid[:, None] * math.sin(nuisance.light_angle)))
+            grid[None, :] * math.cos(angle) + grid[:, None] * math.sin(angle)))
         x *= light[:, :, None]
     if nuisance.noise_std > 0:
         noise = np.random.default_rng(nuisance.noise_seed).normal(0.0, nuisance.noise_std, x.shape)

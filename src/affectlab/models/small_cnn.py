@@ -16,10 +16,13 @@ class SmallCNN(nn.Module):
             followed by a 2×2 max-pool.
         convs_per_block: 3×3 convolutions per block.
         dropout: dropout on the pooled features.
+        pooling: ``avg`` (global average pooling, translation invariant) or ``flatten`` (keep the
+            final spatial grid, so features know *where* on the face they fire; AUs are local).
+        input_size: expected image side, needed to size the features when ``pooling=flatten``.
     """
 
     def __init__(self, *, widths: list[int] = (32, 64, 128, 256), convs_per_block: int = 1,
-                 dropout: float = 0.0) -> None:
+                 dropout: float = 0.0, pooling: str = "avg", input_size: int = 64) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         in_channels = 3
@@ -31,11 +34,19 @@ class SmallCNN(nn.Module):
             layers.append(nn.MaxPool2d(2))
         self.body = nn.Sequential(*layers)
         self.dropout = nn.Dropout(dropout)
-        self.num_features = in_channels
+        if pooling not in ("avg", "flatten"):
+            raise ValueError(f"model.pooling={pooling!r}: use avg or flatten")
+        self.pooling = pooling
+        grid = input_size // 2 ** len(widths)
+        if pooling == "flatten" and grid < 1:
+            raise ValueError(f"model.input_size={input_size} is too small for {len(widths)} blocks")
+        self.num_features = in_channels * (grid * grid if pooling == "flatten" else 1)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(N, 3, H, W) → (N, num_features)."""
-        return self.dropout(self.body(x).mean(dim=(2, 3)))
+        maps = self.body(x)
+        pooled = maps.flatten(1) if self.pooling == "flatten" else maps.mean(dim=(2, 3))
+        return self.dropout(pooled)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_features(x)
