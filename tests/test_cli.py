@@ -42,10 +42,12 @@ def test_multirun_over_three_seeds_gives_three_run_directories(tmp_path, data_ro
     assert len({p.parent for p in found}) == 3
 
 
-def test_unknown_method_names_the_available_options(tmp_path, data_root):
-    result = run_cli(tiny_args(data_root) + ["method=nosuchmethod"], cwd=tmp_path)
+@pytest.mark.parametrize("group,known", [("method", "baseline"), ("dataset", "synthetic"),
+                                         ("model", "resnet18")])
+def test_unknown_option_names_the_available_options(tmp_path, data_root, group, known):
+    result = run_cli(tiny_args(data_root) + [f"{group}=nosuchthing"], cwd=tmp_path)
     assert result.returncode != 0
-    assert "nosuchmethod" in result.stderr and "baseline" in result.stderr
+    assert "nosuchthing" in result.stderr and known in result.stderr
     assert "Traceback" not in result.stderr
 
 
@@ -85,3 +87,11 @@ def test_torchrun_two_processes_share_each_epoch(tmp_path, data_root):
     metrics = json.loads((tmp_path / "outputs/ddp/metrics.json").read_text())
     # 24 labelled images, 4 per process and step, 2 processes → 3 steps per epoch, 2 epochs
     assert metrics["steps"] == 6 and metrics["epochs"] == 2
+
+
+def test_constructor_validation_is_one_clear_line(tmp_path, data_root):
+    result = run_cli(tiny_args(data_root) + ["method.label_weighting=balanced"], cwd=tmp_path)
+    assert result.returncode == 2
+    assert "method.label_weighting='balanced': use none or inverse_frequency" in (
+        result.stderr + result.stdout)
+    assert "Traceback" not in result.stderr

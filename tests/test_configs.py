@@ -76,3 +76,10 @@ def test_defaults_are_the_documented_ones(tmp_path):
         cfg = compose("train")
     assert cfg.dataset.name == "synthetic" and cfg.trainer.device == "auto"
     assert cfg.seed == 0 and cfg.trainer.resume is None and cfg.trainer.max_steps is None
+
+
+def test_console_script_points_at_the_hydra_entry_point():
+    from importlib.metadata import entry_points
+
+    scripts = {ep.name: ep.value for ep in entry_points(group="console_scripts")}
+    assert scripts.get("affectlab-train") == "affectlab.train:main"

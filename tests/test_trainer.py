@@ -122,3 +122,36 @@ def test_optimizers_and_step_schedule_train(tiny_cfg, tmp_path):
         metrics = run(tiny_cfg(f"optim={optim}", "trainer.max_steps=2",
                                "trainer.grad_clip_norm=1.0"), tmp_path / optim)
         assert metrics["steps"] == 2
+
+
+def test_best_checkpoint_is_the_best_validation_epoch(tiny_cfg, tmp_path):
+    run_dir = tmp_path / "run"
+    metrics = run(tiny_cfg("trainer.max_epochs=4", "trainer.eval_every_epochs=1"), run_dir)
+    events = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    val = [(e["step"], e["val/au/f1_mean"]) for e in events if "val/au/f1_mean" in e]
+    assert len(val) == 4
+    best_value = max(v for _, v in val)
+    first_best_epoch = 1 + [v for _, v in val].index(best_value)
+    assert metrics["best_value"] == best_value and metrics["best_epoch"] == first_best_epoch
+    best = torch.load(run_dir / "checkpoints/best.pt", weights_only=False)
+    assert best["best_epoch"] == first_best_epoch and best["epoch"] == first_best_epoch
+
+
+def test_bf16_autocast_path_trains(tiny_cfg, tmp_path):
+    metrics = run(tiny_cfg("trainer.precision=bf16", "trainer.max_steps=2"), tmp_path / "run")
+    assert metrics["steps"] == 2
+
+
+def test_unwritable_data_root_is_a_clear_error(tmp_path):
+    from affectlab.datasets.base import DataError
+    from .conftest import compose_config
+
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(DataError, match="cannot be created.*writable folder"):
+        run(compose_config(blocker / "data"), tmp_path / "run")
+
+
+def test_unknown_monitor_names_the_available_metrics(tiny_cfg, tmp_path):
+    with pytest.raises(KeyError, match="val/au/f1_mean"):
+        run(tiny_cfg("trainer.monitor=val/au/f1_avg", "trainer.max_steps=1"), tmp_path / "run")

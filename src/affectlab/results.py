@@ -15,6 +15,11 @@ from typing import Any
 import yaml
 
 
+# Overrides that change where or how fast a run goes, not what it computes.
+NOT_PART_OF_THE_NAME = ("seed=", "hydra.", "dataset.root=", "dataset.num_workers=",
+                        "trainer.progress_bar=", "trainer.num_workers=", "trainer.device=")
+
+
 @dataclass
 class Row:
     """One configuration: its name and the metrics.json of each seed."""
@@ -38,7 +43,7 @@ def mean_std(values: list[float]) -> tuple[float, float]:
 def _run_name(run_dir: Path) -> str:
     overrides_file = run_dir / ".hydra" / "overrides.yaml"
     overrides = yaml.safe_load(overrides_file.read_text()) if overrides_file.is_file() else []
-    kept = [o for o in overrides or [] if not o.startswith(("seed=", "hydra.", "dataset.root="))]
+    kept = [o for o in overrides or [] if not o.startswith(NOT_PART_OF_THE_NAME)]
     return " ".join(kept) or "defaults"
 
 

@@ -21,6 +21,7 @@ import hydra
 import torch
 import torch.distributed as dist
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 
 from affectlab.config import ConfigError, instantiate_checked
@@ -132,9 +133,13 @@ def main(cfg: DictConfig) -> float | None:
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
     try:
         metrics = run(cfg, HydraConfig.get().runtime.output_dir)
-    except (ConfigError, DataError, CheckpointError, FileNotFoundError, ValueError) as err:
-        # One clear line for input problems; a traceback would only hide the message.
-        log.error("%s: %s", type(err).__name__, err)
+    except (ConfigError, DataError, CheckpointError, FileNotFoundError, ValueError,
+            InstantiationException) as err:
+        # One clear message for input problems; a traceback would only hide it.
+        # HYDRA_FULL_ERROR=1 shows the traceback when it is a bug, not an input.
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        log.error("%s: %s", type(err).__name__, " ".join(str(err).split()))
         sys.exit(2)
     finally:
         if distributed and dist.is_initialized():

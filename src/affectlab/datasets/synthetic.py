@@ -636,7 +636,11 @@ class Synthetic:
         meta = read_meta(final, digest)
         if meta is not None:
             return meta
-        self.root.mkdir(parents=True, exist_ok=True)
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise DataError(f"dataset.root={self.root} cannot be created ({err.strerror}); set "
+                            "dataset.root to a writable folder.") from None
         temporary = self.root / f".tmp-{digest}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         try:
             meta = generate_dataset(self.params, temporary, self.num_workers)
