@@ -48,6 +48,27 @@ class CheckpointError(RuntimeError):
     """A checkpoint that cannot be used for this run, with the reason and the fix."""
 
 
+class RunLogger:
+    """Scalars to TensorBoard (``tb/``) and to ``metrics.jsonl``; inert on non-main ranks."""
+
+    def __init__(self, run_dir: Path | None) -> None:
+        self.writer = SummaryWriter(str(run_dir / "tb")) if run_dir is not None else None
+        self.events = open(run_dir / "metrics.jsonl", "a") if run_dir is not None else None
+
+    def record(self, scalars: dict[str, float], step: int) -> None:
+        if self.writer is None:
+            return
+        for key, value in scalars.items():
+            self.writer.add_scalar(key, value, step)
+        self.events.write(json.dumps({"step": step, **scalars}) + "\n")
+        self.events.flush()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.events.close()
+
+
 class Trainer:
     """Fits a :class:`~affectlab.methods.base.Method` on :class:`~affectlab.datasets.base.FaceData`.
 
@@ -235,6 +256,47 @@ class Trainer:
                                   "Resume with the model config the checkpoint was trained "
                                   "with.") from None
 
+    def _restore(self, method: Method, optimizer: torch.optim.Optimizer, scheduler: Any,
+                 position: dict[str, Any], ckpt_dir: Path) -> dict[str, Any]:
+        """Load ``trainer.resume`` into method, optimizer, schedule, augmentation and RNGs.
+
+        The resumed run writes into its own run directory; the interrupted run's ``best.pt``
+        is copied there so that best-checkpoint selection continues where it stopped.
+        """
+        checkpoint = self.load_checkpoint(self.resume)
+        self.load_method_state(method, checkpoint, self.resume)
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        scheduler.load_state_dict(checkpoint["scheduler"])
+        if self.augment is not None and checkpoint.get("augment"):
+            self.augment.load_state_dict(checkpoint["augment"])
+        set_rng_state(checkpoint["rng"])
+        best_source = Path(self.resume).with_name("best.pt")
+        if self.is_main and best_source.is_file():
+            ckpt_dir.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(best_source, ckpt_dir / "best.pt")
+        log.info("resumed from %s at epoch %d, step %d", self.resume, checkpoint["epoch"],
+                 checkpoint["global_step"])
+        return {k: checkpoint[k] for k in position}
+
+    def _step(self, model: torch.nn.Module, method: Method, batch: dict[str, Any],
+              optimizer: torch.optim.Optimizer, scheduler: Any, step: int) -> dict[str, torch.Tensor]:
+        """One optimizer step: forward (autocast), backward, clip, step, schedule, method hook."""
+        with self._autocast():
+            losses = model(batch)
+        loss = losses["loss"]
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"loss became {loss.item()} at step {step}: lower the learning rate "
+                "(optim.optimizer.lr) or set trainer.grad_clip_norm.")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.grad_clip_norm:
+            torch.nn.utils.clip_grad_norm_(method.parameters(), self.grad_clip_norm)
+        optimizer.step()
+        scheduler.step()
+        method.after_optimizer_step(step)
+        return losses
+
     # --------------------------------------------------------------------- fit
     def fit(self, method: Method, data: FaceData, run_dir: str | Path,
             config: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -278,31 +340,8 @@ class Trainer:
         position = {"epoch": 0, "batch_in_epoch": 0, "global_step": 0, "best_value": None,
                     "best_epoch": None, "images_seen": 0, "train_time_s": 0.0}
         if self.resume:
-            checkpoint = self.load_checkpoint(self.resume)
-            self.load_method_state(method, checkpoint, self.resume)
-            optimizer.load_state_dict(checkpoint["optimizer"])
-            scheduler.load_state_dict(checkpoint["scheduler"])
-            if self.augment is not None and checkpoint.get("augment"):
-                self.augment.load_state_dict(checkpoint["augment"])
-            set_rng_state(checkpoint["rng"])
-            position = {k: checkpoint[k] for k in position}
-            best_source = Path(self.resume).with_name("best.pt")
-            if self.is_main and best_source.is_file():
-                ckpt_dir.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(best_source, ckpt_dir / "best.pt")
-            log.info("resumed from %s at epoch %d, step %d", self.resume, position["epoch"],
-                     position["global_step"])
-
-        writer = SummaryWriter(str(run_dir / "tb")) if self.is_main else None
-        events = open(run_dir / "metrics.jsonl", "a") if self.is_main else None
-
-        def record(scalars: dict[str, float], step: int) -> None:
-            if writer is None:
-                return
-            for key, value in scalars.items():
-                writer.add_scalar(key, value, step)
-            events.write(json.dumps({"step": step, **scalars}) + "\n")
-            events.flush()
+            position = self._restore(method, optimizer, scheduler, position, ckpt_dir)
+        logger = RunLogger(run_dir if self.is_main else None)
 
         unlabeled_iter: Iterator[dict[str, torch.Tensor]] | None = None
         if method.needs_unlabeled:
@@ -332,40 +371,29 @@ class Trainer:
                     batch = self._prepare(batch, data, train=True)
                     if unlabeled_iter is not None:
                         batch["unlabeled"] = self._prepare(next(unlabeled_iter), data, train=True)
-                    with self._autocast():
-                        losses = model(batch)
-                    loss = losses["loss"]
-                    if not torch.isfinite(loss):
-                        raise FloatingPointError(
-                            f"loss became {loss.item()} at step {step} (epoch {epoch}): lower the "
-                            "learning rate (optim.optimizer.lr) or set trainer.grad_clip_norm.")
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    if self.grad_clip_norm:
-                        torch.nn.utils.clip_grad_norm_(method.parameters(), self.grad_clip_norm)
-                    optimizer.step()
-                    scheduler.step()
-                    method.after_optimizer_step(step)
+                    losses = self._step(model, method, batch, optimizer, scheduler, step)
                     step += 1
                     n_images = batch["image"].shape[0] + (
                         batch["unlabeled"]["image"].shape[0] if "unlabeled" in batch else 0)
                     images_in_epoch += n_images * self.world_size
                     position.update(global_step=step, batch_in_epoch=batch_index + 1)
-                    elapsed = position["train_time_s"] + time.perf_counter() - epoch_start
-                    if hasattr(progress, "set_postfix"):
-                        progress.set_postfix(step=step, loss=f"{loss.item():.4f}",
-                                             img_s=f"{(position['images_seen'] + images_in_epoch) / max(elapsed, 1e-9):.0f}")
+                    # Reading loss values syncs a GPU, so it happens only every log_every_steps.
                     if step % self.log_every_steps == 0:
                         scalars = {f"train/{k}": float(v.detach()) for k, v in losses.items()}
                         scalars["train/lr"] = optimizer.param_groups[0]["lr"]
-                        record(scalars, step)
+                        logger.record(scalars, step)
+                        if hasattr(progress, "set_postfix"):
+                            elapsed = position["train_time_s"] + time.perf_counter() - epoch_start
+                            seen = position["images_seen"] + images_in_epoch
+                            progress.set_postfix(step=step, loss=f"{scalars['train/loss']:.4f}",
+                                                 img_s=f"{seen / max(elapsed, 1e-9):.0f}")
                 position["train_time_s"] += time.perf_counter() - epoch_start
                 position["images_seen"] += images_in_epoch
                 position.update(epoch=epoch + 1, batch_in_epoch=0)
                 last_epoch = epoch + 1 == num_epochs or step >= total_steps
                 if self.is_main and ((epoch + 1) % self.eval_every_epochs == 0 or last_epoch):
                     self._validate(method, data, optimizer, scheduler, position, config, ckpt_dir,
-                                   record, epoch)
+                                   logger, epoch)
                 if self.world_size > 1:
                     dist.barrier()
                 if step >= total_steps:
@@ -378,41 +406,36 @@ class Trainer:
                                   ckpt_dir / "last.pt")
                 log.warning("interrupted at step %d; continue with trainer.resume=%s", step,
                             (ckpt_dir / "last.pt").resolve())
+            logger.close()
             raise
         except BaseException:
-            self._close(writer, events)
+            logger.close()
             raise
 
         result: dict[str, Any] = {
             "monitor": self.monitor, "best_value": position["best_value"],
             "best_epoch": position["best_epoch"], "steps": step, "epochs": position["epoch"],
             "train_time_s": round(position["train_time_s"], 3),
-            "throughput_images_per_s": round(position["images_seen"] / max(position["train_time_s"], 1e-9), 1),
+            "throughput_images_per_s": round(
+                position["images_seen"] / max(position["train_time_s"], 1e-9), 1),
         }
         if self.is_main:
             best = self.load_checkpoint(ckpt_dir / "best.pt")
             method.load_state_dict(best["method"])
             result["test"] = self.evaluate(method, data, data.test)
-            record(flatten_metrics(result["test"], "test"), step)
-        self._close(writer, events)
+            logger.record(flatten_metrics(result["test"], "test"), step)
+        logger.close()
         return result
-
-    @staticmethod
-    def _close(writer: SummaryWriter | None, events: Any) -> None:
-        if writer is not None:
-            writer.close()
-            events.close()
 
     def _validate(self, method: Method, data: FaceData, optimizer: torch.optim.Optimizer,
                   scheduler: Any, position: dict[str, Any], config: dict[str, Any] | None,
-                  ckpt_dir: Path, record: Callable[[dict[str, float], int], None],
-                  epoch: int) -> None:
+                  ckpt_dir: Path, logger: RunLogger, epoch: int) -> None:
         metrics = flatten_metrics(self.evaluate(method, data, data.val), "val")
         if self.monitor not in metrics:
             raise KeyError(f"trainer.monitor={self.monitor!r} is not among the validation "
                            f"metrics: {sorted(k for k in metrics if k.count('/') == 2)}")
         value = metrics[self.monitor]
-        record(metrics, position["global_step"])
+        logger.record(metrics, position["global_step"])
         ckpt_dir.mkdir(parents=True, exist_ok=True)
         if self._better(value, position["best_value"]):
             position.update(best_value=value, best_epoch=epoch + 1)
