@@ -49,3 +49,117 @@ def masked_cross_entropy(logits: torch.Tensor, targets: torch.Tensor,
     per_sample = F.cross_entropy(logits.float(), targets.clamp_min(0), reduction="none")
     mask = mask.to(per_sample.dtype)
     return (per_sample * mask).sum() / mask.sum().clamp_min(1.0)
+
+
+# --------------------------------------------------------------------------- MLCR (Niu et al. 2019)
+def multi_view_loss(w1: torch.Tensor, w2: torch.Tensor, absolute: bool = True,
+                    eps: float = 1e-8) -> torch.Tensor:
+    """Mean cosine similarity between the per-label classifier vectors of two views.
+
+        L_mv = (1/C) Σ_j |cos(W_1j, W_2j)|,    cos(a, b) = aᵀb / (‖a‖ ‖b‖)
+
+    Minimising it pushes each label's two classifiers towards orthogonality, i.e. the two
+    views towards conditionally independent features (MLCR's multi-view loss).
+
+    Args:
+        w1, w2: (C, d) classifier vectors of view 1 and view 2, one row per label (append the
+            bias as a last column to include it).
+        absolute: True (default, the released code and the method's aim: orthogonal views)
+            averages |cos|, so identical and opposite vectors both cost 1; False gives the
+            signed formula as printed in the paper, which is minimised by opposite vectors (−1).
+        eps: guards the norms of all-zero rows.
+
+    Returns:
+        Scalar in [0, 1] (absolute) or [−1, 1] (signed).
+    """
+    if w1.shape != w2.shape or w1.dim() != 2:
+        raise ValueError(f"multi_view_loss expects two (C, d) tensors, got {tuple(w1.shape)} and "
+                         f"{tuple(w2.shape)}")
+    cos = F.cosine_similarity(w1.float(), w2.float(), dim=1, eps=eps)
+    return (cos.abs() if absolute else cos).mean()
+
+
+def binary_entropy(p: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """H(p) = −(p log p + (1 − p) log(1 − p)) in nats, elementwise.
+
+    ``p`` is clamped to [eps, 1 − eps] first, so probabilities of exactly 0 or 1 (a saturated
+    float32 sigmoid) give a finite value and a finite (zero) gradient instead of NaN.
+    """
+    p = p.float().clamp(eps, 1.0 - eps)
+    return -(p * p.log() + (1.0 - p) * torch.log1p(-p))
+
+
+def co_regularization_loss(p1: torch.Tensor, p2: torch.Tensor, mask: torch.Tensor | None = None,
+                           eps: float = 1e-6) -> torch.Tensor:
+    """Jensen–Shannon divergence between two views' per-label Bernoulli predictions.
+
+        L_cr = (1/C) Σ_j mean_n [ H((p_1nj + p_2nj)/2) − (H(p_1nj) + H(p_2nj))/2 ]
+
+    with the binary entropy H in nats (:func:`binary_entropy`; probabilities are clamped to
+    [eps, 1 − eps], eps = 1e-6 by default). Each entry lies in [0, ln 2] because H is concave,
+    so no absolute value is needed: it is 0 exactly when the two views agree. Labels are not
+    used, so labelled and unlabelled samples count alike.
+
+    Args:
+        p1, p2: (N, C) probabilities of view 1 and view 2.
+        mask: optional (N, C) bool; only True entries count and the result is their mean
+            (equal to the formula above when the mask is None or selects whole rows).
+        eps: clamp of the probabilities.
+
+    Returns:
+        Scalar; 0 (with a gradient path) when no entry is selected.
+    """
+    if p1.shape != p2.shape:
+        raise ValueError(f"co_regularization_loss expects equal shapes, got {tuple(p1.shape)} and "
+                         f"{tuple(p2.shape)}")
+    p1, p2 = p1.float(), p2.float()
+    divergence = (binary_entropy((p1 + p2) / 2, eps)
+                  - (binary_entropy(p1, eps) + binary_entropy(p2, eps)) / 2)
+    if mask is None:
+        return divergence.mean()
+    mask = mask.to(divergence.dtype)
+    return (divergence * mask).sum() / mask.sum().clamp_min(1.0)
+
+
+def selective_learning_weights(targets: torch.Tensor, mask: torch.Tensor,
+                               target_ratio: torch.Tensor, rule: str = "released",
+                               generator: torch.Generator | None = None) -> torch.Tensor:
+    """Per-entry 0/1 weights of Selective Learning: negatives under-sampled, per batch and label.
+
+    For each label c of the batch, with n_c valid entries of which P_c are positive and
+    N_c negative, and target positive ratio a_c: when P_c < n_c · a_c (positives
+    under-represented) only K_c randomly chosen negatives keep weight 1, the others get 0;
+    otherwise every valid entry keeps weight 1. Positives are never up-weighted (the
+    released code clips their weight at ``boundary = 1``).
+
+    - ``rule="released"`` (MLCR's ``BCE_sigmoid_negtive_bias_all``): K_c = ceil(n_c · a_c),
+      i.e. as many negatives as the target number of positives.
+    - ``rule="ratio"``: K_c = ceil(max(P_c, 1) · (1 − a_c) / a_c), so the kept entries have
+      positive ratio ≈ a_c (a batch without positives keeps as many negatives as one positive
+      would balance).
+
+    K_c never exceeds N_c. Args: targets (N, C) in {0, 1}; mask (N, C) bool (False: unknown,
+    weight 0); target_ratio (C,) in (0, 1); generator: optional RNG for the random choice
+    (default: the global RNG of ``targets``' device). Returns (N, C) float weights in {0, 1}.
+    """
+    if rule not in ("released", "ratio"):
+        raise ValueError(f"selective rule {rule!r}: use released or ratio")
+    valid = mask.bool()
+    positive = valid & (targets > 0.5)
+    negative = valid & ~(targets > 0.5)
+    n_valid = valid.sum(0).float()
+    n_pos = positive.sum(0).float()
+    n_neg = negative.sum(0).float()
+    ratio = target_ratio.to(device=targets.device, dtype=torch.float32)
+    under = n_pos < n_valid * ratio
+    if rule == "released":
+        keep = torch.ceil(n_valid * ratio)
+    else:
+        keep = torch.ceil(n_pos.clamp_min(1.0) * (1.0 - ratio) / ratio)
+    keep = torch.where(under, torch.minimum(keep, n_neg), n_neg)
+    # A random rank among the negatives of each column; non-negatives sort last.
+    noise = torch.rand(targets.shape, generator=generator, device=targets.device)
+    noise = torch.where(negative, noise, torch.full_like(noise, 2.0))
+    rank = noise.argsort(dim=0).argsort(dim=0)
+    kept_negative = negative & (rank < keep.unsqueeze(0))
+    return (positive | kept_negative).float()

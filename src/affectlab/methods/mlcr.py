@@ -1,0 +1,423 @@
+"""MLCR: multi-label co-regularization for semi-supervised AU recognition (Niu et al., 2019).
+
+Two views (two backbones of one family, initialised differently), each with per-label linear
+classifiers, learn from labelled and unlabelled faces together:
+
+    L = ½ (L_v1 + L_v2) + λ_mv · L_mv + λ_cr · L_cr
+
+- L_vi: masked, weighted BCE of view i on the labelled samples
+  (:func:`affectlab.losses.masked_bce_with_logits`),
+- L_mv: mean |cos| between the two views' per-label classifier vectors
+  (:func:`affectlab.losses.multi_view_loss`), pushing the views to be conditionally independent,
+- L_cr: the views' per-label Jensen–Shannon divergence on labelled and unlabelled samples
+  (:func:`affectlab.losses.co_regularization_loss`), making them agree,
+
+and an AU-relation GCN (:class:`AURelationGCN`), shared by both views, rewrites each view's
+classifier vectors from the label dependencies of the labelled training set
+(:func:`dependency_adjacency`). See :class:`MLCR` for every choice where the paper and the
+released code differ.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from affectlab.datasets.base import FaceData
+from affectlab.losses import (co_regularization_loss, inverse_frequency_weights,
+                              masked_bce_with_logits, multi_view_loss,
+                              selective_learning_weights)
+from affectlab.methods.base import Batch, Method, ModelFactory, label_task_size
+
+log = logging.getLogger(__name__)
+
+
+def dependency_adjacency(labels: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """The AU-relation adjacency Â of MLCR, from label co-occurrence statistics.
+
+        P_dep[i, j] = ½ ( P(L_i = 1 | L_j = 1) + P(L_i = 0 | L_j = 0) )
+        Â[i, j]     = | (P_dep[i, j] − 0.5) · 2 |
+
+    Each conditional probability is counted over the rows where both L_i and L_j are known.
+    Â[i, j] is 1 when label i is fully determined by label j (equal or opposite), 0 when it
+    is independent of it; it is not symmetric. The diagonal is 1. An entry whose conditional
+    cannot be counted (no row with L_j = 1, or none with L_j = 0, among the rows where both
+    are known) carries no evidence and is 0 off the diagonal.
+
+    Args:
+        labels: (N, C) labels in {0, 1} (any real dtype; > 0.5 is positive).
+        mask: optional (N, C) bool, False where a label is unknown.
+
+    Returns:
+        (C, C) float32 tensor Â (un-normalised; :func:`normalize_adjacency` prepares it for
+        propagation).
+    """
+    if labels.dim() != 2:
+        raise ValueError(f"dependency_adjacency expects (N, C) labels, got {tuple(labels.shape)}")
+    known = (torch.ones_like(labels, dtype=torch.bool) if mask is None else mask.bool())
+    known = known.double()
+    positive = (labels > 0.5).double() * known
+    negative = (labels <= 0.5).double() * known
+    # [i, j]: counts over rows where label i is known and label j has the given value.
+    both_positive = positive.T @ positive
+    given_positive = known.T @ positive
+    both_negative = negative.T @ negative
+    given_negative = known.T @ negative
+    defined = (given_positive > 0) & (given_negative > 0)
+    p_pos = both_positive / given_positive.clamp_min(1.0)
+    p_neg = both_negative / given_negative.clamp_min(1.0)
+    p_dep = 0.5 * (p_pos + p_neg)
+    adjacency = torch.where(defined, ((p_dep - 0.5) * 2).abs(), torch.zeros_like(p_dep))
+    adjacency.fill_diagonal_(1.0)
+    return adjacency.float()
+
+
+def normalize_adjacency(adjacency: torch.Tensor) -> torch.Tensor:
+    """D^−½ Âᵀ D^−½ with D = diag(row sums of Â): the released code's ``gen_adj``.
+
+    Note the transpose: for the asymmetric Â, node i aggregates node j with weight
+    Â[j, i] / sqrt(d_i d_j). Every row sum of Â is ≥ 1 (its diagonal is 1), so D is invertible.
+    """
+    inv_sqrt = adjacency.sum(1).clamp_min(1e-12).rsqrt()
+    return inv_sqrt[:, None] * adjacency.T * inv_sqrt[None, :]
+
+
+class AURelationGCN(nn.Module):
+    """Two graph convolutions over the C label nodes that rewrite classifier vectors.
+
+        G(W) = Â_n · act(Â_n · W · H0) · H1
+        W^t  = W + G(W)   (residual=True, default)      or      W^t = G(W)   (the paper's form)
+
+    with node features W = [w_j | b_j] (C × F, F = d + 1: a view's classifier weights and
+    bias) and Â_n = :func:`normalize_adjacency` (Â).
+
+    Initialisation (``init``):
+
+    - ``identity`` (default): H0 = I (F × hidden, rectangular identity) and H1 = 0 when
+      residual, so W^t = W exactly at the switch and the step-one classifiers are kept; the
+      GCN then learns a relation-driven correction (H1 gets gradients at once, H0 as soon as
+      H1 ≠ 0). In the paper's non-residual form H1 = I, so W^t = Â_n act(Â_n W): the
+      step-one classifiers smoothed along the relation graph, not a random rewrite.
+    - ``random``: both uniform(±1/sqrt(out features)), as the released ``GraphConvolution``;
+      the output at the switch is then unrelated to the step-one classifiers.
+
+    Args:
+        adjacency: (C, C) un-normalised Â (:func:`dependency_adjacency`).
+        features: F, the length of a node's feature vector.
+        hidden: width of the first layer's output (default F, as released: 513 → 513 → 513).
+        activation: ``leaky_relu`` (released, slope ``negative_slope``) or ``relu`` (poster).
+        negative_slope: slope of the leaky ReLU (released: 0.2).
+        residual: see above.
+        init: ``identity`` or ``random``, see above.
+    """
+
+    def __init__(self, adjacency: torch.Tensor, features: int, *, hidden: int | None = None,
+                 activation: str = "leaky_relu", negative_slope: float = 0.2,
+                 residual: bool = True, init: str = "identity") -> None:
+        super().__init__()
+        if activation not in ("leaky_relu", "relu"):
+            raise ValueError(f"method.gcn_activation={activation!r}: use leaky_relu or relu")
+        if init not in ("identity", "random"):
+            raise ValueError(f"method.gcn_init={init!r}: use identity or random")
+        hidden = hidden or features
+        self.activation = activation
+        self.negative_slope = negative_slope
+        self.residual = residual
+        self.register_buffer("adjacency", normalize_adjacency(adjacency.float()))
+        if init == "identity":
+            h0 = torch.eye(features, hidden)
+            h1 = torch.zeros(hidden, features) if residual else torch.eye(hidden, features)
+        else:
+            h0 = torch.empty(features, hidden).uniform_(-hidden ** -0.5, hidden ** -0.5)
+            h1 = torch.empty(hidden, features).uniform_(-features ** -0.5, features ** -0.5)
+        self.h0 = nn.Parameter(h0)
+        self.h1 = nn.Parameter(h1)
+
+    def forward(self, weights: torch.Tensor) -> torch.Tensor:
+        """(C, F) classifier vectors → (C, F) classifier vectors."""
+        hidden = self.adjacency @ (weights @ self.h0)
+        if self.activation == "relu":
+            hidden = F.relu(hidden)
+        else:
+            hidden = F.leaky_relu(hidden, self.negative_slope)
+        out = self.adjacency @ (hidden @ self.h1)
+        return weights + out if self.residual else out
+
+
+class MLCR(Method):
+    """Multi-label co-regularization (Niu, Han, Shan & Chen, NeurIPS 2019).
+
+    Per view i ∈ {1, 2}: backbone f_i → features (N, d); classifier vectors V_i (C × (d+1)),
+    logits z_i = f_i · V_i[:, :d]ᵀ + V_i[:, d], probabilities p_i = σ(z_i). V_i is the view's
+    linear classifier [w | b] in step one and GCN([w | b]) in step two (when ``gcn``).
+
+        L = ½ (L_v1 + L_v2) + λ_mv · L_mv(V_1, V_2) + λ_cr · L_cr(p_1, p_2)
+
+    Prediction: (p_1 + p_2) / 2. ``forward`` returns ``loss`` and, detached, ``supervised``
+    (½ Σ L_vi), ``multi_view`` (L_mv) and ``co_regularization`` (L_cr), unweighted.
+
+    Two-step schedule (paper; reproduction §2.2) in one run: for the first
+    ``step_two_start`` optimizer steps the views train without the GCN (logits from the raw
+    classifiers); from then on the GCN is on and its input W^0 is each view's step-one
+    classifier. The step count is part of the method's state (``get_extra_state``), so a
+    resumed run and the best checkpoint know which step they are in. ``lambda_cr_step_two``
+    (the reproduction raised λ_cr to 500 for CK+) replaces λ_cr from ``step_two_start`` on,
+    with or without the GCN.
+
+    Choices where the paper, the released code (nxsEdson/MLCR) and the reproduction differ;
+    each is a flag, the default serves the method's aim:
+
+    - ``gcn_input="live"`` (default): the GCN input is the views' live classifier parameters,
+      so they keep learning through the GCN and L_mv acts on the vectors that produce the
+      logits. ``"frozen"`` detaches it, which equals the released snapshot of the classifiers
+      at the switch (parameters without a gradient are skipped by the optimizer, so they stay
+      at their switch values). The released code's L_mv on the raw classifiers, which no
+      longer drive the logits after the switch, is not reproduced: L_mv always uses V_i.
+    - ``gcn_residual=True`` (default) with ``gcn_init="identity"``: V_i = W + G(W) with
+      G's last layer zero at the switch, so turning the GCN on does not destroy the step-one
+      classifiers (see :class:`AURelationGCN`). ``gcn_residual=False`` is the paper's
+      W^t = Â act(Â W H0) H1; ``gcn_init="random"`` is the released initialisation.
+    - Adjacency: Â from the labelled training split (:func:`dependency_adjacency`), normalised
+      as D^−½ Âᵀ D^−½ with D the row sums of Â (released ``gen_adj``); the poster's ReLU vs
+      the released LeakyReLU(0.2) is ``gcn_activation`` (default: released).
+    - ``absolute=True`` (default, released; the aim is orthogonal views): L_mv uses |cos|;
+      ``False`` is the signed formula printed in the paper, which rewards opposite classifiers.
+      ``include_bias=True`` (released) appends the bias to the compared vectors.
+    - L_cr is the exact per-entry JS divergence (clamp 1e-6, ``cr_eps``), averaged over samples
+      and labels; the released code's |·|, ε-shifted entropies and differing element subsets
+      (and its crash, the only branch computing L_cr) are not reproduced.
+    - Supervised weighting ``supervised_weighting``: ``frequency`` (paper's a_c: inverse
+      positive rate of the labelled split, mean 1; a label with no positive is weighted like
+      one with a single positive), ``selective`` (the released Selective-Learning form:
+      negatives under-sampled per batch and label towards ``selective_ratio``, positives never
+      up-weighted; ``selective_rule`` picks the released count or an exact ratio, see
+      :func:`affectlab.losses.selective_learning_weights`) or ``none``.
+    - ``supervised_reduction="mean"`` (paper: (1/C) Σ_c, mean over valid entries); ``"sum"``
+      is the released scale (sum over labels, mean over labelled samples), C times larger,
+      which changes how much λ_mv and λ_cr weigh against L_v.
+    - ``unlabeled=False`` trains on labelled batches only (``needs_unlabeled`` is False, the
+      trainer sends no pool batch, and any pool batch present is ignored): L_cr then runs on
+      the labelled samples only, as in the reproduction's notebook.
+    - The two views are built by two calls of ``model``; the global RNG has moved between
+      them, so randomly initialised views differ. Views loaded from the same pretrained
+      weights start identical (a warning is logged); their classifiers still differ.
+    - Labelled and unlabelled images go through each backbone in one batch (batch-norm
+      statistics over both).
+
+    Under ``torchrun``, parameters unused in a step (the GCN in step one) need
+    ``find_unused_parameters`` in DDP.
+
+    Args:
+        model: factory returning a backbone with ``forward_features`` and ``num_features``;
+            called twice (one per view).
+        task: the multi-label task, ``au`` or ``attr``.
+        name: the method's name in run directories and ``metrics.json``.
+        lambda_mv, lambda_cr: weights of L_mv and L_cr (paper: 400, 100); 0 removes the term.
+        lambda_cr_step_two: λ_cr from ``step_two_start`` on (None: keep ``lambda_cr``).
+        gcn: use the AU-relation GCN in step two.
+        unlabeled: train on the unlabelled pool too (L_cr on its batches).
+        step_two_start: optimizer steps of step one (0: GCN from the first step).
+        supervised_weighting: ``frequency`` | ``selective`` | ``none``.
+        supervised_reduction: ``mean`` | ``sum``.
+        selective_ratio: target positive ratio a_c of selective learning, one value or one
+            per label (released EmotioNet: [0.2, 0.3, 0.2, 0.2, 0.5, 0.2, 0.5, 0.2, 0.1, 0.5,
+            0.2, 0.3]).
+        selective_rule: ``released`` | ``ratio``.
+        absolute, include_bias: L_mv variants, see above.
+        gcn_hidden, gcn_activation, gcn_negative_slope, gcn_residual, gcn_init: the GCN, see
+            :class:`AURelationGCN`.
+        gcn_input: ``live`` | ``frozen``, see above.
+        cr_eps: probability clamp of the entropies in L_cr.
+    """
+
+    def __init__(self, *, model: ModelFactory, task: str = "au", name: str = "mlcr",
+                 lambda_mv: float = 400.0, lambda_cr: float = 100.0,
+                 lambda_cr_step_two: float | None = None, gcn: bool = True,
+                 unlabeled: bool = True, step_two_start: int = 0,
+                 supervised_weighting: str = "frequency", supervised_reduction: str = "mean",
+                 selective_ratio: float | list[float] = 0.5, selective_rule: str = "released",
+                 absolute: bool = True, include_bias: bool = True, gcn_hidden: int | None = None,
+                 gcn_activation: str = "leaky_relu", gcn_negative_slope: float = 0.2,
+                 gcn_residual: bool = True, gcn_init: str = "identity", gcn_input: str = "live",
+                 cr_eps: float = 1e-6) -> None:
+        super().__init__()
+        choices = {"supervised_weighting": (supervised_weighting, ("frequency", "selective", "none")),
+                   "supervised_reduction": (supervised_reduction, ("mean", "sum")),
+                   "selective_rule": (selective_rule, ("released", "ratio")),
+                   "gcn_activation": (gcn_activation, ("leaky_relu", "relu")),
+                   "gcn_init": (gcn_init, ("identity", "random")),
+                   "gcn_input": (gcn_input, ("live", "frozen"))}
+        for key, (value, allowed) in choices.items():
+            if value not in allowed:
+                raise ValueError(f"method.{key}={value!r}: use {' or '.join(allowed)}")
+        if step_two_start < 0:
+            raise ValueError(f"method.step_two_start={step_two_start}: must be ≥ 0")
+        ratios = [selective_ratio] if isinstance(selective_ratio, (int, float)) else list(selective_ratio)
+        if not all(0.0 < float(r) < 1.0 for r in ratios):
+            raise ValueError(f"method.selective_ratio={selective_ratio!r}: ratios must lie in (0, 1)")
+        if gcn_hidden is not None and gcn_hidden < 1:
+            raise ValueError(f"method.gcn_hidden={gcn_hidden}: must be ≥ 1 (or null)")
+        self.task = task
+        self.name = name
+        self.lambda_mv = float(lambda_mv)
+        self.lambda_cr = float(lambda_cr)
+        self.lambda_cr_step_two = None if lambda_cr_step_two is None else float(lambda_cr_step_two)
+        self.use_gcn = gcn
+        self.needs_unlabeled = unlabeled  # read by the trainer (an instance value here)
+        self.unlabeled = unlabeled
+        self.step_two_start = step_two_start
+        self.supervised_weighting = supervised_weighting
+        self.supervised_reduction = supervised_reduction
+        self.selective_rule = selective_rule
+        self._selective_ratio = [float(r) for r in ratios]
+        self.absolute = absolute
+        self.include_bias = include_bias
+        self.gcn_options: dict[str, Any] = dict(hidden=gcn_hidden, activation=gcn_activation,
+                                                negative_slope=gcn_negative_slope,
+                                                residual=gcn_residual, init=gcn_init)
+        self.gcn_input = gcn_input
+        self.cr_eps = cr_eps
+
+        self.views = nn.ModuleList([model(), model()])
+        if all(torch.equal(a, b) for a, b in zip(self.views[0].state_dict().values(),
+                                                 self.views[1].state_dict().values())):
+            log.warning("MLCR: the two views start with identical weights (e.g. the same "
+                        "pretrained checkpoint); only their classifiers differ at the start.")
+        self.heads = nn.ModuleList()
+        self.gcn: AURelationGCN | None = None
+        self.register_buffer("label_weights", torch.ones(0))
+        self.register_buffer("selective_ratio", torch.ones(0))
+        self.register_buffer("adjacency", torch.zeros(0, 0))
+        self.steps_done = 0
+
+    # ------------------------------------------------------------------ setup
+    def setup(self, data: FaceData) -> None:
+        num_labels = label_task_size(data, self.task)
+        features = self.views[0].num_features
+        self.heads = nn.ModuleList([nn.Linear(features, num_labels) for _ in range(2)])
+        table = data.train.table
+        targets = torch.from_numpy(getattr(table, self.task)).float()
+        mask = torch.from_numpy(getattr(table, f"{self.task}_mask")).bool()
+        if self.supervised_weighting == "frequency":
+            # a label without positives is weighted like one with a single positive
+            eps = 1.0 / max(int(mask.sum(0).max()), 1)
+            self.label_weights = inverse_frequency_weights(targets, mask, eps=eps)
+        else:
+            self.label_weights = torch.ones(num_labels)
+        ratios = self._selective_ratio
+        if len(ratios) == 1:
+            ratios = ratios * num_labels
+        if len(ratios) != num_labels:
+            raise ValueError(f"method.selective_ratio has {len(ratios)} values but the task "
+                             f"'{self.task}' has {num_labels} labels")
+        self.selective_ratio = torch.tensor(ratios)
+        self.adjacency = dependency_adjacency(targets, mask)
+        if self.use_gcn:
+            self.gcn = AURelationGCN(self.adjacency, features + 1, **self.gcn_options)
+
+    # ------------------------------------------------------------- step state
+    def get_extra_state(self) -> torch.Tensor:
+        """The optimizer steps taken so far (checkpointed: step one vs step two)."""
+        return torch.tensor(self.steps_done, dtype=torch.int64)
+
+    def set_extra_state(self, state: Any) -> None:
+        self.steps_done = int(state)
+
+    def after_optimizer_step(self, step: int) -> None:
+        self.steps_done = step + 1
+
+    @property
+    def in_step_two(self) -> bool:
+        """True once ``step_two_start`` optimizer steps have been taken."""
+        return self.steps_done >= self.step_two_start
+
+    @property
+    def gcn_active(self) -> bool:
+        return self.gcn is not None and self.in_step_two
+
+    @property
+    def current_lambda_cr(self) -> float:
+        if self.in_step_two and self.lambda_cr_step_two is not None:
+            return self.lambda_cr_step_two
+        return self.lambda_cr
+
+    # --------------------------------------------------------------- networks
+    def classifier_vectors(self) -> list[torch.Tensor]:
+        """Per view, the (C, d+1) vectors [w | b] that produce the logits now."""
+        raw = [torch.cat([head.weight, head.bias[:, None]], dim=1) for head in self.heads]
+        if not self.gcn_active:
+            return raw
+        if self.gcn_input == "frozen":
+            raw = [v.detach() for v in raw]
+        return [self.gcn(v) for v in raw]
+
+    def view_logits(self, images: torch.Tensor,
+                    vectors: list[torch.Tensor] | None = None) -> list[torch.Tensor]:
+        """(N, 3, H, W) → per view (N, C) logits (``vectors``: from :meth:`classifier_vectors`)."""
+        vectors = self.classifier_vectors() if vectors is None else vectors
+        out = []
+        for backbone, v in zip(self.views, vectors):
+            feats = backbone.forward_features(images)
+            out.append(F.linear(feats, v[:, :-1].to(feats.dtype), v[:, -1].to(feats.dtype)))
+        return out
+
+    # ------------------------------------------------------------------ losses
+    def supervised_loss(self, logits: torch.Tensor, targets: torch.Tensor,
+                        mask: torch.Tensor) -> torch.Tensor:
+        """L_v of one view on labelled samples: (N, C) logits, targets, mask → scalar."""
+        if self.supervised_weighting == "selective":
+            weights = selective_learning_weights(targets, mask, self.selective_ratio,
+                                                 rule=self.selective_rule)
+            # (N, C) weights broadcast like (C,) ones; dropped negatives still count in the
+            # denominator (Σ valid), as the released code divides by the batch size.
+            loss = masked_bce_with_logits(logits, targets, mask, weights)
+        else:
+            loss = masked_bce_with_logits(logits, targets, mask, self.label_weights)
+        if self.supervised_reduction == "sum":
+            loss = loss * mask.float().sum().clamp_min(1.0) / max(logits.shape[0], 1)
+        return loss
+
+    def terms(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """Undetached ``supervised``, ``multi_view``, ``co_regularization`` and ``loss``."""
+        images = batch["image"]
+        num_labeled = images.shape[0]
+        if self.unlabeled:
+            if "unlabeled" not in batch:
+                raise KeyError("MLCR with method.unlabeled=true needs batch['unlabeled'] (the "
+                               "trainer provides it when needs_unlabeled is True)")
+            images = torch.cat([images, batch["unlabeled"]["image"]])
+        vectors = self.classifier_vectors()
+        logits = self.view_logits(images, vectors)
+
+        targets, mask = batch[self.task], batch[f"{self.task}_mask"]
+        supervised = 0.5 * sum(self.supervised_loss(z[:num_labeled], targets, mask)
+                               for z in logits)
+        compared = vectors if self.include_bias else [v[:, :-1] for v in vectors]
+        multi_view = multi_view_loss(compared[0], compared[1], absolute=self.absolute)
+        probs = [torch.sigmoid(z.float()) for z in logits]
+        co_regularization = co_regularization_loss(probs[0], probs[1], eps=self.cr_eps)
+
+        loss = supervised
+        if self.lambda_mv != 0:
+            loss = loss + self.lambda_mv * multi_view
+        lambda_cr = self.current_lambda_cr
+        if lambda_cr != 0:
+            loss = loss + lambda_cr * co_regularization
+        return {"loss": loss, "supervised": supervised, "multi_view": multi_view,
+                "co_regularization": co_regularization}
+
+    def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
+        terms = self.terms(batch)
+        return {k: v if k == "loss" else v.detach() for k, v in terms.items()}
+
+    @torch.no_grad()
+    def predict(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        probs = [torch.sigmoid(z.float()) for z in self.view_logits(images)]
+        return {self.task: (probs[0] + probs[1]) / 2}
+
+
+__all__ = ["MLCR", "AURelationGCN", "dependency_adjacency", "normalize_adjacency"]
