@@ -321,7 +321,8 @@ class Trainer:
         model: torch.nn.Module = method
         if self.world_size > 1:
             model = torch.nn.parallel.DistributedDataParallel(
-                method, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+                method, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=method.has_idle_parameters)
 
         sampler = EpochSampler(len(data.train), batch_size=self.batch_size, seed=self.seed,
                                rank=self.rank, world_size=self.world_size)

@@ -36,6 +36,8 @@ class Method(nn.Module):
     """Base class of every training recipe (see the module docstring for the call order)."""
 
     needs_unlabeled: ClassVar[bool] = False
+    # True when some parameters sit idle in some steps (DDP must then look for them).
+    has_idle_parameters: ClassVar[bool] = False
 
     def setup(self, data: FaceData) -> None:
         """Build what depends on the data (heads sized by the label set, label statistics)."""

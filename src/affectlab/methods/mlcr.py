@@ -234,6 +234,9 @@ class MLCR(Method):
         cr_eps: probability clamp of the entropies in L_cr.
     """
 
+    # The GCN is idle until step two starts, so DDP must tolerate unused parameters.
+    has_idle_parameters = True
+
     def __init__(self, *, model: ModelFactory, task: str = "au", name: str = "mlcr",
                  lambda_mv: float = 400.0, lambda_cr: float = 100.0,
                  lambda_cr_step_two: float | None = None, gcn: bool = True,
