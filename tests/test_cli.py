@@ -71,7 +71,9 @@ def test_truncated_image_names_the_file(tmp_path, data_root):
     assert "Traceback" not in result.stderr
 
 
-def test_torchrun_two_processes_share_each_epoch(tmp_path, data_root):
+@pytest.mark.parametrize("method", [["method=baseline"],
+                                    ["method=mlcr", "method.step_two_start=2"]])  # GCN joins mid-run
+def test_torchrun_two_processes_share_each_epoch(tmp_path, data_root, method):
     import os
     import subprocess
     import sys
@@ -79,7 +81,8 @@ def test_torchrun_two_processes_share_each_epoch(tmp_path, data_root):
     args = [a for a in tiny_args(data_root) if not a.startswith("trainer.max_steps")]
     result = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-         str(Path(__file__).resolve().parents[1] / "train.py"), *args, "trainer.batch_size=4",
+         str(Path(__file__).resolve().parents[1] / "train.py"), *args, *method,
+         "trainer.batch_size=4",
          "hydra.run.dir=outputs/ddp"],
         cwd=tmp_path, capture_output=True, text=True, timeout=300,
         env={**os.environ, "OMP_NUM_THREADS": "1"})
