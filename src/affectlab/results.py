@@ -40,11 +40,21 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
-def _run_name(run_dir: Path) -> str:
-    overrides_file = run_dir / ".hydra" / "overrides.yaml"
+def read_overrides(run_dir: str | Path) -> list[str]:
+    """The command-line overrides of a run (``.hydra/overrides.yaml``; [] when absent)."""
+    overrides_file = Path(run_dir) / ".hydra" / "overrides.yaml"
     overrides = yaml.safe_load(overrides_file.read_text()) if overrides_file.is_file() else []
-    kept = [o for o in overrides or [] if not o.startswith(NOT_PART_OF_THE_NAME)]
+    return [str(o) for o in overrides or []]
+
+
+def configuration_name(overrides: list[str]) -> str:
+    """The overrides that change what a run computes (seed and run-location keys dropped)."""
+    kept = [o for o in overrides if not o.startswith(NOT_PART_OF_THE_NAME)]
     return " ".join(kept) or "defaults"
+
+
+def _run_name(run_dir: Path) -> str:
+    return configuration_name(read_overrides(run_dir))
 
 
 def collect(root: str | Path) -> list[Row]:
