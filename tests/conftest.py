@@ -54,3 +54,43 @@ def run_cli(args: list[str], cwd: Path, timeout: int = 300) -> subprocess.Comple
     env.pop("HYDRA_FULL_ERROR", None)
     return subprocess.run([sys.executable, str(REPO / "train.py"), *args], cwd=cwd,
                           capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def run_interrupted(cfg: DictConfig, run_dir: Path, interrupt_at_call: int,
+                    monkeypatch: pytest.MonkeyPatch) -> dict:
+    """Run ``cfg`` but press Ctrl-C at the n-th training forward; return the saved last.pt."""
+    import torch
+
+    from affectlab.train import run
+    from affectlab.trainer import Trainer
+
+    fit = Trainer.fit
+    calls = {"n": 0}
+
+    def interrupting_fit(self, method, *args, **kwargs):
+        original_forward = type(method).forward
+
+        def forward(module, batch):
+            calls["n"] += 1
+            if calls["n"] == interrupt_at_call:
+                raise KeyboardInterrupt
+            return original_forward(module, batch)
+
+        monkeypatch.setattr(type(method), "forward", forward)
+        return fit(self, method, *args, **kwargs)
+
+    monkeypatch.setattr(Trainer, "fit", interrupting_fit)
+    with pytest.raises(KeyboardInterrupt):
+        run(cfg, run_dir)
+    monkeypatch.undo()
+    return torch.load(run_dir / "checkpoints/last.pt", weights_only=False)
+
+
+def same_final_weights(run_a: Path, run_b: Path) -> bool:
+    """Whether two runs' last.pt hold bit-identical method weights."""
+    import torch
+
+    a = torch.load(run_a / "checkpoints/last.pt", weights_only=False)["method"]
+    b = torch.load(run_b / "checkpoints/last.pt", weights_only=False)["method"]
+    return a.keys() == b.keys() and all(
+        torch.equal(a[k], b[k]) if isinstance(a[k], torch.Tensor) else a[k] == b[k] for k in a)

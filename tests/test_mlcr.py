@@ -14,9 +14,9 @@ from affectlab.losses import (binary_entropy, co_regularization_loss, multi_view
                               selective_learning_weights)
 from affectlab.methods.mlcr import MLCR, dependency_adjacency, normalize_adjacency
 from affectlab.models.small_cnn import SmallCNN
-from affectlab.trainer import Trainer
 from affectlab.train import run
 
+from .conftest import run_interrupted, same_final_weights
 from .test_methods import table_data
 
 # Labels of the hand-computed adjacency example (rows: samples, columns: AU0, AU1, AU2).
@@ -386,31 +386,10 @@ def test_interrupted_and_resumed_mlcr_run_ends_like_an_uninterrupted_one(tiny_cf
                  "method.step_two_start=7", "trainer.eval_every_epochs=2"]
     reference = run(tiny_cfg(*overrides), tmp_path / "full")
 
-    fit = Trainer.fit
-    calls = {"n": 0}
-
-    def interrupting_fit(self, method, *args, **kwargs):
-        original_forward = type(method).forward
-
-        def forward(module, batch):
-            calls["n"] += 1
-            if calls["n"] == 8:
-                raise KeyboardInterrupt
-            return original_forward(module, batch)
-
-        monkeypatch.setattr(type(method), "forward", forward)
-        return fit(self, method, *args, **kwargs)
-
-    monkeypatch.setattr(Trainer, "fit", interrupting_fit)
-    with pytest.raises(KeyboardInterrupt):
-        run(tiny_cfg(*overrides), tmp_path / "interrupted")
-    monkeypatch.undo()
-    last = torch.load(tmp_path / "interrupted/checkpoints/last.pt", weights_only=False)
+    last = run_interrupted(tiny_cfg(*overrides), tmp_path / "interrupted", 8, monkeypatch)
     assert last["global_step"] == 7 and int(last["method"]["_extra_state"]) == 7
 
     resumed = run(tiny_cfg(*overrides, f"trainer.resume={tmp_path / 'interrupted/checkpoints/last.pt'}"),
                   tmp_path / "resumed")
     assert resumed["tasks"] == reference["tasks"] and resumed["steps"] == reference["steps"]
-    full = torch.load(tmp_path / "full/checkpoints/last.pt", weights_only=False)["method"]
-    again = torch.load(tmp_path / "resumed/checkpoints/last.pt", weights_only=False)["method"]
-    assert all(torch.equal(full[k], again[k]) for k in full)
+    assert same_final_weights(tmp_path / "full", tmp_path / "resumed")

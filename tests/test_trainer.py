@@ -7,8 +7,10 @@ import json
 import pytest
 import torch
 
-from affectlab.trainer import CheckpointError, Trainer
+from affectlab.trainer import CheckpointError
 from affectlab.train import run
+
+from .conftest import run_interrupted, same_final_weights
 
 
 def test_tiny_run_writes_the_run_directory(tiny_cfg, tmp_path):
@@ -59,28 +61,8 @@ def test_interrupted_and_resumed_run_ends_like_an_uninterrupted_one(tiny_cfg, tm
     overrides = ["trainer.max_epochs=3", "trainer.batch_size=4"]
     reference = run(tiny_cfg(*overrides), tmp_path / "full")
 
-    fit_step = Trainer.fit
-    calls = {"n": 0}
-    original_forward = None
-
-    def interrupting_fit(self, method, *args, **kwargs):
-        nonlocal original_forward
-        original_forward = type(method).forward
-
-        def forward(module, batch):
-            calls["n"] += 1
-            if calls["n"] == 8:  # mid-way through epoch 2 (6 steps per epoch)
-                raise KeyboardInterrupt
-            return original_forward(module, batch)
-
-        monkeypatch.setattr(type(method), "forward", forward)
-        return fit_step(self, method, *args, **kwargs)
-
-    monkeypatch.setattr(Trainer, "fit", interrupting_fit)
-    with pytest.raises(KeyboardInterrupt):
-        run(tiny_cfg(*overrides), tmp_path / "interrupted")
-    monkeypatch.undo()
-    last = torch.load(tmp_path / "interrupted/checkpoints/last.pt", weights_only=False)
+    # 6 steps per epoch: the 8th forward is mid-way through epoch 2
+    last = run_interrupted(tiny_cfg(*overrides), tmp_path / "interrupted", 8, monkeypatch)
     assert last["global_step"] == 7 and last["epoch"] == 1 and last["batch_in_epoch"] == 1
 
     resumed = run(tiny_cfg(*overrides, f"trainer.resume={tmp_path / 'interrupted/checkpoints/last.pt'}"),
@@ -88,9 +70,7 @@ def test_interrupted_and_resumed_run_ends_like_an_uninterrupted_one(tiny_cfg, tm
     assert resumed["tasks"] == reference["tasks"]
     assert resumed["best_epoch"] == reference["best_epoch"]
     assert resumed["steps"] == reference["steps"]
-    full = torch.load(tmp_path / "full/checkpoints/last.pt", weights_only=False)["method"]
-    again = torch.load(tmp_path / "resumed/checkpoints/last.pt", weights_only=False)["method"]
-    assert all(torch.equal(full[k], again[k]) for k in full)
+    assert same_final_weights(tmp_path / "full", tmp_path / "resumed")
 
 
 def test_resume_from_another_model_is_refused(tiny_cfg, tmp_path):
