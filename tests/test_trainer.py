@@ -135,3 +135,8 @@ def test_unwritable_data_root_is_a_clear_error(tmp_path):
 def test_unknown_monitor_names_the_available_metrics(tiny_cfg, tmp_path):
     with pytest.raises(KeyError, match="val/au/f1_mean"):
         run(tiny_cfg("trainer.monitor=val/au/f1_avg", "trainer.max_steps=1"), tmp_path / "run")
+
+
+def test_diverging_loss_stops_with_advice(tiny_cfg, tmp_path):
+    with pytest.raises(FloatingPointError, match="lower the learning rate"):
+        run(tiny_cfg("optim.optimizer.lr=1e30", "trainer.max_steps=4"), tmp_path / "run")

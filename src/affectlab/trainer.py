@@ -283,13 +283,8 @@ class Trainer:
         """One optimizer step: forward (autocast), backward, clip, step, schedule, method hook."""
         with self._autocast():
             losses = model(batch)
-        loss = losses["loss"]
-        if not torch.isfinite(loss):
-            raise FloatingPointError(
-                f"loss became {loss.item()} at step {step}: lower the learning rate "
-                "(optim.optimizer.lr) or set trainer.grad_clip_norm.")
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        losses["loss"].backward()
         if self.grad_clip_norm:
             torch.nn.utils.clip_grad_norm_(method.parameters(), self.grad_clip_norm)
         optimizer.step()
@@ -381,6 +376,11 @@ class Trainer:
                     # Reading loss values syncs a GPU, so it happens only every log_every_steps.
                     if step % self.log_every_steps == 0:
                         scalars = {f"train/{k}": float(v.detach()) for k, v in losses.items()}
+                        if not math.isfinite(scalars["train/loss"]):
+                            raise FloatingPointError(
+                                f"loss became {scalars['train/loss']} by step {step}: lower the "
+                                "learning rate (optim.optimizer.lr) or set "
+                                "trainer.grad_clip_norm.")
                         scalars["train/lr"] = optimizer.param_groups[0]["lr"]
                         logger.record(scalars, step)
                         if hasattr(progress, "set_postfix"):
