@@ -7,6 +7,7 @@ batch is warped with one ``grid_sample`` call on CPU or GPU.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -72,8 +73,16 @@ class BatchAugment:
         self.generator.set_state(state["generator"])
 
 
+@functools.lru_cache(maxsize=16)
+def _channel_stats(mean: tuple[float, ...], std: tuple[float, ...], device: torch.device,
+                   dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    # Built once per (stats, device, dtype): the training loop normalises every batch, and a
+    # fresh host-to-device copy per batch is pure overhead on a GPU.
+    return (torch.tensor(mean, device=device, dtype=dtype).view(1, -1, 1, 1),
+            torch.tensor(std, device=device, dtype=dtype).view(1, -1, 1, 1))
+
+
 def normalize(images: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
     """Per-channel (x − mean) / std for (N, 3, H, W)."""
-    mean_t = torch.tensor(mean, device=images.device, dtype=images.dtype).view(1, -1, 1, 1)
-    std_t = torch.tensor(std, device=images.device, dtype=images.dtype).view(1, -1, 1, 1)
+    mean_t, std_t = _channel_stats(tuple(mean), tuple(std), images.device, images.dtype)
     return (images - mean_t) / std_t
