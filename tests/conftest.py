@@ -32,9 +32,13 @@ def compose_config(data_root: Path, overrides: list[str] = ()) -> DictConfig:
     """The composed training config with tiny defaults, as ``python train.py`` would see it."""
     other_model = any(o.startswith("model=") and o != "model=small_cnn" for o in overrides)
     model = [] if other_model else TINY_MODEL
+    # The shared machinery is tested with the one-network baseline (half the cost of the
+    # default MLCR); tests of a method name it.
+    method = ([] if any(o.startswith(("method=", "experiment=")) for o in overrides)
+              else ["method=baseline"])
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         return compose("train", overrides=[f"dataset.root={data_root}", *TINY_DATA, *model,
-                                           *TINY_TRAINER, *overrides])
+                                           *TINY_TRAINER, *method, *overrides])
 
 
 @pytest.fixture(scope="session")

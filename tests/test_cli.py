@@ -93,7 +93,8 @@ def test_torchrun_two_processes_share_each_epoch(tmp_path, data_root, method):
 
 
 def test_constructor_validation_is_one_clear_line(tmp_path, data_root):
-    result = run_cli(tiny_args(data_root) + ["method.label_weighting=balanced"], cwd=tmp_path)
+    result = run_cli(tiny_args(data_root) + ["method=baseline", "method.label_weighting=balanced"],
+                     cwd=tmp_path)
     assert result.returncode == 2
     assert "method.label_weighting='balanced': use none or inverse_frequency" in (
         result.stderr + result.stdout)

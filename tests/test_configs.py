@@ -76,6 +76,24 @@ def test_defaults_are_the_documented_ones(tmp_path):
         cfg = compose("train")
     assert cfg.dataset.name == "synthetic" and cfg.trainer.device == "auto"
     assert cfg.seed == 0 and cfg.trainer.resume is None and cfg.trainer.max_steps is None
+    # the default job is MLCR with its synthetic-benchmark settings (method_dataset/)
+    assert cfg.method.name == "mlcr" and cfg.method.supervised_reduction == "sum"
+    assert cfg.method.lambda_mv == 400 and cfg.method.lambda_cr == 100
+    assert cfg.trainer.max_epochs == 100
+
+
+def test_method_dataset_settings_apply_only_to_their_pair(tmp_path):
+    # loaded for method=mlcr dataset=synthetic only; other methods keep their own defaults
+    assert compose_config(tmp_path, ["method=mlcr"]).method.supervised_reduction == "sum"
+    baseline = compose_config(tmp_path, ["method=baseline"])
+    assert "supervised_reduction" not in baseline.method and baseline.trainer.max_epochs == 2
+    # the command line still wins over them
+    cfg = compose_config(tmp_path, ["method=mlcr", "method.supervised_reduction=mean"])
+    assert cfg.method.supervised_reduction == "mean"
+    for path in (Path(CONFIG_DIR) / "method_dataset").glob("*.yaml"):
+        method, dataset = path.stem.split("_", 1)
+        assert (Path(CONFIG_DIR) / "method" / f"{method}.yaml").is_file(), path
+        assert (Path(CONFIG_DIR) / "dataset" / f"{dataset}.yaml").is_file(), path
 
 
 def test_console_script_points_at_the_hydra_entry_point():

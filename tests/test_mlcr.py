@@ -351,9 +351,50 @@ def test_co_regularization_on_unlabelled_data_moves_the_weights():
         assert view.body[0].weight.grad.abs().sum() > 0
 
 
+def test_lambda_cr_ramp_up_follows_the_exponential_schedule():
+    method = make_mlcr(lambda_cr_rampup_steps=10, gcn=False)
+    assert method.current_lambda_cr == pytest.approx(100 * math.exp(-5))  # t = 0
+    method.after_optimizer_step(4)  # t = 5 = T/2: exp(−5 · 0.25)
+    assert method.current_lambda_cr == pytest.approx(100 * math.exp(-1.25))
+    t = method.terms(make_batch())
+    assert torch.allclose(t["loss"], t["supervised"] + 400 * t["multi_view"]
+                          + 100 * math.exp(-1.25) * t["co_regularization"])
+    method.after_optimizer_step(9)  # t = T: full weight
+    assert method.current_lambda_cr == 100.0
+    assert make_mlcr(gcn=False).current_lambda_cr == 100.0  # no ramp by default
+
+
+def test_independent_view_augmentation_feeds_each_view_its_own_copy():
+    shared = make_mlcr(gcn=False)
+    independent = make_mlcr(gcn=False, view_augmentation="independent")
+    assert shared.augmented_views == 1 and independent.augmented_views == 2
+    b = make_batch()
+    g = torch.Generator().manual_seed(5)
+    other = torch.rand(b["image"].shape, generator=g)
+    other_pool = torch.rand(b["unlabeled"]["image"].shape, generator=g)
+    # copies equal to the shared image: exactly the shared-augmentation loss
+    same = dict(b, image_views=torch.stack([b["image"], b["image"]]),
+                unlabeled={"image": b["unlabeled"]["image"],
+                           "image_views": torch.stack([b["unlabeled"]["image"]] * 2)})
+    assert torch.equal(independent(same)["loss"], shared(b)["loss"])
+    # view 2 sees the second copy (labelled and pool), view 1 the first
+    differ = dict(b, image_views=torch.stack([b["image"], other]),
+                  unlabeled={"image": b["unlabeled"]["image"],
+                             "image_views": torch.stack([b["unlabeled"]["image"], other_pool])})
+    logits = independent.view_logits([torch.cat([b["image"], b["unlabeled"]["image"]]),
+                                      torch.cat([other, other_pool])])
+    probs = [torch.sigmoid(z) for z in logits]
+    got = independent(differ)
+    assert torch.allclose(got["co_regularization"], co_regularization_loss(*probs))
+    assert not torch.allclose(got["co_regularization"], shared(b)["co_regularization"])
+    with pytest.raises(KeyError, match="image_views"):
+        independent(b)
+
+
 def test_rejects_unknown_options():
     for kwargs in ({"supervised_weighting": "balanced"}, {"gcn_input": "copy"},
-                   {"selective_ratio": 1.5}, {"step_two_start": -1}):
+                   {"selective_ratio": 1.5}, {"step_two_start": -1},
+                   {"view_augmentation": "twice"}, {"lambda_cr_rampup_steps": -1}):
         with pytest.raises(ValueError):
             make_mlcr(**kwargs)
     with pytest.raises(ValueError, match="selective_ratio"):
@@ -378,12 +419,35 @@ def test_tiny_mlcr_run_writes_au_f1(tiny_cfg, tmp_path):
     assert metrics["tasks"] == saved["tasks"]
 
 
+def test_trainer_draws_independent_copies_for_each_view(tiny_cfg, tmp_path, monkeypatch):
+    seen: list[dict] = []
+    original = MLCR.terms
+
+    def spy(self, batch):
+        seen.append({"labelled": batch["image_views"].clone(), "image": batch["image"].clone(),
+                     "pool": batch["unlabeled"]["image_views"].clone()})
+        return original(self, batch)
+
+    monkeypatch.setattr(MLCR, "terms", spy)
+    run(tiny_cfg("method=mlcr", "trainer.max_steps=2", "method.view_augmentation=independent",
+                 "trainer.batch_size=4"), tmp_path / "run")
+    assert len(seen) == 2
+    for views in seen:
+        assert views["labelled"].shape[:2] == (2, 4) and views["pool"].shape[0] == 2
+        assert torch.equal(views["image"], views["labelled"][0])
+        assert not torch.allclose(views["labelled"][0], views["labelled"][1])
+        assert not torch.allclose(views["pool"][0], views["pool"][1])
+
+
+@pytest.mark.parametrize("view_augmentation", ["shared", "independent"])
 def test_interrupted_and_resumed_mlcr_run_ends_like_an_uninterrupted_one(tiny_cfg, tmp_path,
-                                                                           monkeypatch):
+                                                                           monkeypatch,
+                                                                           view_augmentation):
     # 2 epochs × 6 steps; interrupted at the 8th forward (global step 7). Step two starts at
     # step 7, so the first resumed step only turns the GCN on if the step count was restored.
     overrides = ["method=mlcr", "trainer.max_epochs=2", "trainer.batch_size=4",
-                 "method.step_two_start=7", "trainer.eval_every_epochs=2"]
+                 "method.step_two_start=7", "trainer.eval_every_epochs=2",
+                 f"method.view_augmentation={view_augmentation}"]
     reference = run(tiny_cfg(*overrides), tmp_path / "full")
 
     last = run_interrupted(tiny_cfg(*overrides), tmp_path / "interrupted", 8, monkeypatch)

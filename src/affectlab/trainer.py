@@ -166,13 +166,26 @@ class Trainer:
     def _to_device(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
 
-    def _prepare(self, batch: dict[str, torch.Tensor], data: FaceData,
-                 train: bool) -> dict[str, torch.Tensor]:
+    def _prepare(self, batch: dict[str, torch.Tensor], data: FaceData, train: bool,
+                 views: int = 1) -> dict[str, torch.Tensor]:
+        """Move to the device, augment (training) and normalise.
+
+        With ``views`` > 1 (``Method.augmented_views``), each image is augmented ``views`` times
+        independently: ``batch["image_views"]`` is (views, N, 3, H, W) and ``batch["image"]``
+        its first copy.
+        """
         batch = self._to_device(batch)
         images = batch["image"]
-        if train and self.augment is not None:
-            images = self.augment.augment(images)
-        batch["image"] = normalize(images, data.mean, data.std)
+        if not train or self.augment is None:
+            batch["image"] = normalize(images, data.mean, data.std)
+            if train and views > 1:
+                batch["image_views"] = batch["image"].expand(views, *batch["image"].shape)
+            return batch
+        copies = [normalize(self.augment.augment(images), data.mean, data.std)
+                  for _ in range(views)]
+        batch["image"] = copies[0]
+        if views > 1:
+            batch["image_views"] = torch.stack(copies)
         return batch
 
     def _better(self, value: float, best: float | None) -> bool:
@@ -364,9 +377,11 @@ class Trainer:
                         break
                     # An interrupt inside this step resumes from the step's start.
                     step_start_random_state = self._random_state()
-                    batch = self._prepare(batch, data, train=True)
+                    views = method.augmented_views
+                    batch = self._prepare(batch, data, train=True, views=views)
                     if unlabeled_iter is not None:
-                        batch["unlabeled"] = self._prepare(next(unlabeled_iter), data, train=True)
+                        batch["unlabeled"] = self._prepare(next(unlabeled_iter), data,
+                                                           train=True, views=views)
                     losses = self._step(model, method, batch, optimizer, scheduler, step)
                     step += 1
                     n_images = batch["image"].shape[0] + (

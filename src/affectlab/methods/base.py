@@ -13,7 +13,8 @@ Call order, all made by :class:`affectlab.trainer.Trainer`::
 
 ``batch`` is the labelled sample dict of :mod:`affectlab.datasets.base` with images already
 augmented and normalised, plus ``batch["unlabeled"]`` (a second sample dict drawn from the
-unlabelled pool) when ``needs_unlabeled`` is True. The trainer logs every entry of the returned
+unlabelled pool) when ``needs_unlabeled`` is True, and ``batch["image_views"]`` (k independently
+augmented copies of the images) when ``augmented_views`` = k > 1. The trainer logs every entry of the returned
 dict under ``train/<name>``, so every term a method wants to see is a named entry.
 
 A method never touches devices, precision, optimizers or checkpoints: the trainer owns them.
@@ -38,6 +39,9 @@ class Method(nn.Module):
     needs_unlabeled: ClassVar[bool] = False
     # True when some parameters sit idle in some steps (DDP must then look for them).
     has_idle_parameters: ClassVar[bool] = False
+    # Independently augmented copies of each training image the method wants; with k > 1 the
+    # trainer adds batch["image_views"] (k, N, 3, H, W) (and the same in batch["unlabeled"]).
+    augmented_views: ClassVar[int] = 1
 
     def setup(self, data: FaceData) -> None:
         """Build what depends on the data (heads sized by the label set, label statistics)."""

@@ -21,6 +21,8 @@ released code differ.
 from __future__ import annotations
 
 import logging
+import math
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -207,6 +209,14 @@ class MLCR(Method):
       weights start identical (a warning is logged); their classifiers still differ.
     - Labelled and unlabelled images go through each backbone in one batch (batch-norm
       statistics over both).
+    - ``view_augmentation``: ``shared`` (paper, released code) feeds both views the same
+      augmented image; ``independent`` gives each view its own random augmentation of it, so
+      L_cr also asks the views to agree across input perturbations — a further source of view
+      difference in the spirit of the method's conditionally independent views (the trainer
+      draws the copies, ``augmented_views = 2``). Prediction is unaffected (no augmentation).
+    - ``lambda_cr_rampup_steps``: λ_cr grows as exp(−5 (1 − t/T)²) over the first T steps
+      (0, default: constant, as published), so early agreement of untrained views is not
+      rewarded at full weight.
 
     Under ``torchrun``, parameters unused in a step (the GCN in step one) need
     ``find_unused_parameters`` in DDP.
@@ -221,6 +231,8 @@ class MLCR(Method):
         gcn: use the AU-relation GCN in step two.
         unlabeled: train on the unlabelled pool too (L_cr on its batches).
         step_two_start: optimizer steps of step one (0: GCN from the first step).
+        view_augmentation: ``shared`` | ``independent``, see above.
+        lambda_cr_rampup_steps: ramp-up length T of λ_cr in optimizer steps (0: none).
         supervised_weighting: ``frequency`` | ``selective`` | ``none``.
         supervised_reduction: ``mean`` | ``sum``.
         selective_ratio: target positive ratio a_c of selective learning, one value or one
@@ -241,6 +253,7 @@ class MLCR(Method):
                  lambda_mv: float = 400.0, lambda_cr: float = 100.0,
                  lambda_cr_step_two: float | None = None, gcn: bool = True,
                  unlabeled: bool = True, step_two_start: int = 0,
+                 view_augmentation: str = "shared", lambda_cr_rampup_steps: int = 0,
                  supervised_weighting: str = "frequency", supervised_reduction: str = "mean",
                  selective_ratio: float | list[float] = 0.5, selective_rule: str = "released",
                  absolute: bool = True, include_bias: bool = True, gcn_hidden: int | None = None,
@@ -253,12 +266,15 @@ class MLCR(Method):
                    "selective_rule": (selective_rule, ("released", "ratio")),
                    "gcn_activation": (gcn_activation, ("leaky_relu", "relu")),
                    "gcn_init": (gcn_init, ("identity", "random")),
-                   "gcn_input": (gcn_input, ("live", "frozen"))}
+                   "gcn_input": (gcn_input, ("live", "frozen")),
+                   "view_augmentation": (view_augmentation, ("shared", "independent"))}
         for key, (value, allowed) in choices.items():
             if value not in allowed:
                 raise ValueError(f"method.{key}={value!r}: use {' or '.join(allowed)}")
         if step_two_start < 0:
             raise ValueError(f"method.step_two_start={step_two_start}: must be ≥ 0")
+        if lambda_cr_rampup_steps < 0:
+            raise ValueError(f"method.lambda_cr_rampup_steps={lambda_cr_rampup_steps}: must be ≥ 0")
         ratios = [selective_ratio] if isinstance(selective_ratio, (int, float)) else list(selective_ratio)
         if not all(0.0 < float(r) < 1.0 for r in ratios):
             raise ValueError(f"method.selective_ratio={selective_ratio!r}: ratios must lie in (0, 1)")
@@ -273,6 +289,10 @@ class MLCR(Method):
         self.needs_unlabeled = unlabeled  # read by the trainer (an instance value here)
         self.unlabeled = unlabeled
         self.step_two_start = step_two_start
+        self.view_augmentation = view_augmentation
+        # read by the trainer: one independently augmented copy of each image per view
+        self.augmented_views = 2 if view_augmentation == "independent" else 1
+        self.lambda_cr_rampup_steps = lambda_cr_rampup_steps
         self.supervised_weighting = supervised_weighting
         self.supervised_reduction = supervised_reduction
         self.selective_rule = selective_rule
@@ -344,9 +364,19 @@ class MLCR(Method):
 
     @property
     def current_lambda_cr(self) -> float:
+        """λ_cr now: ``lambda_cr_step_two`` in step two (if set), times the ramp-up factor
+
+            exp(−5 (1 − t / T)²) for t < T = ``lambda_cr_rampup_steps``, 1 afterwards
+
+        (t: optimizer steps taken; the sigmoid-shaped ramp of Laine & Aila, 2017).
+        """
+        value = self.lambda_cr
         if self.in_step_two and self.lambda_cr_step_two is not None:
-            return self.lambda_cr_step_two
-        return self.lambda_cr
+            value = self.lambda_cr_step_two
+        if self.steps_done < self.lambda_cr_rampup_steps:
+            progress = self.steps_done / self.lambda_cr_rampup_steps
+            value *= math.exp(-5.0 * (1.0 - progress) ** 2)
+        return value
 
     # --------------------------------------------------------------- networks
     def classifier_vectors(self) -> list[torch.Tensor]:
@@ -358,13 +388,18 @@ class MLCR(Method):
             raw = [v.detach() for v in raw]
         return [self.gcn(v) for v in raw]
 
-    def view_logits(self, images: torch.Tensor,
+    def view_logits(self, images: torch.Tensor | Sequence[torch.Tensor],
                     vectors: list[torch.Tensor] | None = None) -> list[torch.Tensor]:
-        """(N, 3, H, W) → per view (N, C) logits (``vectors``: from :meth:`classifier_vectors`)."""
+        """Per view (N, C) logits.
+
+        ``images``: (N, 3, H, W) seen by both views, or one such tensor per view;
+        ``vectors``: from :meth:`classifier_vectors` (default: computed here).
+        """
         vectors = self.classifier_vectors() if vectors is None else vectors
+        per_view = [images, images] if isinstance(images, torch.Tensor) else list(images)
         out = []
-        for backbone, v in zip(self.views, vectors):
-            feats = backbone.forward_features(images)
+        for backbone, v, view_images in zip(self.views, vectors, per_view):
+            feats = backbone.forward_features(view_images)
             out.append(F.linear(feats, v[:, :-1].to(feats.dtype), v[:, -1].to(feats.dtype)))
         return out
 
@@ -386,13 +421,14 @@ class MLCR(Method):
 
     def terms(self, batch: Batch) -> dict[str, torch.Tensor]:
         """Undetached ``supervised``, ``multi_view``, ``co_regularization`` and ``loss``."""
-        images = batch["image"]
-        num_labeled = images.shape[0]
+        num_labeled = batch["image"].shape[0]
+        images = self._view_inputs(batch)
         if self.unlabeled:
             if "unlabeled" not in batch:
                 raise KeyError("MLCR with method.unlabeled=true needs batch['unlabeled'] (the "
                                "trainer provides it when needs_unlabeled is True)")
-            images = torch.cat([images, batch["unlabeled"]["image"]])
+            pool = self._view_inputs(batch["unlabeled"])
+            images = [torch.cat([mine, extra]) for mine, extra in zip(images, pool)]
         vectors = self.classifier_vectors()
         logits = self.view_logits(images, vectors)
 
@@ -412,6 +448,16 @@ class MLCR(Method):
             loss = loss + lambda_cr * co_regularization
         return {"loss": loss, "supervised": supervised, "multi_view": multi_view,
                 "co_regularization": co_regularization}
+
+    def _view_inputs(self, samples: Batch) -> list[torch.Tensor]:
+        """The images each view sees: the same batch, or its own augmented copy."""
+        if self.view_augmentation == "shared":
+            return [samples["image"], samples["image"]]
+        if "image_views" not in samples:
+            raise KeyError("MLCR with method.view_augmentation=independent needs "
+                           "batch['image_views'] (the trainer provides it when "
+                           "augmented_views is 2)")
+        return [samples["image_views"][0], samples["image_views"][1]]
 
     def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
         terms = self.terms(batch)
