@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 import pytest
-from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
+from sklearn.metrics import accuracy_score, average_precision_score, confusion_matrix, f1_score
 
 import affectlab.metrics as M
 
@@ -277,6 +277,34 @@ def test_challenge_scores():
     assert M.ABAW_EXPR_F1_WEIGHT == 0.67 and M.ABAW_EXPR_ACC_WEIGHT == 0.33
     assert M.EMOTIONET2020_F1_WEIGHT + M.EMOTIONET2020_ACC_WEIGHT == 1.0
     assert M.ABAW_AU_F1_WEIGHT + M.ABAW_AU_ACC_WEIGHT == 1.0
+
+
+# ------------------------------------------------------------------------------------------
+# average_precision
+# ------------------------------------------------------------------------------------------
+
+
+def test_average_precision_hand_computed():
+    # label 0: ranking 1, 0, 1, 0 → (P, R) at each cut: (1, .5) (.5, .5) (2/3, 1) (.5, 1)
+    #          AP = .5·1 + 0 + .5·2/3 + 0 = 5/6
+    # label 1: a tie at 0.5 between a positive and a negative enters as one cut:
+    #          (.5, .5) then (2/3, 1) → AP = .5·.5 + .5·2/3 = 7/12
+    # label 2: no positives → 0; label 3: masked entry (a high-scoring negative) ignored → 1
+    y = np.array([[1, 1, 0, 1], [0, 0, 0, 0], [1, 1, 0, 1], [0, 0, 0, 0]])
+    s = np.array([[0.9, 0.5, 0.3, 0.6], [0.8, 0.5, 0.2, 0.99], [0.7, 0.2, 0.1, 0.7],
+                  [0.1, 0.1, 0.4, 0.1]])
+    mask = np.ones_like(y, dtype=bool)
+    mask[1, 3] = False
+    np.testing.assert_allclose(M.average_precision(y, s, mask), [5 / 6, 7 / 12, 0.0, 1.0])
+
+
+def test_average_precision_matches_sklearn():
+    rng = np.random.default_rng(3)
+    y = (rng.random((200, 5)) < 0.3).astype(float)
+    s = np.round(rng.random((200, 5)) * 0.6 + 0.4 * y, 2)  # rounding makes ties
+    ours = M.average_precision(y, s)
+    for c in range(5):
+        assert ours[c] == pytest.approx(average_precision_score(y[:, c], s[:, c]))
 
 
 # ------------------------------------------------------------------------------------------

@@ -245,6 +245,45 @@ def best_thresholds(
     return cand[np.argmax(f1, axis=0)]
 
 
+def average_precision(
+    y_true: ArrayLike,
+    y_score: ArrayLike,
+    mask: Optional[ArrayLike] = None,
+) -> np.ndarray:
+    """Per-label average precision: a threshold-free measure of how well scores rank positives.
+
+        AP[c] = Σ_k (R_k − R_{k−1}) · P_k
+
+    over the distinct scores of label c's valid entries in decreasing order, with P_k and R_k
+    the precision and recall when every entry scoring ≥ the k-th distinct score is predicted
+    positive (scikit-learn's ``average_precision_score``; tied scores enter together). A label
+    without valid positives gets 0.0.
+
+    Args:
+        y_true: (N, C) in {0, 1}; y_score: (N, C); mask: (N, C) or (N,) bool or None.
+
+    Returns:
+        float64 array (C,).
+    """
+    y_true, y_score, valid = _multilabel_inputs(y_true, y_score, mask, "average_precision")
+    out = np.zeros(y_true.shape[1], dtype=np.float64)
+    for c in range(y_true.shape[1]):
+        keep = valid[:, c]
+        truth, score = y_true[keep, c], y_score[keep, c]
+        n_pos = truth.sum()
+        if n_pos == 0:
+            continue
+        order = np.argsort(-score, kind="stable")
+        truth, score = truth[order], score[order]
+        # the last index of each run of equal scores: the cut points between distinct scores
+        last = np.r_[np.flatnonzero(np.diff(score) != 0), score.size - 1]
+        tp = np.cumsum(truth)[last]
+        precision = tp / (last + 1)
+        recall = tp / n_pos
+        out[c] = float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+    return out
+
+
 # --------------------------------------------------------------------------------------------
 # Expressions (single-label, K classes)
 # --------------------------------------------------------------------------------------------

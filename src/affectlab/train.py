@@ -25,8 +25,9 @@ from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 
 from affectlab.config import ConfigError, instantiate_checked
-from affectlab.datasets.base import DataError
-from affectlab.trainer import CheckpointError
+from affectlab.datasets.base import DataError, FaceData
+from affectlab.methods.base import Method
+from affectlab.trainer import CheckpointError, Trainer
 from affectlab.utils import atomic_write_json, seed_everything
 
 log = logging.getLogger("affectlab")
@@ -81,14 +82,8 @@ def format_results(metrics: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
-    """Train and test one configuration; write ``metrics.json`` into ``run_dir`` and return it."""
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    seed_everything(cfg.seed)
-    resolved = OmegaConf.to_container(cfg, resolve=True)
-    (run_dir / "config_resolved.yaml").write_text(OmegaConf.to_yaml(resolved))
-
+def build(cfg: DictConfig) -> tuple[FaceData, Method, Trainer]:
+    """Data, method (networks not yet set up) and trainer of a composed training config."""
     data = instantiate_checked(cfg.dataset, "dataset").build()
     model_factory = instantiate_checked(cfg.model, "model", _partial_=True)
     model_factory().forward_features  # fail here, not mid-setup, if the model cannot be built
@@ -98,6 +93,18 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         optimizer=instantiate_checked(cfg.optim.optimizer, "optim.optimizer", _partial_=True),
         scheduler=instantiate_checked(cfg.optim.scheduler, "optim.scheduler"),
         augment=instantiate_checked(cfg.augment, "augment") if cfg.get("augment") else None)
+    return data, method, trainer
+
+
+def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
+    """Train and test one configuration; write ``metrics.json`` into ``run_dir`` and return it."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    seed_everything(cfg.seed)
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    (run_dir / "config_resolved.yaml").write_text(OmegaConf.to_yaml(resolved))
+
+    data, method, trainer = build(cfg)
     log.info("data: %s", {k: v.get("num_samples") for k, v in data.summary().items()})
     atomic_write_json({
         "git_sha": _git_sha(), "torch": torch.__version__, "python": platform.python_version(),

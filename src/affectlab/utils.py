@@ -59,6 +59,11 @@ def atomic_torch_save(obj: Any, path: str | Path) -> None:
     _atomic_write(Path(path), lambda tmp: torch.save(obj, tmp))
 
 
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically."""
+    _atomic_write(Path(path), lambda tmp: Path(tmp).write_text(text))
+
+
 def atomic_write_json(obj: Any, path: str | Path) -> None:
     """Write ``obj`` as indented JSON atomically."""
 

@@ -1,0 +1,146 @@
+"""Is a difference in F1 one of ranking or of calibration? Threshold analysis of finished runs.
+
+    python scripts/analyze_runs.py RUN_OR_ROW_DIR [...] [--out analysis.md]
+
+A directory holding ``metrics.json`` is one run; a directory whose sub-folders hold runs (a row
+folder of ``scripts/mlcr_tables.py``, e.g. ``results/mlcr_ablation_synthetic/runs/l_cr``) is a
+row, averaged over its runs (seeds). For every run the best checkpoint is loaded, the validation
+and test splits are predicted, and per label:
+
+- ``F1@0.5``: F1 at the fixed threshold 0.5 (the number in ``metrics.json`` and the tables),
+- ``pred+/true+``: test rate of predicted positives at 0.5 over the true positive rate
+  (< 1: the run under-predicts the label),
+- ``AP``: test average precision, which does not depend on a threshold
+  (:func:`affectlab.metrics.average_precision`),
+- ``F1@val-thr``: test F1 at per-label thresholds tuned on the validation split
+  (:func:`affectlab.metrics.best_thresholds`).
+
+Written as Markdown (stdout, and ``--out`` if given): one table of the label means per row, one
+per-label table of AP and one of F1@val-thr. Runs are read, never written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import OmegaConf
+
+from affectlab.metrics import average_precision, best_thresholds, multilabel_metrics
+from affectlab.results import mean_std
+from affectlab.train import build
+from affectlab.trainer import Trainer
+from affectlab.utils import atomic_write_text
+
+PERCENT = 100.0
+
+
+@dataclass
+class RunAnalysis:
+    """Per-label test measures of one run (each (C,), fractions in [0, 1])."""
+
+    labels: list[str]
+    f1: np.ndarray
+    predicted_over_true: np.ndarray
+    average_precision: np.ndarray
+    f1_tuned: np.ndarray
+
+
+def analyze_run(run_dir: Path, task: str, device: str) -> RunAnalysis:
+    """Load ``run_dir``'s best checkpoint and measure its val-tuned and threshold-free test F1/AP."""
+    cfg = OmegaConf.load(run_dir / "config_resolved.yaml")
+    cfg.trainer.device = device
+    cfg.trainer.resume = None
+    data, method, trainer = build(cfg)
+    method.setup(data)
+    checkpoint_path = run_dir / "checkpoints" / "best.pt"
+    Trainer.load_method_state(method, Trainer.load_checkpoint(checkpoint_path), checkpoint_path)
+    method.to(trainer.device)
+
+    def predict(split):
+        outputs, targets = trainer.predict_split(method, data, split)
+        return outputs[task], targets[task], targets[f"{task}_mask"]
+
+    val_score, val_true, val_mask = predict(data.val)
+    score, true, mask = predict(data.test)
+    names = data.label_names[task]
+    thresholds = best_thresholds(val_true, val_score, val_mask)
+    at_half = multilabel_metrics(true, score, mask, names=names)
+    tuned = multilabel_metrics(true, score, mask, threshold=thresholds, names=names)
+    valid = mask.astype(bool)
+    predicted = ((score >= 0.5) & valid).sum(0) / np.maximum(valid.sum(0), 1)
+    positive = np.asarray(at_half["positive_rate"])
+    return RunAnalysis(
+        labels=at_half["labels"], f1=np.asarray(at_half["f1"]),
+        predicted_over_true=np.divide(predicted, positive, out=np.zeros_like(predicted),
+                                      where=positive > 0),
+        average_precision=average_precision(true, score, mask),
+        f1_tuned=np.asarray(tuned["f1"]))
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    """A Markdown table from a header and rows of cells."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
+
+
+def runs_of(path: Path) -> list[Path]:
+    """``path`` itself when it is a finished run, else its finished sub-folder runs."""
+    if (path / "metrics.json").is_file():
+        return [path]
+    found = sorted(p.parent for p in path.glob("*/metrics.json"))
+    if not found:
+        raise SystemExit(f"{path}: no metrics.json in it or in its sub-folders; point at a run "
+                         "directory or a row folder of scripts/mlcr_tables.py")
+    return found
+
+
+def report(rows: dict[str, list[RunAnalysis]]) -> str:
+    """The three Markdown tables (values in %, ratios as they are; mean ± std over runs)."""
+    def cell(values: list[float], scale: float = PERCENT) -> str:
+        mean, std = mean_std([v * scale for v in values])
+        return f"{mean:.1f} ± {std:.1f}" if scale == PERCENT else f"{mean:.2f} ± {std:.2f}"
+
+    summary = [[name, str(len(runs)),
+                cell([r.f1.mean() for r in runs]),
+                cell([r.predicted_over_true.mean() for r in runs], scale=1.0),
+                cell([r.average_precision.mean() for r in runs]),
+                cell([r.f1_tuned.mean() for r in runs])] for name, runs in rows.items()]
+    labels = next(iter(rows.values()))[0].labels
+    out = ["Label means (test; mean ± std over runs)", "",
+           markdown_table(["row", "runs", "F1@0.5 (%)", "pred+/true+", "AP (%)",
+                           "F1@val-thr (%)"], summary)]
+    for title, field in (("AP (%) per label", "average_precision"),
+                         ("F1 (%) at validation-tuned thresholds, per label", "f1_tuned"),
+                         ("Predicted / true positive rate at 0.5, per label", "predicted_over_true")):
+        scale = 1.0 if field == "predicted_over_true" else PERCENT
+        digits = 2 if field == "predicted_over_true" else 1
+        table = [[name] + [f"{np.mean([getattr(r, field)[c] for r in runs]) * scale:.{digits}f}"
+                           for c in range(len(labels))] for name, runs in rows.items()]
+        out += ["", title, "", markdown_table(["row", *labels], table)]
+    return "\n".join(out) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("paths", nargs="+", type=Path, help="run directories or row folders")
+    parser.add_argument("--task", default="au", help="multi-label task to analyse (au | attr)")
+    parser.add_argument("--device", default="cpu", help="device for the predictions")
+    parser.add_argument("--out", type=Path, help="also write the Markdown here")
+    args = parser.parse_args(argv)
+    torch.set_grad_enabled(False)
+    rows = {path.name: [analyze_run(run, args.task, args.device) for run in runs_of(path)]
+            for path in args.paths}
+    text = report(rows)
+    sys.stdout.write(text)
+    if args.out:
+        atomic_write_text(args.out, text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
