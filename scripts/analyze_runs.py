@@ -27,7 +27,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 from omegaconf import OmegaConf
 
 from affectlab.metrics import average_precision, best_thresholds, multilabel_metrics
@@ -132,7 +131,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu", help="device for the predictions")
     parser.add_argument("--out", type=Path, help="also write the Markdown here")
     args = parser.parse_args(argv)
-    torch.set_grad_enabled(False)
     rows = {path.name: [analyze_run(run, args.task, args.device) for run in runs_of(path)]
             for path in args.paths}
     text = report(rows)
