@@ -1,0 +1,148 @@
+"""Five-point similarity alignment of faces to a template (one module for training and tools).
+
+A face is aligned by the similarity transform (rotation, uniform scale, translation; no
+reflection, no shear) that maps its five landmarks — image-left eye, image-right eye, nose tip,
+image-left mouth corner, image-right mouth corner — closest, in least squares, onto a template's
+five points (Umeyama, 1991), and by warping the image with it.
+
+Templates (:data:`TEMPLATES`), in pixels of their own output size:
+
+- ``arcface_112``: the insightface / ArcFace 112×112 template (Aff-Wild2's organiser crops and
+  face-recognition backbones use 112×112 crops).
+- ``seetaface_256``: the SeetaFace mean shape for 256×256 crops, the alignment MLCR used.
+- ``mlcr_240``: the SeetaFace template scaled to 240×240, the crop size of the MLCR
+  reproduction on CK+ (training takes random 224 crops of it, testing the centre 224). The
+  reproduction does not say whether its 240 crop is a rescaled or a cropped 256 face; this
+  module rescales (the whole aligned face is kept).
+
+"Left" means the image's left (the subject's right), as in the templates; a horizontally
+flipped face therefore has its left/right points swapped (:func:`flip_landmarks`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+
+@dataclass(frozen=True)
+class Template:
+    """Five target points (5, 2) in pixels of a ``size`` × ``size`` output image."""
+
+    points: tuple[tuple[float, float], ...]
+    size: int
+
+    def scaled_to(self, size: int) -> "Template":
+        """The same template for a ``size`` × ``size`` output."""
+        factor = size / self.size
+        return Template(tuple((x * factor, y * factor) for x, y in self.points), size)
+
+    @property
+    def array(self) -> np.ndarray:
+        return np.asarray(self.points, dtype=np.float64)
+
+
+_SEETAFACE_256 = Template(((89.3095, 72.9025), (169.3095, 72.9025), (127.8949, 127.0441),
+                           (96.8796, 184.8907), (159.1065, 184.7601)), 256)
+
+TEMPLATES: dict[str, Template] = {
+    "arcface_112": Template(((38.2946, 51.6963), (73.5318, 51.5014), (56.0252, 71.7366),
+                             (41.5493, 92.3655), (70.7299, 92.2041)), 112),
+    "seetaface_256": _SEETAFACE_256,
+    "mlcr_240": _SEETAFACE_256.scaled_to(240),
+}
+
+# 0-based indices in the 68-point iBUG mark-up (CK+ landmarks, dlib, FAN).
+IBUG68_LEFT_EYE = tuple(range(36, 42))    # image-left eye (the subject's right)
+IBUG68_RIGHT_EYE = tuple(range(42, 48))
+IBUG68_NOSE_TIP = 30
+IBUG68_MOUTH_LEFT = 48
+IBUG68_MOUTH_RIGHT = 54
+
+
+def template(name: str, size: int | None = None) -> Template:
+    """A template by name (:data:`TEMPLATES`), optionally rescaled to ``size`` pixels."""
+    if name not in TEMPLATES:
+        raise ValueError(f"unknown alignment template {name!r}: use one of {sorted(TEMPLATES)}")
+    chosen = TEMPLATES[name]
+    return chosen if size is None or size == chosen.size else chosen.scaled_to(size)
+
+
+def five_points_from_68(landmarks: np.ndarray) -> np.ndarray:
+    """(68, 2) iBUG landmarks → (5, 2): eye centres (means of the six eye points), nose tip,
+    mouth corners, in the template order."""
+    landmarks = np.asarray(landmarks, dtype=np.float64)
+    if landmarks.shape != (68, 2):
+        raise ValueError(f"expected (68, 2) landmarks, got {landmarks.shape}")
+    return np.stack([landmarks[list(IBUG68_LEFT_EYE)].mean(0),
+                     landmarks[list(IBUG68_RIGHT_EYE)].mean(0),
+                     landmarks[IBUG68_NOSE_TIP], landmarks[IBUG68_MOUTH_LEFT],
+                     landmarks[IBUG68_MOUTH_RIGHT]])
+
+
+def flip_landmarks(points: np.ndarray, width: int) -> np.ndarray:
+    """Five points of a face mirrored in an image ``width`` pixels wide: x → width − 1 − x, and
+    left/right eyes and mouth corners swapped so the order stays the template's."""
+    points = np.asarray(points, dtype=np.float64).copy()
+    points[:, 0] = width - 1 - points[:, 0]
+    return points[[1, 0, 2, 4, 3]]
+
+
+def similarity_transform(source: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """The least-squares similarity transform taking ``source`` points onto ``target`` points.
+
+    Umeyama (1991): with centred point sets X (source) and Y (target), Σ = Yᵀ X / K and its SVD
+    U S Vᵀ, the rotation is R = U D Vᵀ (D = diag(1, sign det(U Vᵀ)) excludes reflections),
+    the scale s = tr(S D) / (mean squared norm of X), and t = ȳ − s R x̄.
+
+    Args:
+        source: (K, 2) points, K ≥ 2, not all equal.
+        target: (K, 2) points.
+
+    Returns:
+        (2, 3) float64 matrix M = [s R | t]: target ≈ M @ [x, y, 1].
+    """
+    source = np.asarray(source, dtype=np.float64)
+    target = np.asarray(target, dtype=np.float64)
+    if source.shape != target.shape or source.ndim != 2 or source.shape[1] != 2 or len(source) < 2:
+        raise ValueError(f"similarity_transform needs two (K, 2) point sets with K ≥ 2, got "
+                         f"{source.shape} and {target.shape}")
+    source_mean, target_mean = source.mean(0), target.mean(0)
+    x, y = source - source_mean, target - target_mean
+    variance = (x ** 2).sum() / len(x)
+    if variance == 0:
+        raise ValueError("similarity_transform: the source points are all equal")
+    u, s, vt = np.linalg.svd(y.T @ x / len(x))
+    d = np.diag([1.0, np.sign(np.linalg.det(u @ vt)) or 1.0])
+    rotation = u @ d @ vt
+    scale = np.trace(np.diag(s) @ d) / variance
+    translation = target_mean - scale * rotation @ source_mean
+    return np.hstack([scale * rotation, translation[:, None]])
+
+
+def align_face(image: Image.Image, points: np.ndarray, template_name: str = "arcface_112",
+               size: int | None = None) -> Image.Image:
+    """Warp ``image`` so that its five ``points`` land on the template's (bilinear; black border).
+
+    Args:
+        image: the source image (any PIL mode; converted to RGB).
+        points: (5, 2) landmarks in pixels of ``image``, template order.
+        template_name: a key of :data:`TEMPLATES`.
+        size: output side (default: the template's own size; the template is rescaled).
+
+    Returns:
+        The aligned RGB image, ``size`` × ``size``.
+    """
+    chosen = template(template_name, size)
+    forward = np.vstack([similarity_transform(np.asarray(points), chosen.array), [0, 0, 1]])
+    # PIL maps every output pixel back into the input, so it takes the inverse transform.
+    inverse = np.linalg.inv(forward)[:2].ravel()
+    return image.convert("RGB").transform((chosen.size, chosen.size), Image.Transform.AFFINE,
+                                          data=tuple(inverse), resample=Image.Resampling.BILINEAR,
+                                          fillcolor=(0, 0, 0))
+
+
+__all__ = ["TEMPLATES", "Template", "align_face", "five_points_from_68", "flip_landmarks",
+           "similarity_transform", "template"]
