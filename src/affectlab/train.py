@@ -105,6 +105,8 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     (run_dir / "config_resolved.yaml").write_text(OmegaConf.to_yaml(resolved))
 
     data, method, trainer = build(cfg)
+    if data.manifest is not None:
+        data.manifest.save(run_dir / "split_manifest.json")
     log.info("data: %s", {k: v.get("num_samples") for k, v in data.summary().items()})
     atomic_write_json({
         "git_sha": _git_sha(), "torch": torch.__version__, "python": platform.python_version(),
@@ -123,6 +125,9 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         "train_time_s": result["train_time_s"],
         "throughput_images_per_s": result["throughput_images_per_s"],
         "device": str(trainer.device), "resumed_from": cfg.trainer.get("resume"),
+        "split_protocol": data.manifest.protocol if data.manifest is not None else None,
+        "split_checksum": data.manifest.checksum() if data.manifest is not None else None,
+        "skipped_samples": data.skipped,
     }
     atomic_write_json(metrics, run_dir / "metrics.json")
     log.info("\n%s", format_results(metrics))

@@ -105,12 +105,12 @@ class LabelTable:
         return LabelTable(
             root=self.root,
             image_paths=[self.image_paths[i] for i in rows],
-            **{name: getattr(self, name)[rows] for name in _ARRAY_FIELDS},
+            **{name: getattr(self, name)[rows] for name in ARRAY_FIELDS},
         )
 
     def unlabeled(self) -> "LabelTable":
         """A copy with every label hidden: what an unlabelled pool looks like to a method."""
-        hidden = {name: getattr(self, name).copy() for name in _ARRAY_FIELDS}
+        hidden = {name: getattr(self, name).copy() for name in ARRAY_FIELDS}
         for name in ("au_mask", "expr_mask", "va_mask", "attr_mask", "labeled"):
             hidden[name][:] = False
         return LabelTable(root=self.root, image_paths=list(self.image_paths), **hidden)
@@ -124,7 +124,7 @@ class LabelTable:
         return LabelTable(
             root=tables[0].root,
             image_paths=[p for t in tables for p in t.image_paths],
-            **{name: np.concatenate([getattr(t, name) for t in tables]) for name in _ARRAY_FIELDS},
+            **{name: np.concatenate([getattr(t, name) for t in tables]) for name in ARRAY_FIELDS},
         )
 
     def label_statistics(self) -> dict[str, Any]:
@@ -144,7 +144,7 @@ class LabelTable:
         return stats
 
 
-_ARRAY_FIELDS = ("subject", "labeled", "au", "au_mask", "expr", "expr_mask", "va", "va_mask",
+ARRAY_FIELDS = ("subject", "labeled", "au", "au_mask", "expr", "expr_mask", "va", "va_mask",
                  "attr", "attr_mask")
 
 
@@ -164,6 +164,10 @@ class FaceData:
     label_names: dict[str, list[str]] = field(default_factory=dict)
     mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
     std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    # the split protocol as sample ids (affectlab.datasets.real.SplitManifest), saved into the
+    # run directory; None for datasets whose splits are fixed by their files (synthetic)
+    manifest: Any = None
+    skipped: int = 0          # samples left out under dataset.on_error=skip
 
     @property
     def tasks(self) -> list[str]:

@@ -1,0 +1,295 @@
+"""What every on-disk dataset module shares: AU selection, error policy, index cache, split
+manifests, and the assembly of :class:`~affectlab.datasets.base.FaceData`.
+
+A dataset module (``datasets/<name>.py``) subclasses :class:`OnDiskDataset` and fills in three
+hooks; everything else — caching, AU selection, image checks, subject-leakage checks, the split
+manifest — happens here, once::
+
+    class CKPlus(OnDiskDataset):
+        CODED_AUS = (1, 2, 4, ...)            # what the dataset codes
+        LAYOUT = "CK+/cohn-kanade-images/..."   # shown when dataset.root is wrong
+
+        def annotation_files(self) -> list[Path]: ...     # their sizes/mtimes key the cache
+        def read_index(self, problems) -> DatasetIndex: ...  # parse the layout
+        def split(self, index) -> SplitManifest: ...        # the protocol, as sample ids
+
+The index holds every sample with every coded AU (column order ``index.aus``); ``dataset.aus``
+selects and orders the label set afterwards. Unknown labels are masks, never values.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from affectlab.datasets.base import (FaceData, FaceImageDataset, LabelTable, DataError,
+                                     check_subject_exclusive, ARRAY_FIELDS)
+from affectlab.utils import atomic_write_json
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "val", "test", "unlabeled")
+ON_ERROR = ("raise", "skip")
+# ImageNet statistics: the usual normalisation of pretrained backbones on real faces.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def select_aus(coded: tuple[int, ...] | list[int], requested: list[int] | None,
+               dataset: str) -> list[int]:
+    """``requested`` AU numbers (default: all coded), checked against what ``dataset`` codes."""
+    if requested is None:
+        return list(coded)
+    chosen = [int(a) for a in requested]
+    missing = [a for a in chosen if a not in coded]
+    if missing:
+        raise DataError(f"dataset.aus asks for AU(s) {missing}, which {dataset} does not code; "
+                        f"it codes AUs {list(coded)}.")
+    if len(set(chosen)) != len(chosen):
+        raise DataError(f"dataset.aus lists an AU twice: {chosen}")
+    return chosen
+
+
+class Problems:
+    """The ``dataset.on_error`` policy: ``raise`` stops at the first problem with its message;
+    ``skip`` records it (the sample is left out), logs a summary and counts it."""
+
+    def __init__(self, policy: str) -> None:
+        if policy not in ON_ERROR:
+            raise ValueError(f"dataset.on_error={policy!r}: use raise or skip")
+        self.policy = policy
+        self.messages: list[str] = []
+
+    def report(self, message: str) -> None:
+        if self.policy == "raise":
+            raise DataError(f"{message} (set dataset.on_error=skip to leave such samples out)")
+        self.messages.append(message)
+
+    def summarize(self, dataset: str) -> None:
+        if self.messages:
+            log.warning("%s: skipped %d problem(s) (dataset.on_error=skip); first: %s", dataset,
+                        len(self.messages), self.messages[0])
+
+
+@dataclass
+class DatasetIndex:
+    """Every sample of a dataset on disk, with every label the dataset codes.
+
+    Attributes:
+        table: a :class:`LabelTable` over all samples (``au`` columns = ``aus``; ``subject``
+            indexes ``subject_names``).
+        sample_ids: one stable string id per row (the image path relative to the root).
+        subject_names: subject identifiers as the dataset writes them (``S005``, ``F001``).
+        aus: AU numbers of the ``au`` columns.
+        problems: messages of problems skipped while indexing (``on_error=skip``).
+    """
+
+    table: LabelTable
+    sample_ids: list[str]
+    subject_names: list[str]
+    aus: list[int]
+    problems: list[str] = field(default_factory=list)
+
+    def save(self, path: Path) -> None:
+        """``path``.npz (arrays) + ``path``.json (strings), each written atomically."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        arrays = {name: getattr(self.table, name) for name in ARRAY_FIELDS}
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.npz")
+        np.savez(tmp, **arrays)
+        os.replace(tmp, path.with_suffix(".npz"))
+        atomic_write_json({"root": str(self.table.root), "image_paths": self.table.image_paths,
+                           "sample_ids": self.sample_ids, "subject_names": self.subject_names,
+                           "aus": self.aus, "problems": self.problems}, path.with_suffix(".json"))
+
+    @staticmethod
+    def load(path: Path) -> "DatasetIndex | None":
+        """A saved index, or None when it is missing or unreadable (it is then rebuilt)."""
+        try:
+            meta = json.loads(path.with_suffix(".json").read_text())
+            with np.load(path.with_suffix(".npz")) as arrays:
+                columns = {name: arrays[name] for name in ARRAY_FIELDS}
+        except (OSError, ValueError, KeyError):
+            return None
+        table = LabelTable(root=Path(meta["root"]), image_paths=meta["image_paths"], **columns)
+        return DatasetIndex(table, meta["sample_ids"], meta["subject_names"], meta["aus"],
+                            meta["problems"])
+
+    def select_aus(self, aus: list[int]) -> "DatasetIndex":
+        """The index with ``au`` columns restricted to and ordered as ``aus``."""
+        columns = [self.aus.index(a) for a in aus]
+        t = self.table
+        table = LabelTable(root=t.root, image_paths=t.image_paths,
+                           **{name: getattr(t, name) for name in ARRAY_FIELDS
+                              if name not in ("au", "au_mask")},
+                           au=t.au[:, columns], au_mask=t.au_mask[:, columns])
+        return DatasetIndex(table, self.sample_ids, self.subject_names, list(aus), self.problems)
+
+
+@dataclass
+class SplitManifest:
+    """A split protocol as data: the sample ids of every split.
+
+    Attributes:
+        protocol: what produced it, e.g. ``bp4d/3-fold/fold0`` or ``emotionet/mlcr/run1``.
+        ids: split name (``train``, ``val``, ``test``, ``unlabeled``) → sample ids.
+    """
+
+    protocol: str
+    ids: dict[str, list[str]]
+
+    def checksum(self) -> str:
+        """SHA-1 of the protocol and the ids (order-sensitive): equal manifests, equal sums."""
+        payload = json.dumps({"protocol": self.protocol, "ids": self.ids}, sort_keys=True)
+        return hashlib.sha1(payload.encode()).hexdigest()
+
+    def save(self, path: str | Path) -> None:
+        atomic_write_json({"protocol": self.protocol, "checksum": self.checksum(),
+                           "sizes": {k: len(v) for k, v in self.ids.items()}, "ids": self.ids},
+                          path)
+
+
+def subject_split(subjects: list[str], fractions: dict[str, float],
+                  seed: int) -> dict[str, list[str]]:
+    """Subjects shuffled with ``seed`` and cut into consecutive groups by ``fractions``
+    (rounded; the last split takes the rest). Sorted first, so the result does not depend on
+    the order the subjects were found in."""
+    rng = np.random.default_rng(seed)
+    order = sorted(subjects)
+    rng.shuffle(order)
+    out: dict[str, list[str]] = {}
+    start = 0
+    names = list(fractions)
+    for i, name in enumerate(names):
+        stop = len(order) if i == len(names) - 1 else start + round(fractions[name] * len(order))
+        out[name] = sorted(order[start:stop])
+        start = stop
+    return out
+
+
+class OnDiskDataset:
+    """Base of the dataset modules that read a published layout (see the module docstring).
+
+    Args:
+        name: the dataset's name in run directories and ``metrics.json``.
+        root: the dataset as downloaded (relative paths resolve against the working directory).
+        aus: AU numbers to use, in this order (None: the class's ``DEFAULT_AUS``).
+        image_size: side of the square images fed to the network.
+        on_error: ``raise`` (default) or ``skip`` for malformed lines and missing images.
+        cache_dir: where parsed indexes are cached (keyed by root and annotation files).
+        mean, std: per-channel normalisation (default: ImageNet's).
+    """
+
+    CODED_AUS: tuple[int, ...] = ()
+    DEFAULT_AUS: tuple[int, ...] | None = None
+    LAYOUT: str = ""
+    INDEX_VERSION = 1   # bump when a module's parsing changes: old caches are then ignored
+
+    def __init__(self, *, name: str, root: str, aus: list[int] | None = None,
+                 image_size: int = 112, on_error: str = "raise",
+                 cache_dir: str = "data/cache", mean: list[float] | None = None,
+                 std: list[float] | None = None) -> None:
+        self.name = name
+        root_path = Path(root).expanduser()
+        self.root = root_path if root_path.is_absolute() else Path.cwd() / root_path
+        self.image_size = image_size
+        self.problems = Problems(on_error)
+        cache = Path(cache_dir).expanduser()
+        self.cache_dir = cache if cache.is_absolute() else Path.cwd() / cache
+        self.aus = select_aus(self.CODED_AUS, aus if aus is not None else
+                              (list(self.DEFAULT_AUS) if self.DEFAULT_AUS else None), name)
+        self.mean = tuple(mean) if mean is not None else IMAGENET_MEAN
+        self.std = tuple(std) if std is not None else IMAGENET_STD
+
+    # ---------------------------------------------------------------- hooks
+    def annotation_files(self) -> list[Path]:
+        """The label files the index is parsed from (their sizes and mtimes key the cache)."""
+        raise NotImplementedError
+
+    def read_index(self, problems: Problems) -> DatasetIndex:
+        """Parse the layout under ``self.root`` into an index (every coded AU)."""
+        raise NotImplementedError
+
+    def split(self, index: DatasetIndex) -> SplitManifest:
+        """The split protocol as sample ids of ``index``."""
+        raise NotImplementedError
+
+    def label_names(self) -> dict[str, list[str]]:
+        return {"au": [f"AU{a}" for a in self.aus]}
+
+    # -------------------------------------------------------------- provided
+    def check_root(self) -> None:
+        if not self.root.is_dir():
+            raise DataError(f"dataset.root={self.root} does not exist. Point dataset.root at "
+                            f"your copy of {self.name}, laid out as:\n{self.LAYOUT}")
+
+    def cache_key(self) -> str:
+        stats = []
+        for path in sorted(self.annotation_files()):
+            info = path.stat()
+            stats.append((str(path.relative_to(self.root)), info.st_size, info.st_mtime_ns))
+        payload = json.dumps([type(self).__module__, type(self).__qualname__,
+                              self.INDEX_VERSION, str(self.root), self.problems.policy, stats])
+        return hashlib.sha1(payload.encode()).hexdigest()[:16]
+
+    def index(self) -> DatasetIndex:
+        """The parsed layout, from the cache when the annotation files are unchanged."""
+        self.check_root()
+        path = self.cache_dir / f"{self.name}-{self.cache_key()}"
+        cached = DatasetIndex.load(path)
+        if cached is not None:
+            for message in cached.problems:
+                self.problems.messages.append(message)
+            return cached
+        index = self.read_index(self.problems)
+        index.problems = list(self.problems.messages)
+        try:
+            index.save(path)
+        except OSError as err:  # a read-only cache is slower, not wrong
+            log.warning("cannot cache the %s index in %s (%s)", self.name, self.cache_dir, err)
+        return index
+
+    def build(self) -> FaceData:
+        """Index (cached), select AUs, apply the split manifest, check images and subjects."""
+        index = self.index().select_aus(self.aus)
+        manifest = self.split(index)
+        row_of = {sample_id: row for row, sample_id in enumerate(index.sample_ids)}
+        tables: dict[str, LabelTable] = {}
+        for split_name, ids in manifest.ids.items():
+            unknown = [i for i in ids if i not in row_of]
+            if unknown:
+                raise DataError(f"the {manifest.protocol} split lists {len(unknown)} sample(s) "
+                                f"that are not in {self.root}, e.g. {unknown[0]}.")
+            rows = np.array([row_of[i] for i in ids], dtype=np.int64)
+            rows = rows[[self._image_present(index, r) for r in rows]] if len(rows) else rows
+            tables[split_name] = index.table.subset(rows)
+        check_subject_exclusive(tables)
+        self.problems.summarize(self.name)
+
+        def dataset(table: LabelTable) -> FaceImageDataset:
+            return FaceImageDataset(table, image_size=self.image_size)
+
+        pool = tables.get("unlabeled")
+        return FaceData(
+            name=self.name, train=dataset(tables["train"]), val=dataset(tables["val"]),
+            test=dataset(tables["test"]),
+            unlabeled=dataset(pool.unlabeled()) if pool is not None and len(pool) else None,
+            label_names=self.label_names(), mean=self.mean, std=self.std,
+            manifest=manifest, skipped=len(self.problems.messages))
+
+    def _image_present(self, index: DatasetIndex, row: int) -> bool:
+        path = self.root / index.table.image_paths[row]
+        if path.is_file():
+            return True
+        self.problems.report(f"image file is missing: {path}")
+        return False
+
+
+__all__ = ["DatasetIndex", "OnDiskDataset", "Problems", "SplitManifest", "select_aus",
+           "subject_split", "IMAGENET_MEAN", "IMAGENET_STD"]
