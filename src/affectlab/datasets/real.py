@@ -269,7 +269,13 @@ class OnDiskDataset:
             rows = np.array([row_of[i] for i in ids], dtype=np.int64)
             rows = rows[[self._image_present(index, r) for r in rows]] if len(rows) else rows
             tables[split_name] = index.table.subset(rows)
-        check_subject_exclusive(tables)
+        # val and test must share no subject with each other or with what is trained on; the
+        # labelled and unlabelled training data may share subjects (CelebA's semi-supervised
+        # subset draws both from the official training partition)
+        trained_on = [t for k, t in tables.items() if k in ("train", "unlabeled")]
+        check_subject_exclusive({"train + unlabeled": LabelTable.concat(trained_on),
+                                 **{k: t for k, t in tables.items()
+                                    if k not in ("train", "unlabeled")}})
         self.problems.summarize(self.name)
 
         def dataset(table: LabelTable) -> FaceImageDataset:

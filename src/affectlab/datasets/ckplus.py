@@ -1,0 +1,322 @@
+"""CK+ (Extended Cohn-Kanade; Lucey et al., 2010), read from the published archives, unpacked.
+
+Layout (``dataset.root``; the label archives unpack either flat or one level deeper)::
+
+    cohn-kanade-images/S005/001/S005_001_00000001.png … S005_001_00000011.png
+    FACS/S005/001/S005_001_00000011_facs.txt          or  FACS_labels/FACS/S005/001/...
+    Emotion/S005/001/S005_001_00000011_emotion.txt    or  Emotion_labels/Emotion/S005/001/...
+    Landmarks/S005/001/S005_001_00000001_landmarks.txt …  (68 points per frame; not read yet)
+
+Label files are MATLAB ``save -ascii`` text: numbers in scientific notation, each preceded by
+three spaces. A FACS file (one per sequence, for its last = peak frame) has one ``AU intensity``
+line per coded AU; intensity 1–5 = A–E and **0 = present, intensity not coded**; an AU not
+listed is absent. An emotion file (327 of the 593 sequences) holds one code 0–7 (neutral, anger,
+contempt, disgust, fear, happy, sadness, surprise); no file means no expression label — never
+neutral.
+
+Samples: the labelled peak frame of every sequence (``peak_frames`` = k takes the last k frames,
+all with the sequence's labels, as some works do). Expressions are mapped to the Aff-Wild2 order
+of :data:`affectlab.datasets.base.EXPRESSIONS`; contempt has no counterpart there and is masked.
+
+Protocol: CK+ has no official AU split. The MLCR reproduction used random subject splits, three
+runs averaged; ``dataset.run`` = 0, 1, 2 seeds the shuffle of subjects, which are then cut into
+train / val / test by ``train_fraction`` and ``val_fraction`` (the reproduction's fractions are
+not given; defaults 0.7 / 0.1 / 0.2). Splits are subject-exclusive.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from affectlab.datasets.base import EXPRESSIONS, DataError, LabelTable, empty_labels
+from affectlab.datasets.real import (DatasetIndex, OnDiskDataset, Problems, SplitManifest,
+                                     subject_split)
+from affectlab.datasets.synthetic import LayoutFace
+
+IMAGES_DIR = "cohn-kanade-images"
+FACS_DIRS = ("FACS", "FACS_labels/FACS")
+EMOTION_DIRS = ("Emotion", "Emotion_labels/Emotion")
+LANDMARKS_DIR = "Landmarks"
+
+# FACS action units CK+ codes (its README's list; codes 50+ such as 50 speech or 62–64 gaze
+# and head movements are FACS codes too, but not facial actions: they are read and dropped).
+CODED_AUS: tuple[int, ...] = (1, 2, 4, 5, 6, 7, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 20, 21,
+                              22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 34, 38, 39, 43, 44, 45)
+MAX_FACS_CODE = 99
+MAX_INTENSITY = 5
+# CK+ emotion code → index in EXPRESSIONS (Aff-Wild2 order); None: contempt, no counterpart.
+CK_TO_EXPRESSION: tuple[int | None, ...] = (0, 1, None, 2, 3, 4, 5, 6)
+CK_EMOTIONS = ("neutral", "anger", "contempt", "disgust", "fear", "happy", "sadness", "surprise")
+
+FRAME_NAME = re.compile(r"^(S\d+)_(\d+)_(\d{8})\.png$")
+LAYOUT = """\
+  <root>/cohn-kanade-images/S005/001/S005_001_00000001.png ... S005_001_00000011.png
+  <root>/FACS/S005/001/S005_001_00000011_facs.txt          (or FACS_labels/FACS/...)
+  <root>/Emotion/S005/001/S005_001_00000011_emotion.txt    (or Emotion_labels/Emotion/...)"""
+
+
+def parse_numbers(path: Path, problems: Problems, columns: int) -> list[list[float]]:
+    """Rows of a CK+ label file (``columns`` numbers per non-blank line); a malformed line is
+    reported with its file and line number and left out."""
+    rows = []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        tokens = line.split()
+        if not tokens:
+            continue
+        try:
+            values = [float(t) for t in tokens]
+        except ValueError:
+            values = []
+        if len(values) != columns:
+            problems.report(f"{path}, line {number}: expected {columns} number(s), got "
+                            f"{line.strip()!r}")
+            continue
+        rows.append(values)
+    return rows
+
+
+class CKPlus(OnDiskDataset):
+    """CK+ peak frames with AU occurrence and expression labels (see the module docstring).
+
+    Args (besides :class:`~affectlab.datasets.real.OnDiskDataset`'s):
+        run: 0, 1, 2, … seeds the random subject split (the reproduction averaged 3 runs).
+        train_fraction, val_fraction: shares of the subjects in train and val (test: the rest).
+        peak_frames: the last k frames of each sequence carry its labels (1: the peak only).
+        min_intensity: an AU counts as present from this intensity code on (0: every listed AU,
+            the data's meaning). With a threshold ≥ 2, a listed AU with intensity 0 (present,
+            intensity not coded) is unknown (masked), since it may lie below the threshold.
+    """
+
+    CODED_AUS = CODED_AUS
+    DEFAULT_AUS = (1, 2, 4, 5, 6, 9, 12, 17, 20, 25, 26, 43)   # the MLCR reproduction's 12
+    LAYOUT = LAYOUT
+
+    def __init__(self, *, name: str = "ckplus", root: str, aus: list[int] | None = None,
+                 image_size: int = 224, on_error: str = "raise", cache_dir: str = "data/cache",
+                 mean: list[float] | None = None, std: list[float] | None = None, run: int = 0,
+                 train_fraction: float = 0.7, val_fraction: float = 0.1, peak_frames: int = 1,
+                 min_intensity: int = 0) -> None:
+        super().__init__(name=name, root=root, aus=aus, image_size=image_size, on_error=on_error,
+                         cache_dir=cache_dir, mean=mean, std=std)
+        if run < 0:
+            raise ValueError(f"dataset.run={run}: must be ≥ 0")
+        if not (0 < train_fraction < 1 and 0 < val_fraction < 1
+                and train_fraction + val_fraction < 1):
+            raise ValueError(f"dataset.train_fraction={train_fraction}, dataset.val_fraction="
+                             f"{val_fraction}: both in (0, 1) with a sum below 1 (test: the rest)")
+        if peak_frames < 1:
+            raise ValueError(f"dataset.peak_frames={peak_frames}: must be ≥ 1")
+        if not 0 <= min_intensity <= MAX_INTENSITY:
+            raise ValueError(f"dataset.min_intensity={min_intensity}: use 0..{MAX_INTENSITY}")
+        self.run = run
+        self.train_fraction = train_fraction
+        self.val_fraction = val_fraction
+        self.peak_frames = peak_frames
+        self.min_intensity = min_intensity
+
+    # ------------------------------------------------------------------ layout
+    def _find_dir(self, candidates: tuple[str, ...], what: str) -> Path:
+        for candidate in candidates:
+            if (self.root / candidate).is_dir():
+                return self.root / candidate
+        expected = " or ".join(f"{self.root / c}" for c in candidates)
+        raise DataError(f"CK+ {what} folder not found: expected {expected}. The layout is:\n"
+                        f"{LAYOUT}")
+
+    def annotation_files(self) -> list[Path]:
+        facs = self._find_dir(FACS_DIRS, "FACS label")
+        files = sorted(facs.glob("S*/*/*_facs.txt"))
+        emotion = next((self.root / d for d in EMOTION_DIRS if (self.root / d).is_dir()), None)
+        if emotion is not None:
+            files += sorted(emotion.glob("S*/*/*_emotion.txt"))
+        # the cache also depends on which frames exist (peak frames are found on disk)
+        return files + [p for p in (self.root / IMAGES_DIR).glob("S*/*") if p.is_dir()]
+
+    def read_index(self, problems: Problems) -> DatasetIndex:
+        images = self._find_dir((IMAGES_DIR,), "image")
+        facs_dir = self._find_dir(FACS_DIRS, "FACS label")
+        emotion_dir = next((self.root / d for d in EMOTION_DIRS if (self.root / d).is_dir()), None)
+        paths: list[str] = []
+        subjects: list[str] = []
+        au_rows: list[np.ndarray] = []
+        mask_rows: list[np.ndarray] = []
+        expressions: list[int | None] = []
+        coded = list(self.CODED_AUS)
+        for sequence in sorted(p for p in images.glob("S*/*") if p.is_dir()):
+            subject, number = sequence.parent.name, sequence.name
+            frames = sorted(p.name for p in sequence.iterdir() if FRAME_NAME.match(p.name))
+            facs_files = sorted((facs_dir / subject / number).glob("*_facs.txt"))
+            if not facs_files:
+                problems.report(f"{facs_dir / subject / number}: no FACS file for sequence "
+                                f"{subject}/{number} (CK+ codes every sequence's peak frame)")
+                continue
+            facs_file = facs_files[-1]
+            peak = facs_file.name[:-len("_facs.txt")] + ".png"
+            if peak not in frames:
+                problems.report(f"{facs_file}: its peak frame {sequence / peak} is missing")
+                continue
+            labels = self._au_labels(facs_file, problems, coded)
+            if labels is None:
+                continue
+            expression = self._expression(emotion_dir, subject, number, problems)
+            if expression is False:
+                continue
+            peak_index = frames.index(peak)
+            for frame in frames[max(0, peak_index - self.peak_frames + 1):peak_index + 1]:
+                paths.append(f"{IMAGES_DIR}/{subject}/{number}/{frame}")
+                subjects.append(subject)
+                au_rows.append(labels[0])
+                mask_rows.append(labels[1])
+                expressions.append(expression)
+        return self._index(paths, subjects, au_rows, mask_rows, expressions, coded)
+
+    def _au_labels(self, path: Path, problems: Problems,
+                   coded: list[int]) -> tuple[np.ndarray, np.ndarray] | None:
+        rows = parse_numbers(path, problems, columns=2)
+        au = np.zeros(len(coded), dtype=np.float32)
+        mask = np.ones(len(coded), dtype=bool)   # an AU not listed is absent: known
+        for number, (code, intensity) in enumerate(rows, start=1):
+            if code != int(code) or not 1 <= code <= MAX_FACS_CODE:
+                problems.report(f"{path}: AU code {code:g} is not a FACS number 1..{MAX_FACS_CODE}")
+                return None
+            if intensity != int(intensity) or not 0 <= intensity <= MAX_INTENSITY:
+                problems.report(f"{path}: AU {int(code)} has intensity {intensity:g}, outside "
+                                f"CK+'s 0 (present, not coded) .. {MAX_INTENSITY}")
+                return None
+            if int(code) not in coded:
+                continue
+            column = coded.index(int(code))
+            if self.min_intensity <= 1 or intensity >= self.min_intensity:
+                au[column] = 1.0
+            elif intensity == 0:
+                mask[column] = False   # present at an uncoded intensity: maybe below it
+        return au, mask
+
+    def _expression(self, emotion_dir: Path | None, subject: str, number: str,
+                    problems: Problems) -> int | None | bool:
+        """Expression index, None (no label / contempt), or False (a reported problem)."""
+        if emotion_dir is None:
+            return None
+        files = sorted((emotion_dir / subject / number).glob("*_emotion.txt"))
+        if not files:
+            return None
+        rows = parse_numbers(files[-1], problems, columns=1)
+        if not rows:
+            return False
+        code = rows[0][0]
+        if code != int(code) or not 0 <= code < len(CK_TO_EXPRESSION):
+            problems.report(f"{files[-1]}: emotion code {code:g} is outside CK+'s 0..7")
+            return False
+        return CK_TO_EXPRESSION[int(code)]
+
+    def _index(self, paths: list[str], subjects: list[str], au_rows: list[np.ndarray],
+               mask_rows: list[np.ndarray], expressions: list[int | None],
+               coded: list[int]) -> DatasetIndex:
+        n = len(paths)
+        labels = empty_labels(n, num_aus=len(coded))
+        names = sorted(set(subjects))
+        labels["subject"] = np.array([names.index(s) for s in subjects], dtype=np.int64)
+        if n:
+            labels["au"] = np.stack(au_rows)
+            labels["au_mask"] = np.stack(mask_rows)
+        labels["expr"] = np.array([e if e is not None else 0 for e in expressions], dtype=np.int64)
+        labels["expr_mask"] = np.array([e is not None for e in expressions], dtype=bool)
+        table = LabelTable(root=self.root, image_paths=paths, **labels)
+        return DatasetIndex(table, list(paths), names, coded)
+
+    # ---------------------------------------------------------------- protocol
+    def split(self, index: DatasetIndex) -> SplitManifest:
+        groups = subject_split(index.subject_names,
+                               {"train": self.train_fraction, "val": self.val_fraction,
+                                "test": 1.0 - self.train_fraction - self.val_fraction},
+                               seed=self.run)
+        subject_of = [index.subject_names[s] for s in index.table.subject]
+        ids = {split: [sid for sid, subject in zip(index.sample_ids, subject_of)
+                       if subject in set(members)] for split, members in groups.items()}
+        return SplitManifest(protocol=f"ckplus/random-subjects/run{self.run}", ids=ids)
+
+    def label_names(self) -> dict[str, list[str]]:
+        return {"au": [f"AU{a}" for a in self.aus], "expr": list(EXPRESSIONS)}
+
+
+# --------------------------------------------------------------------------- fixture writer
+# Subject folders as CK+ names them: three digits, not contiguous, a few odd ones.
+SUBJECT_NAMES = tuple(f"S{n:03d}" for n in (5, 10, 11, 14, 22, 26, 32, 34, 37, 42, 44, 46, 50,
+                                            52, 53, 54, 55, 56, 57, 58, 59, 60, 61, 62, 63, 64,
+                                            65, 66, 67, 68, 69, 70, 71, 72, 73, 74, 75, 76, 77,
+                                            78, 79, 80, 81, 82, 83, 84, 85, 86, 87, 88, 89, 90,
+                                            91, 92, 93, 94, 95, 96, 97, 98, 99, 100, 501, 502,
+                                            503, 504, 505, 506, 895, 999))
+EXPRESSION_TO_CK = {e: ck for ck, e in enumerate(CK_TO_EXPRESSION) if e is not None}
+
+
+def _ascii(values: list[float]) -> str:
+    """One line as MATLAB's ``save -ascii`` writes it: 3 spaces before each number."""
+    return "".join(f"   {v:.7e}" for v in values) + "\n"
+
+
+def write_layout(faces: list[LayoutFace], root: Path, *, frames_per_sequence: int = 3,
+                 facs_dir: str = "FACS", emotion_dir: str = "Emotion",
+                 emotion_every: int = 2) -> dict[str, dict]:
+    """Write synthetic faces as a CK+ tree; return what was written, per peak-frame sample id.
+
+    Each face becomes one sequence of its subject (``frames_per_sequence`` frames, the face
+    as the last, peak frame, earlier frames the same face dimmed towards neutral grey), with a
+    FACS file (present AUs with intensity codes 1–5 from the face's intensity, every third
+    one written as 0 = "not coded") and, for every ``emotion_every``-th sequence of a subject,
+    an emotion file. Occluded AUs (LayoutFace label 999) are written by their true intensity:
+    CK+ has no "unknown". ``facs_dir``/``emotion_dir``: ``FACS`` or ``FACS_labels/FACS``, etc.
+
+    Returns:
+        ``{sample id: {"subject": "S005", "aus": {AU: 0/1 for every synthetic AU},
+        "expression": EXPRESSIONS index or None}}`` for the peak frames.
+    """
+    if len({f.subject for f in faces}) > len(SUBJECT_NAMES):
+        raise ValueError(f"write_layout: at most {len(SUBJECT_NAMES)} subjects")
+    written: dict[str, dict] = {}
+    sequences: dict[int, int] = {}
+    for face in faces:
+        subject = SUBJECT_NAMES[face.subject]
+        sequences[face.subject] = sequences.get(face.subject, 0) + 1
+        number = f"{sequences[face.subject]:03d}"
+        folder = root / IMAGES_DIR / subject / number
+        folder.mkdir(parents=True, exist_ok=True)
+        for frame in range(1, frames_per_sequence + 1):
+            weight = frame / frames_per_sequence
+            image = face.image.astype(np.float32) * weight + 128.0 * (1 - weight)
+            stem = f"{subject}_{number}_{frame:08d}"
+            Image.fromarray(image.astype(np.uint8)).convert("L").save(folder / f"{stem}.png")
+            landmarks = root / LANDMARKS_DIR / subject / number / f"{stem}_landmarks.txt"
+            landmarks.parent.mkdir(parents=True, exist_ok=True)
+            angles = np.linspace(0, 2 * np.pi, 68, endpoint=False)
+            side = face.image.shape[0]
+            points = np.stack([side / 2 + side / 3 * np.cos(angles),
+                               side / 2 + side / 3 * np.sin(angles)], 1)
+            landmarks.write_text("".join(_ascii(list(p)) for p in points))
+        peak = f"{subject}_{number}_{frames_per_sequence:08d}"
+        present = {au: v > 0 for au, v in face.labels.intensity.items()}
+        lines = []
+        for k, au in enumerate(sorted(a for a, on in present.items() if on)):
+            code = 0 if k % 3 == 2 else max(1, min(MAX_INTENSITY,
+                                                   round(face.labels.intensity[au] * 5)))
+            lines.append(_ascii([au, code]))
+        facs = root / facs_dir / subject / number / f"{peak}_facs.txt"
+        facs.parent.mkdir(parents=True, exist_ok=True)
+        facs.write_text("".join(lines))
+        expression = None
+        if (sequences[face.subject] - 1) % emotion_every == 0:
+            expression = face.labels.expression
+            emotion = root / emotion_dir / subject / number / f"{peak}_emotion.txt"
+            emotion.parent.mkdir(parents=True, exist_ok=True)
+            emotion.write_text(_ascii([EXPRESSION_TO_CK[expression]]))
+        written[f"{IMAGES_DIR}/{subject}/{number}/{peak}.png"] = {
+            "subject": subject, "aus": {au: int(on) for au, on in present.items()},
+            "expression": expression}
+    return written
+
+
+__all__ = ["CKPlus", "write_layout", "CK_TO_EXPRESSION"]
