@@ -34,6 +34,12 @@ def test_every_combination_composes(tmp_path, combo):
     check_config(cfg.optim.scheduler, "optim.scheduler")
 
 
+@pytest.mark.parametrize("pool", options("pool"))
+def test_every_pool_composes_and_type_checks(tmp_path, pool):
+    cfg = compose_config(tmp_path, [f"pool={pool}"])
+    check_config(cfg.pool, "pool")
+
+
 @pytest.mark.parametrize("experiment", options("experiment"))
 def test_every_experiment_composes(tmp_path, experiment):
     cfg = compose_config(tmp_path, [f"experiment={experiment}"])

@@ -85,6 +85,10 @@ def format_results(metrics: dict[str, Any]) -> str:
 def build(cfg: DictConfig) -> tuple[FaceData, Method, Trainer]:
     """Data, method (networks not yet set up) and trainer of a composed training config."""
     data = instantiate_checked(cfg.dataset, "dataset").build()
+    if cfg.get("pool") is not None:
+        # an unlabelled pool from elsewhere replaces the dataset's own (configs/pool/)
+        data.unlabeled = instantiate_checked(cfg.pool, "pool").pool(
+            image_size=data.train.image_size)
     model_factory = instantiate_checked(cfg.model, "model", _partial_=True)
     model_factory().forward_features  # fail here, not mid-setup, if the model cannot be built
     method = instantiate_checked(cfg.method, "method", model=model_factory)

@@ -288,6 +288,15 @@ class OnDiskDataset:
             label_names=self.label_names(), mean=self.mean, std=self.std,
             manifest=manifest, skipped=len(self.problems.messages))
 
+    def pool(self, image_size: int | None) -> FaceImageDataset:
+        """Every indexed sample whose image exists, labels hidden: this dataset as the
+        unlabelled pool of another (``pool=<name>``; e.g. EmotioNet's faces for BP4D)."""
+        index = self.index()
+        rows = np.array([r for r in range(len(index.table)) if self._image_present(index, r)],
+                        dtype=np.int64)
+        self.problems.summarize(self.name)
+        return FaceImageDataset(index.table.subset(rows).unlabeled(), image_size=image_size)
+
     def _image_present(self, index: DatasetIndex, row: int) -> bool:
         path = self.root / index.table.image_paths[row]
         if path.is_file():

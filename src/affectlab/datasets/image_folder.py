@@ -1,0 +1,76 @@
+"""Any folder of face images as an unlabelled pool (``pool=image_folder pool.root=...``).
+
+The semi-supervised methods learn from faces without labels; the papers draw them from other
+datasets (MLCR: EmotioNet images for BP4D; the MLCR reproduction: 2,000 random LFW images for
+CK+). A pool is configured apart from the labelled dataset, in the ``pool`` config group, and
+replaces the dataset's own unlabelled split::
+
+    python train.py method=mlcr dataset=ckplus dataset.root=/data/CK+ \\
+        pool=image_folder pool.root=/data/lfw pool.num_images=2000
+
+Every file with an image extension below ``root`` (recursively, e.g. LFW's
+``lfw/<Person_Name>/<Person_Name>_0001.jpg``) is a candidate; ``num_images`` draws a seeded
+random subset. The images are resized to the labelled dataset's ``image_size``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from affectlab.datasets.base import DataError, FaceImageDataset, LabelTable, empty_labels
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".tif", ".tiff", ".webp")
+
+
+class ImageFolder:
+    """Unlabelled faces from a folder tree.
+
+    Args:
+        root: the folder (relative paths resolve against the working directory).
+        num_images: draw this many images at random (None: all of them).
+        seed: seed of that draw.
+        extensions: file name endings counted as images (case-insensitive).
+    """
+
+    def __init__(self, *, root: str, num_images: int | None = None, seed: int = 0,
+                 extensions: list[str] | None = None) -> None:
+        root_path = Path(root).expanduser()
+        self.root = root_path if root_path.is_absolute() else Path.cwd() / root_path
+        if num_images is not None and num_images < 1:
+            raise ValueError(f"pool.num_images={num_images}: must be ≥ 1 (or null for all)")
+        self.num_images = num_images
+        self.seed = seed
+        self.extensions = tuple(e.lower() for e in (extensions or IMAGE_EXTENSIONS))
+
+    def image_paths(self) -> list[str]:
+        """Sorted image paths relative to ``root`` (one directory walk)."""
+        if not self.root.is_dir():
+            raise DataError(f"pool.root={self.root} does not exist: point it at a folder of face "
+                            "images (searched recursively, e.g. lfw/<Person>/<Person>_0001.jpg).")
+        found = []
+        for folder, _, files in os.walk(self.root):
+            relative = Path(folder).relative_to(self.root)
+            found += [str(relative / f) for f in files if f.lower().endswith(self.extensions)]
+        if not found:
+            raise DataError(f"pool.root={self.root} holds no images ending in "
+                            f"{', '.join(self.extensions)}.")
+        return sorted(found)
+
+    def pool(self, image_size: int | None) -> FaceImageDataset:
+        """The pool as a dataset of unlabelled samples (every mask False, ``labeled`` False)."""
+        paths = self.image_paths()
+        if self.num_images is not None:
+            if self.num_images > len(paths):
+                raise DataError(f"pool.num_images={self.num_images}, but {self.root} holds only "
+                                f"{len(paths)} images; lower it or set it to null.")
+            rows = np.random.default_rng(self.seed).choice(len(paths), self.num_images,
+                                                           replace=False)
+            paths = [paths[i] for i in sorted(rows)]
+        table = LabelTable(root=self.root, image_paths=paths, **empty_labels(len(paths)))
+        return FaceImageDataset(table.unlabeled(), image_size=image_size)
+
+
+__all__ = ["ImageFolder", "IMAGE_EXTENSIONS"]
