@@ -29,19 +29,24 @@ TINY_TRAINER = ["trainer.batch_size=8", "trainer.device=cpu", "trainer.progress_
 
 
 def compose_config(data_root: Path, overrides: list[str] = ()) -> DictConfig:
-    """The composed training config with tiny defaults, as ``python train.py`` would see it."""
-    other_model = any(o.startswith("model=") and o != "model=small_cnn" for o in overrides)
-    model = [] if other_model else TINY_MODEL
-    # The shared machinery is tested with the one-network baseline (half the cost of the
-    # default MLCR); tests of a method name it.
+    """The composed training config with tiny defaults, as ``python train.py`` would see it.
+
+    The tiny sizes apply where they fit: TINY_DATA to the synthetic benchmark, TINY_MODEL to
+    the small CNN; a test of another dataset or model (named directly or by an experiment)
+    passes its own values. The shared machinery is tested with the one-network baseline (half
+    the cost of the default MLCR) unless a test names a method or an experiment.
+    """
     method = ([] if any(o.startswith(("method=", "experiment=")) for o in overrides)
               else ["method=baseline"])
-    # the tiny synthetic sizes apply to the synthetic benchmark; a test of another dataset
-    # passes dataset=<name> and its own dataset.root
-    other_dataset = any(o.startswith("dataset=") and o != "dataset=synthetic" for o in overrides)
-    data = [] if other_dataset else [f"dataset.root={data_root}", *TINY_DATA]
+    rest = [*TINY_TRAINER, *method, *overrides]
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        return compose("train", overrides=[*data, *model, *TINY_TRAINER, *method, *overrides])
+        plain = compose("train", overrides=rest)
+        tiny = []
+        if plain.dataset.name == "synthetic":
+            tiny += [f"dataset.root={data_root}", *TINY_DATA]
+        if plain.model._target_.endswith(".SmallCNN"):
+            tiny += TINY_MODEL
+        return compose("train", overrides=[*tiny, *rest])
 
 
 @pytest.fixture(scope="session")

@@ -118,6 +118,10 @@ class CKPlus(OnDiskDataset):
         self.peak_frames = peak_frames
         self.min_intensity = min_intensity
 
+    def index_options(self) -> dict[str, int]:
+        # both change the parsed labels (which frames, which AUs count as present)
+        return {"peak_frames": self.peak_frames, "min_intensity": self.min_intensity}
+
     # ------------------------------------------------------------------ layout
     def _find_dir(self, candidates: tuple[str, ...], what: str) -> Path:
         for candidate in candidates:

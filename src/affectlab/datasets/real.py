@@ -25,6 +25,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -208,7 +209,8 @@ class OnDiskDataset:
 
     # ---------------------------------------------------------------- hooks
     def annotation_files(self) -> list[Path]:
-        """The label files the index is parsed from (their sizes and mtimes key the cache)."""
+        """The label files (or folders) the index is parsed from; their sizes and mtimes key
+        the cache (a folder's mtime changes when files are added or removed)."""
         raise NotImplementedError
 
     def read_index(self, problems: Problems) -> DatasetIndex:
@@ -222,6 +224,11 @@ class OnDiskDataset:
     def label_names(self) -> dict[str, list[str]]:
         return {"au": [f"AU{a}" for a in self.aus]}
 
+    def index_options(self) -> dict[str, Any]:
+        """Constructor options that change the parsed index (thresholds, image folders); they
+        key the cache with the label files, so another value never gets a stale index."""
+        return {}
+
     # -------------------------------------------------------------- provided
     def check_root(self) -> None:
         if not self.root.is_dir():
@@ -234,7 +241,8 @@ class OnDiskDataset:
             info = path.stat()
             stats.append((str(path.relative_to(self.root)), info.st_size, info.st_mtime_ns))
         payload = json.dumps([type(self).__module__, type(self).__qualname__,
-                              self.INDEX_VERSION, str(self.root), self.problems.policy, stats])
+                              self.INDEX_VERSION, str(self.root), self.problems.policy, stats,
+                              self.index_options()], sort_keys=True, default=str)
         return hashlib.sha1(payload.encode()).hexdigest()[:16]
 
     def index(self) -> DatasetIndex:
