@@ -205,15 +205,19 @@ class FaceImageDataset(Dataset):
     def __len__(self) -> int:
         return len(self.table)
 
+    def transform(self, img: Image.Image, row: int) -> Image.Image:
+        """Bring one RGB image to the network's input size (a dataset with crops, e.g. CelebA,
+        overrides this; ``row`` lets it look up the sample's box or landmarks)."""
+        if self.image_size is not None and img.size != (self.image_size, self.image_size):
+            img = img.resize((self.image_size, self.image_size), Image.BILINEAR)
+        return img
+
     def load_image(self, row: int) -> torch.Tensor:
-        """The RGB image of ``row`` as float32 (3, H, W) in [0, 1]."""
+        """The RGB image of ``row`` as float32 (3, H, W) in [0, 1], after :meth:`transform`."""
         path = Path(self.table.root) / self.table.image_paths[row]
         try:
             with Image.open(path) as img:
-                img = img.convert("RGB")
-                if self.image_size is not None and img.size != (self.image_size, self.image_size):
-                    img = img.resize((self.image_size, self.image_size), Image.BILINEAR)
-                array = np.asarray(img, dtype=np.uint8)
+                array = np.asarray(self.transform(img.convert("RGB"), row), dtype=np.uint8)
         except FileNotFoundError:
             raise DataError(f"image file is missing: {path}. Restore it, or regenerate/re-download "
                             "the dataset into dataset.root.") from None

@@ -56,8 +56,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from affectlab.datasets.alignment import TEMPLATES, align_face, template
 from affectlab.datasets.base import (DataError, FaceData, FaceImageDataset, LabelTable,
@@ -297,21 +296,6 @@ class CelebAImages(FaceImageDataset):
         if img.size != (size, size):
             img = img.resize((size, size), Image.BILINEAR)
         return img
-
-    def load_image(self, row: int) -> torch.Tensor:
-        """The cropped RGB image of ``row``, float32 (3, image_size, image_size) in [0, 1]."""
-        path = Path(self.table.root) / self.table.image_paths[row]
-        # same messages as FaceImageDataset.load_image, which has no hook between open and resize
-        try:
-            with Image.open(path) as img:
-                array = np.asarray(self.transform(img.convert("RGB"), row), dtype=np.uint8)
-        except FileNotFoundError:
-            raise DataError(f"image file is missing: {path}. Restore it, or regenerate/re-download "
-                            "the dataset into dataset.root.") from None
-        except (UnidentifiedImageError, OSError, SyntaxError) as err:
-            raise DataError(f"image file is unreadable or truncated: {path} ({err}). Replace the "
-                            "file, or delete it and its label row.") from None
-        return torch.from_numpy(array.copy()).permute(2, 0, 1).float().div_(255.0)
 
 
 # ============================================================================ the dataset
