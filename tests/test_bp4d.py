@@ -341,4 +341,4 @@ def test_train_py_runs_on_the_bp4d_layout(tree, tmp_path, tiny_cfg):
     assert manifest["protocol"] == metrics["split_protocol"] == "bp4d/3-fold/fold0"
     assert metrics["split_checksum"] == manifest["checksum"]
     assert subjects_of(manifest["ids"]["test"]) == set(PARTS[2])
-    assert metrics["skipped_samples"] == 0
+    assert metrics["skipped_problems"] == 0

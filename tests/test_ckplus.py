@@ -200,4 +200,4 @@ def test_train_py_runs_on_the_ckplus_layout(tree, tmp_path, tiny_cfg):
     manifest = json.loads((tmp_path / "run" / "split_manifest.json").read_text())
     assert manifest["protocol"] == "ckplus/random-subjects/run0"
     assert metrics["split_checksum"] == manifest["checksum"]
-    assert metrics["skipped_samples"] == 0
+    assert metrics["skipped_problems"] == 0

@@ -277,5 +277,5 @@ def test_train_py_runs_on_the_disfa_layout(tree, tmp_path, tiny_cfg):
     manifest = json.loads((tmp_path / "run" / "split_manifest.json").read_text())
     assert manifest["protocol"] == "disfa/3-fold/fold0"
     assert metrics["split_checksum"] == manifest["checksum"]
-    assert metrics["skipped_samples"] == 0
+    assert metrics["skipped_problems"] == 0
     assert (tmp_path / "run" / "metrics.json").is_file()

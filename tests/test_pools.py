@@ -72,3 +72,17 @@ def test_a_dataset_serves_as_the_pool_of_another(tiny_cfg, tmp_path):
     info = json.loads((run_dir / "run_info.json").read_text())
     assert info["data"]["unlabeled"]["num_samples"] == len(written)
     assert info["data"]["unlabeled"]["num_labeled"] == 0
+
+
+def test_a_dataset_with_an_unlabelled_split_lends_that_split_as_its_pool(tmp_path):
+    from affectlab.datasets.emotionet import EmotioNet
+    from affectlab.datasets.emotionet import write_layout as write_emotionet
+
+    root = tmp_path / "EmotioNet"
+    write_emotionet(layout_faces(10, 5, seed=2, image_size=24), root)
+    dataset = EmotioNet(root=str(root), cache_dir=str(tmp_path / "cache"), image_size=24,
+                        on_error="skip", num_labeled=16, num_val=4, num_unlabeled=12)
+    pool = dataset.pool(image_size=24)
+    manifest = dataset.split(dataset.aligned_index())
+    assert len(pool) == len(manifest.ids["unlabeled"]) == 12
+    assert not pool.table.labeled.any() and not pool.table.au_mask.any()

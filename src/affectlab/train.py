@@ -131,7 +131,7 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         "device": str(trainer.device), "resumed_from": cfg.trainer.get("resume"),
         "split_protocol": data.manifest.protocol if data.manifest is not None else None,
         "split_checksum": data.manifest.checksum() if data.manifest is not None else None,
-        "skipped_samples": data.skipped,
+        "skipped_problems": data.skipped,
     }
     atomic_write_json(metrics, run_dir / "metrics.json")
     log.info("\n%s", format_results(metrics))

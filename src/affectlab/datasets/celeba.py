@@ -592,7 +592,7 @@ class CelebA(OnDiskDataset):
         return data
 
     def pool(self, image_size: int | None) -> FaceImageDataset:
-        """The base's pool (every image, labels hidden), cropped like the splits."""
+        """The base's pool (labels hidden), cropped like the splits."""
         # a crop always resizes, so a pool asked for at its own size gets dataset.image_size
         return self._cropped([super().pool(image_size)],
                              image_size if image_size is not None else self.image_size)[0]

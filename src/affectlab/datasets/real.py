@@ -262,9 +262,14 @@ class OnDiskDataset:
             log.warning("cannot cache the %s index in %s (%s)", self.name, self.cache_dir, err)
         return index
 
+    def aligned_index(self) -> DatasetIndex:
+        """The index with its AU columns selected and ordered as ``dataset.aus``."""
+        index = self.index()
+        return index.select_aus(self.aus) if index.aus != self.aus else index
+
     def build(self) -> FaceData:
         """Index (cached), select AUs, apply the split manifest, check images and subjects."""
-        index = self.index().select_aus(self.aus)
+        index = self.aligned_index()
         manifest = self.split(index)
         row_of = {sample_id: row for row, sample_id in enumerate(index.sample_ids)}
         tables: dict[str, LabelTable] = {}
@@ -297,11 +302,17 @@ class OnDiskDataset:
             manifest=manifest, skipped=len(self.problems.messages))
 
     def pool(self, image_size: int | None) -> FaceImageDataset:
-        """Every indexed sample whose image exists, labels hidden: this dataset as the
-        unlabelled pool of another (``pool=<name>``; e.g. EmotioNet's faces for BP4D)."""
-        index = self.index()
-        rows = np.array([r for r in range(len(index.table)) if self._image_present(index, r)],
-                        dtype=np.int64)
+        """This dataset as the unlabelled pool of another (``pool=<name>``; e.g. EmotioNet's
+        faces for BP4D), labels hidden: its protocol's ``unlabeled`` split when it has one
+        (EmotioNet's automatic-set images), else every indexed sample whose image exists."""
+        index = self.aligned_index()
+        ids = self.split(index).ids.get("unlabeled")
+        if ids:
+            row_of = {sample_id: row for row, sample_id in enumerate(index.sample_ids)}
+            candidates = [row_of[i] for i in ids]
+        else:
+            candidates = range(len(index.table))
+        rows = np.array([r for r in candidates if self._image_present(index, r)], dtype=np.int64)
         self.problems.summarize(self.name)
         return FaceImageDataset(index.table.subset(rows).unlabeled(), image_size=image_size)
 
