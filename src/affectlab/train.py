@@ -26,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from affectlab.config import ConfigError, instantiate_checked
 from affectlab.datasets.base import DataError, FaceData
+from affectlab.datasets.preprocess import use_crops
 from affectlab.methods.base import Method
 from affectlab.trainer import CheckpointError, Trainer
 from affectlab.utils import atomic_write_json, seed_everything
@@ -82,13 +83,22 @@ def format_results(metrics: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def build(cfg: DictConfig) -> tuple[FaceData, Method, Trainer]:
-    """Data, method (networks not yet set up) and trainer of a composed training config."""
+def build_data(cfg: DictConfig, *, crops: bool = True) -> FaceData:
+    """The dataset of a composed config, with its pool (``pool``) and, when ``crops`` and
+    ``preprocessed`` is set, reading the crops written by ``scripts/preprocess.py``."""
     data = instantiate_checked(cfg.dataset, "dataset").build()
     if cfg.get("pool") is not None:
         # an unlabelled pool from elsewhere replaces the dataset's own (configs/pool/)
         data.unlabeled = instantiate_checked(cfg.pool, "pool").pool(
             image_size=data.train.image_size)
+    if crops and cfg.get("preprocessed"):
+        data = use_crops(data, cfg.preprocessed)
+    return data
+
+
+def build(cfg: DictConfig) -> tuple[FaceData, Method, Trainer]:
+    """Data, method (networks not yet set up) and trainer of a composed training config."""
+    data = build_data(cfg)
     model_factory = instantiate_checked(cfg.model, "model", _partial_=True)
     model_factory().forward_features  # fail here, not mid-setup, if the model cannot be built
     method = instantiate_checked(cfg.method, "method", model=model_factory)

@@ -1,0 +1,107 @@
+"""Face crops written once at training resolution, and read back instead of the raw frames.
+
+Decoding a 640×490 CK+ frame or a 1040×1392 BP4D frame, cropping or aligning it and resizing it
+costs more than the small network that trains on it. ``scripts/preprocess.py`` runs every
+split's images through the dataset's own reading path once (:meth:`FaceImageDataset.transform`:
+crop / alignment and resize) and writes the results as lossless PNGs with a manifest;
+``python train.py preprocessed=<folder>`` then reads those crops. Both paths give the same
+pixels: the crops *are* what the raw path computes.
+
+Folder layout::
+
+    <out>/manifest.json                  dataset, image size, split checksum, file count
+    <out>/crops/<image path>.png         one per sample (the dataset's relative image path)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from affectlab.datasets.base import (ARRAY_FIELDS, DataError, FaceData, FaceImageDataset,
+                                     LabelTable)
+from affectlab.utils import atomic_write_json
+
+MANIFEST = "manifest.json"
+CROPS = "crops"
+SPLITS = ("train", "val", "test", "unlabeled")
+
+
+def crop_path(image_path: str) -> str:
+    """Where the crop of ``image_path`` (relative to the dataset root) goes under ``crops/``."""
+    return f"{CROPS}/{image_path}.png"
+
+
+def _splits(data: FaceData) -> dict[str, FaceImageDataset]:
+    return {name: getattr(data, name) for name in SPLITS if getattr(data, name) is not None}
+
+
+def _fingerprint(data: FaceData) -> str:
+    """SHA-1 of every split's image paths: which samples the crops were written for."""
+    digest = hashlib.sha1()
+    for name, dataset in _splits(data).items():
+        digest.update(name.encode())
+        digest.update("\n".join(dataset.table.image_paths).encode())
+    return digest.hexdigest()
+
+
+def write_crops(data: FaceData, out: Path) -> dict[str, Any]:
+    """Write every sample's training-resolution image under ``out``; return the manifest.
+
+    Files that already exist are kept (an interrupted run resumes); the manifest is written
+    last, so a folder without one is never used for training.
+    """
+    out = Path(out)
+    count = 0
+    for dataset in _splits(data).values():
+        for row in range(len(dataset)):
+            target = out / crop_path(dataset.table.image_paths[row])
+            if not target.is_file():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                array = (dataset.load_image(row).permute(1, 2, 0).numpy() * 255.0).round()
+                temporary = target.with_name(f".{target.name}.tmp.png")
+                Image.fromarray(array.astype(np.uint8)).save(temporary)
+                temporary.replace(target)
+            count += 1
+    manifest = {"dataset": data.name, "image_size": data.train.image_size,
+                "samples": _fingerprint(data), "files": count,
+                "split_protocol": data.manifest.protocol if data.manifest is not None else None}
+    atomic_write_json(manifest, out / MANIFEST)
+    return manifest
+
+
+def use_crops(data: FaceData, folder: str | Path) -> FaceData:
+    """``data`` with every split reading the crops in ``folder`` (written by :func:`write_crops`
+    for the same dataset, samples and image size; anything else is refused with what to do)."""
+    folder = Path(folder).expanduser().resolve()
+    manifest_path = folder / MANIFEST
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except (OSError, ValueError):
+        raise DataError(f"preprocessed={folder} has no readable {MANIFEST}: run "
+                        f"scripts/preprocess.py with the same dataset options and out={folder} "
+                        "first (an interrupted run is resumed).") from None
+    expected = {"dataset": data.name, "image_size": data.train.image_size,
+                "samples": _fingerprint(data)}
+    for key, value in expected.items():
+        if manifest.get(key) != value:
+            what = ("other samples (another split or dataset options)" if key == "samples"
+                    else f"another {key} ({manifest.get(key)!r} there, {value!r} now)")
+            raise DataError(f"{manifest_path} was written for {what}: re-run "
+                            "scripts/preprocess.py with this run's dataset options into a new "
+                            "folder.")
+    for name, dataset in _splits(data).items():
+        table = dataset.table
+        crops = LabelTable(root=folder, image_paths=[crop_path(p) for p in table.image_paths],
+                           **{k: getattr(table, k) for k in ARRAY_FIELDS})
+        # plain reading: the crops are already cropped, aligned and at size
+        setattr(data, name, FaceImageDataset(crops, image_size=dataset.image_size))
+    return data
+
+
+__all__ = ["write_crops", "use_crops", "crop_path"]
