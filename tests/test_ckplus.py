@@ -201,3 +201,30 @@ def test_train_py_runs_on_the_ckplus_layout(tree, tmp_path, tiny_cfg):
     assert manifest["protocol"] == "ckplus/random-subjects/run0"
     assert metrics["split_checksum"] == manifest["checksum"]
     assert metrics["skipped_problems"] == 0
+
+
+def test_align_warps_each_frame_by_its_landmarks_and_keeps_the_centre(tree, tmp_path):
+    from PIL import Image
+
+    from affectlab.datasets.alignment import align_face, five_points_from_68
+
+    root, _ = tree
+    data = load(root, tmp_path, crop="align", image_size=28, align_size=40).build()
+    frames = data.train
+    assert frames[0]["image"].shape == (3, 28, 28)
+    # the same warp by hand: five points from the frame's 68, template at 40 px, centre 28
+    path = frames.table.image_paths[0]
+    landmark_file = root / "Landmarks" / Path(path).relative_to("cohn-kanade-images").parent / \
+        f"{Path(path).stem}_landmarks.txt"
+    points = np.loadtxt(landmark_file)
+    with Image.open(root / path) as img:
+        expected = align_face(img.convert("RGB"), five_points_from_68(points), "mlcr_240", 40)
+    expected = np.asarray(expected.crop((6, 6, 34, 34)), dtype=np.float32) / 255.0
+    np.testing.assert_allclose(frames.load_image(0).permute(1, 2, 0).numpy(), expected, atol=1e-6)
+    landmark_file.unlink()
+    with pytest.raises(DataError, match="landmarks"):
+        frames.load_image(0)
+    with pytest.raises(ValueError, match="align_size"):
+        load(root, tmp_path, crop="align", image_size=64, align_size=40)
+    with pytest.raises(ValueError, match="dataset.crop='bbox'"):
+        load(root, tmp_path, crop="bbox")

@@ -291,7 +291,7 @@ class OnDiskDataset:
         self.problems.summarize(self.name)
 
         def dataset(table: LabelTable) -> FaceImageDataset:
-            return FaceImageDataset(table, image_size=self.image_size)
+            return self.image_dataset(table, self.image_size)
 
         pool = tables.get("unlabeled")
         return FaceData(
@@ -314,7 +314,12 @@ class OnDiskDataset:
             candidates = range(len(index.table))
         rows = np.array([r for r in candidates if self._image_present(index, r)], dtype=np.int64)
         self.problems.summarize(self.name)
-        return FaceImageDataset(index.table.subset(rows).unlabeled(), image_size=image_size)
+        return self.image_dataset(index.table.subset(rows).unlabeled(), image_size)
+
+    def image_dataset(self, table: LabelTable, image_size: int | None) -> FaceImageDataset:
+        """How this dataset's images are read (a dataset that crops or aligns its faces
+        returns a :class:`FaceImageDataset` whose ``transform`` does it)."""
+        return FaceImageDataset(table, image_size=image_size)
 
     def _image_present(self, index: DatasetIndex, row: int) -> bool:
         path = self.root / index.table.image_paths[row]
