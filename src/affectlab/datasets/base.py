@@ -167,7 +167,8 @@ class FaceData:
     # the split protocol as sample ids (affectlab.datasets.real.SplitManifest), saved into the
     # run directory; None for datasets whose splits are fixed by their files (synthetic)
     manifest: Any = None
-    skipped: int = 0          # samples left out under dataset.on_error=skip
+    skipped: int = 0          # problems skipped under dataset.on_error=skip (a line, a sample
+                              # or a file left out each)
 
     @property
     def tasks(self) -> list[str]:
