@@ -22,7 +22,10 @@ from affectlab.datasets.synthetic import layout_faces
 # --layout name → the module holding that dataset's reader and write_layout
 LAYOUTS = {"ckplus": "affectlab.datasets.ckplus", "bp4d": "affectlab.datasets.bp4d",
            "disfa": "affectlab.datasets.disfa", "emotionet": "affectlab.datasets.emotionet",
-           "celeba": "affectlab.datasets.celeba"}
+           "celeba": "affectlab.datasets.celeba", "affwild2": "affectlab.datasets.affwild2",
+           "affectnet": "affectlab.datasets.affectnet", "expw": "affectlab.datasets.expw",
+           "afew_va": "affectlab.datasets.afew_va", "lfw": "affectlab.datasets.lfw",
+           "msceleb": "affectlab.datasets.msceleb"}
 
 
 def available_layouts() -> list[str]:
