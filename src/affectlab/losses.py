@@ -51,6 +51,16 @@ def masked_cross_entropy(logits: torch.Tensor, targets: torch.Tensor,
     return (per_sample * mask).sum() / mask.sum().clamp_min(1.0)
 
 
+def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean squared error over the valid samples: Σ_n m_n ‖pred_n − target_n‖² / (D Σ_n m_n).
+
+    pred, target (N, D) (valence/arousal: D = 2), mask (N,) bool.
+    """
+    per_sample = (pred.float() - target.float()).pow(2).mean(1)
+    mask = mask.to(per_sample.dtype)
+    return (per_sample * mask).sum() / mask.sum().clamp_min(1.0)
+
+
 # --------------------------------------------------------------------------- MLCR (Niu et al. 2019)
 def multi_view_loss(w1: torch.Tensor, w2: torch.Tensor, absolute: bool = True,
                     eps: float = 1e-8) -> torch.Tensor:
