@@ -28,7 +28,7 @@ Examples::
     python scripts/mlcr_tables.py ablation                       # synthetic, seeds 0 1 2
     python scripts/mlcr_tables.py main --seeds 0 1 2 3 4 --out results/main5
     python scripts/mlcr_tables.py main trainer.device=cuda --baseline single
-    python scripts/mlcr_tables.py ablation --quick --out /tmp/smoke   # smoke run, tiny data
+    python scripts/mlcr_tables.py ablation --quick --out results/smoke   # smoke run, tiny data
 
 The rows start from the preset ``experiment=mlcr_<dataset>`` when it exists (else from
 ``dataset=<dataset>``); an ``experiment=...`` override replaces it. Default ``--out``:

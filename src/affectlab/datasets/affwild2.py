@@ -364,20 +364,10 @@ class AffWild2(OnDiskDataset):
     # --------------------------------------------------------------- layout
     def annotation_folder(self) -> Path:
         """The folder holding ``AU_Set/``, ``EXPR_Set/``, ``VA_Set/`` (given, or detected)."""
-        if self.annotation_dir is not None:
-            folder = self.root / self.annotation_dir
-            if not folder.is_dir():
-                raise DataError(f"dataset.annotation_dir={self.annotation_dir}: {folder} does "
-                                f"not exist. The layout is:\n{LAYOUT}")
-            return folder
-        for candidate in ANNOTATION_DIR_CANDIDATES:
-            folder = self.root / candidate
-            if any((folder / TASK_FOLDERS[t]).is_dir() for t in TASKS):
-                return folder
-        tried = ", ".join(str(self.root / c / "AU_Set") for c in ANNOTATION_DIR_CANDIDATES)
-        raise DataError(f"no Aff-Wild2 annotation folder under dataset.root={self.root} (looked "
-                        f"for {tried}). Set dataset.annotation_dir, or lay the data out as:\n"
-                        f"{LAYOUT}")
+        return self.locate_folder(
+            "annotation_dir", self.annotation_dir, ANNOTATION_DIR_CANDIDATES,
+            lambda folder: any((folder / TASK_FOLDERS[t]).is_dir() for t in TASKS),
+            "Aff-Wild2 annotation folder", example="AU_Set")
 
     def task_folder(self, task: str) -> Path:
         """``AU_Set``, ``EXPR_Set`` or ``VA_Set`` of ``task``; DataError if it is missing."""

@@ -171,38 +171,18 @@ class BP4D(OnDiskDataset):
     # ------------------------------------------------------------- locations
     def au_occ_folder(self) -> Path:
         """The folder of the AU occurrence CSVs (given, or the first candidate holding some)."""
-        if self._au_occ_dir is not None:
-            folder = self.root / self._au_occ_dir
-            if not folder.is_dir():
-                raise DataError(f"dataset.au_occ_dir={self._au_occ_dir}: {folder} does not "
-                                f"exist. Expected layout:\n{self.LAYOUT}")
-            return folder
-        for candidate in AU_OCC_DIR_CANDIDATES:
-            folder = self.root / candidate
-            if folder.is_dir() and any(OCC_FILE_PATTERN.match(p.name) for p in folder.iterdir()):
-                return folder
-        tried = ", ".join(f"{self.root / c}/F001_T1.csv" for c in AU_OCC_DIR_CANDIDATES)
-        raise DataError(f"no BP4D AU occurrence files under dataset.root={self.root} (looked "
-                        f"for {tried}). Set dataset.au_occ_dir, or lay the data out as:\n"
-                        f"{self.LAYOUT}")
+        return self.locate_folder(
+            "au_occ_dir", self._au_occ_dir, AU_OCC_DIR_CANDIDATES,
+            lambda folder: any(OCC_FILE_PATTERN.match(p.name) for p in folder.iterdir()),
+            "BP4D AU occurrence files", example="F001_T1.csv")
 
     def image_folder(self) -> Path:
         """The folder holding ``<subject>/<task>/`` frame folders (given, or detected)."""
-        if self._image_dir is not None:
-            folder = self.root / self._image_dir
-            if not folder.is_dir():
-                raise DataError(f"dataset.image_dir={self._image_dir}: {folder} does not exist. "
-                                f"Expected layout:\n{self.LAYOUT}")
-            return folder
-        for candidate in IMAGE_DIR_CANDIDATES:
-            folder = self.root / candidate
-            if folder.is_dir() and any(p.is_dir() and SUBJECT_PATTERN.match(p.name)
-                                       for p in folder.iterdir()):
-                return folder
-        tried = ", ".join(f"{self.root / c}/F001/T1/" for c in IMAGE_DIR_CANDIDATES)
-        raise DataError(f"no BP4D frame folders under dataset.root={self.root} (looked for "
-                        f"{tried}). Set dataset.image_dir, or lay the data out as:\n"
-                        f"{self.LAYOUT}")
+        return self.locate_folder(
+            "image_dir", self._image_dir, IMAGE_DIR_CANDIDATES,
+            lambda folder: any(p.is_dir() and SUBJECT_PATTERN.match(p.name)
+                               for p in folder.iterdir()),
+            "BP4D frame folders", example="F001/T1/")
 
     def occ_files(self) -> list[tuple[str, str, Path]]:
         """``(subject, task, csv path)`` of every AU occurrence file, by subject then task."""

@@ -37,7 +37,7 @@ from affectlab.datasets.alignment import template as template_by_name
 from affectlab.datasets.base import (EXPRESSIONS, DataError, FaceImageDataset, LabelTable,
                                      empty_labels)
 from affectlab.datasets.real import (DatasetIndex, OnDiskDataset, Problems, SplitManifest,
-                                     subject_split)
+                                     check_split_fractions, subject_split)
 from affectlab.datasets.synthetic import LayoutFace
 
 IMAGES_DIR = "cohn-kanade-images"
@@ -148,10 +148,7 @@ class CKPlus(OnDiskDataset):
                          cache_dir=cache_dir, mean=mean, std=std)
         if run < 0:
             raise ValueError(f"dataset.run={run}: must be ≥ 0")
-        if not (0 < train_fraction < 1 and 0 < val_fraction < 1
-                and train_fraction + val_fraction < 1):
-            raise ValueError(f"dataset.train_fraction={train_fraction}, dataset.val_fraction="
-                             f"{val_fraction}: both in (0, 1) with a sum below 1 (test: the rest)")
+        check_split_fractions(train_fraction, val_fraction)
         if peak_frames < 1:
             raise ValueError(f"dataset.peak_frames={peak_frames}: must be ≥ 1")
         if not 0 <= min_intensity <= MAX_INTENSITY:

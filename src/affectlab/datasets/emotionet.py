@@ -17,7 +17,7 @@ EmotioNet distributes URLs, not images. Layout (``dataset.root``)::
                                              unpacked (emotioNet_challenge_files*/dataFile_*.txt);
                                              ``automatic_files`` is a glob for elsewhere
 
-File formats (see ``/work/shared/reference/datasets.md`` §4):
+File formats (see ``shared/reference/datasets.md`` §4, beside the repository):
 
 - Automatic files: tab-separated, no header, 62 fields per row: ``URL``, ``original URL``, then
   AU1 … AU60 by position (0-based field 1 + i holds AU i).

@@ -41,7 +41,8 @@ from PIL import Image
 
 from affectlab.datasets.base import EXPRESSIONS, DataError, LabelTable, empty_labels
 from affectlab.datasets.face_boxes import BoxCroppedDataset, CROPS, check_crop
-from affectlab.datasets.real import DatasetIndex, Problems, SplitManifest, subject_split
+from affectlab.datasets.real import (DatasetIndex, Problems, SplitManifest,
+                                     check_split_fractions, subject_split)
 from affectlab.datasets.synthetic import LayoutFace
 
 LABEL_FILES = ("label/label.lst", "label.lst")
@@ -137,10 +138,7 @@ class ExpW(BoxCroppedDataset):
                  crop: str = "box", box_margin: float = 0.0) -> None:
         super().__init__(name=name, root=root, aus=None, image_size=image_size,
                          on_error=on_error, cache_dir=cache_dir, mean=mean, std=std)
-        if not (0 < train_fraction < 1 and 0 < val_fraction < 1
-                and train_fraction + val_fraction < 1):
-            raise ValueError(f"dataset.train_fraction={train_fraction}, dataset.val_fraction="
-                             f"{val_fraction}: both in (0, 1) with a sum below 1 (test: the rest)")
+        check_split_fractions(train_fraction, val_fraction)
         if seed < 0:
             raise ValueError(f"dataset.seed={seed}: must be ≥ 0")
         if image_size < 1:

@@ -36,7 +36,8 @@ from pathlib import Path
 import numpy as np
 
 from affectlab.datasets.base import DataError, FaceData, LabelTable, empty_labels
-from affectlab.datasets.real import DatasetIndex, OnDiskDataset, SplitManifest, subject_split
+from affectlab.datasets.real import (DatasetIndex, OnDiskDataset, SplitManifest,
+                                     check_split_fractions, subject_split)
 
 IDENTITY_PROTOCOLS: tuple[str, ...] = ("identities", "pool")
 POOL = "pool"
@@ -113,10 +114,7 @@ class IdentityDataset(OnDiskDataset):
             raise ValueError(f"dataset.protocol={protocol!r}: use one of {list(self.PROTOCOLS)}")
         if seed < 0:
             raise ValueError(f"dataset.seed={seed}: must be ≥ 0")
-        if not (0 < train_fraction < 1 and 0 < val_fraction < 1
-                and train_fraction + val_fraction < 1):
-            raise ValueError(f"dataset.train_fraction={train_fraction}, dataset.val_fraction="
-                             f"{val_fraction}: both in (0, 1) with a sum below 1 (test: the rest)")
+        check_split_fractions(train_fraction, val_fraction)
         if pool_images is not None and pool_images < 1:
             raise ValueError(f"dataset.pool_images={pool_images}: must be ≥ 1 (or null)")
         if image_size < 1:

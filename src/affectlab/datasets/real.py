@@ -25,7 +25,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -155,6 +155,14 @@ class SplitManifest:
                           path)
 
 
+def check_split_fractions(train_fraction: float, val_fraction: float) -> None:
+    """Shares of a random train / val / test split: both in (0, 1), test gets the rest."""
+    if not (0 < train_fraction < 1 and 0 < val_fraction < 1
+            and train_fraction + val_fraction < 1):
+        raise ValueError(f"dataset.train_fraction={train_fraction}, dataset.val_fraction="
+                         f"{val_fraction}: both in (0, 1) with a sum below 1 (test: the rest)")
+
+
 def subject_split(subjects: list[str], fractions: dict[str, float],
                   seed: int) -> dict[str, list[str]]:
     """Subjects shuffled with ``seed`` and cut into consecutive groups by ``fractions``
@@ -230,6 +238,25 @@ class OnDiskDataset:
         return {}
 
     # -------------------------------------------------------------- provided
+    def locate_folder(self, key: str, given: str | None, candidates: tuple[str, ...],
+                      holds: Callable[[Path], bool], what: str, example: str = "") -> Path:
+        """``root/given`` when the user named it (``dataset.<key>``), else the first of
+        ``root/candidates`` for which ``holds(folder)``; a clear error showing where it looked
+        (``candidate/example``) and the layout."""
+        if given is not None:
+            folder = self.root / given
+            if not folder.is_dir():
+                raise DataError(f"dataset.{key}={given}: {folder} does not exist. Expected "
+                                f"layout:\n{self.LAYOUT}")
+            return folder
+        for candidate in candidates:
+            folder = self.root / candidate
+            if folder.is_dir() and holds(folder):
+                return folder
+        tried = ", ".join(f"{self.root / c}/{example}" for c in candidates)
+        raise DataError(f"no {what} under dataset.root={self.root} (looked for {tried}). Set "
+                        f"dataset.{key}, or lay the data out as:\n{self.LAYOUT}")
+
     def check_root(self) -> None:
         if not self.root.is_dir():
             raise DataError(f"dataset.root={self.root} does not exist. Point dataset.root at "
@@ -330,4 +357,5 @@ class OnDiskDataset:
 
 
 __all__ = ["DatasetIndex", "OnDiskDataset", "Problems", "SplitManifest", "select_aus",
+           "check_split_fractions",
            "subject_split", "IMAGENET_MEAN", "IMAGENET_STD"]
