@@ -41,9 +41,9 @@ import numpy as np
 from PIL import Image
 
 from affectlab.datasets.base import DataError, LabelTable, empty_labels
-from affectlab.datasets.face_boxes import BoxCroppedDataset, check_crop
+from affectlab.datasets.face_boxes import BoxCroppedDataset
 from affectlab.datasets.real import (DatasetIndex, Problems, SplitManifest,
-                                     check_split_fractions, subject_split)
+                                     subject_split)
 from affectlab.datasets.synthetic import LayoutFace
 
 VA_SCALE = 10.0          # AFEW-VA's −10..10 → [−1, 1]
@@ -154,17 +154,8 @@ class AFEWVA(BoxCroppedDataset):
                  crop: str = "landmarks", box_margin: float = 0.2) -> None:
         super().__init__(name=name, root=root, aus=None, image_size=image_size,
                          on_error=on_error, cache_dir=cache_dir, mean=mean, std=std)
-        check_split_fractions(train_fraction, val_fraction)
-        if seed < 0:
-            raise ValueError(f"dataset.seed={seed}: must be ≥ 0")
-        if image_size < 1:
-            raise ValueError(f"dataset.image_size={image_size}: must be positive")
-        check_crop(crop, box_margin, CROPS)
-        self.train_fraction = train_fraction
-        self.val_fraction = val_fraction
-        self.seed = seed
-        self.crop = crop
-        self.box_margin = box_margin
+        self.configure_split_and_crop(train_fraction=train_fraction, val_fraction=val_fraction,
+                                      seed=seed, crop=crop, box_margin=box_margin, crops=CROPS)
 
     # ------------------------------------------------------------------ layout
     def clip_files(self) -> list[Path]:

@@ -90,7 +90,7 @@ from PIL import Image
 
 from affectlab.datasets.base import EXPRESSIONS, DataError, LabelTable, empty_labels
 from affectlab.datasets.real import (DatasetIndex, OnDiskDataset, Problems, SplitManifest,
-                                     select_aus, subject_split)
+                                     check_relative_folder, select_aus, subject_split)
 from affectlab.datasets.synthetic import UNKNOWN as LAYOUT_UNKNOWN
 from affectlab.datasets.synthetic import LayoutFace
 
@@ -140,15 +140,6 @@ def video_of(name: str) -> str:
         if name.endswith(side) and len(name) > len(side):
             return name[:-len(side)]
     return name
-
-
-def _check_relative(key: str, value: str | None) -> None:
-    if value is None:
-        return
-    path = Path(value)
-    if path.is_absolute() or ".." in path.parts:
-        raise ValueError(f"dataset.{key}={value!r}: give a folder relative to dataset.root "
-                         "(sample ids are paths relative to the root)")
 
 
 def _frame_images(folder: Path) -> dict[int, str] | None:
@@ -295,8 +286,8 @@ class AffWild2(OnDiskDataset):
                              "val_fraction)")
         if overlap not in OVERLAP:
             raise ValueError(f"dataset.overlap={overlap!r}: use one of {list(OVERLAP)}")
-        _check_relative("image_dir", image_dir)
-        _check_relative("annotation_dir", annotation_dir)
+        check_relative_folder("image_dir", image_dir)
+        check_relative_folder("annotation_dir", annotation_dir)
         super().__init__(name=name, root=root, aus=aus, image_size=image_size, on_error=on_error,
                          cache_dir=cache_dir, mean=mean, std=std)
         self.requested_aus = aus

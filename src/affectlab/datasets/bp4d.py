@@ -54,7 +54,7 @@ from PIL import Image
 
 from affectlab.datasets.base import DataError, LabelTable, empty_labels
 from affectlab.datasets.real import (DatasetIndex, OnDiskDataset, Problems, SplitManifest,
-                                     subject_split)
+                                     check_relative_folder, subject_split)
 from affectlab.datasets.synthetic import UNKNOWN as LAYOUT_UNKNOWN
 from affectlab.datasets.synthetic import LayoutFace
 
@@ -98,15 +98,6 @@ BP4D/                                  <- dataset.root
     └── F001_T1.csv … M018_T8.csv      header "0,1,2,3,…" (0 = frame, then AU numbers);
                                        values 1 present, 0 absent, 9 unknown
 Subjects of the 3-fold protocol: F001–F023, M001–M018 (see affectlab.datasets.bp4d.PARTS)."""
-
-
-def _check_relative(key: str, value: str | None) -> None:
-    if value is None:
-        return
-    path = Path(value)
-    if path.is_absolute() or ".." in path.parts:
-        raise ValueError(f"dataset.{key}={value!r}: give a folder relative to dataset.root "
-                         "(sample ids are paths relative to the root)")
 
 
 class BP4D(OnDiskDataset):
@@ -158,8 +149,8 @@ class BP4D(OnDiskDataset):
                              "of them for validation")
         if image_size < 16:
             raise ValueError(f"dataset.image_size={image_size} is too small; use >= 16")
-        _check_relative("image_dir", image_dir)
-        _check_relative("au_occ_dir", au_occ_dir)
+        check_relative_folder("image_dir", image_dir)
+        check_relative_folder("au_occ_dir", au_occ_dir)
         super().__init__(name=name, root=root, aus=aus, image_size=image_size,
                          on_error=on_error, cache_dir=cache_dir, mean=mean, std=std)
         self.fold = fold

@@ -40,9 +40,9 @@ import numpy as np
 from PIL import Image
 
 from affectlab.datasets.base import EXPRESSIONS, DataError, LabelTable, empty_labels
-from affectlab.datasets.face_boxes import BoxCroppedDataset, CROPS, check_crop
+from affectlab.datasets.face_boxes import CROPS, BoxCroppedDataset
 from affectlab.datasets.real import (DatasetIndex, Problems, SplitManifest,
-                                     check_split_fractions, subject_split)
+                                     subject_split)
 from affectlab.datasets.synthetic import LayoutFace
 
 LABEL_FILES = ("label/label.lst", "label.lst")
@@ -138,17 +138,8 @@ class ExpW(BoxCroppedDataset):
                  crop: str = "box", box_margin: float = 0.0) -> None:
         super().__init__(name=name, root=root, aus=None, image_size=image_size,
                          on_error=on_error, cache_dir=cache_dir, mean=mean, std=std)
-        check_split_fractions(train_fraction, val_fraction)
-        if seed < 0:
-            raise ValueError(f"dataset.seed={seed}: must be ≥ 0")
-        if image_size < 1:
-            raise ValueError(f"dataset.image_size={image_size}: must be positive")
-        check_crop(crop, box_margin, CROPS)
-        self.train_fraction = train_fraction
-        self.val_fraction = val_fraction
-        self.seed = seed
-        self.crop = crop
-        self.box_margin = box_margin
+        self.configure_split_and_crop(train_fraction=train_fraction, val_fraction=val_fraction,
+                                      seed=seed, crop=crop, box_margin=box_margin, crops=CROPS)
 
     # ------------------------------------------------------------------ layout
     def _find(self, candidates: tuple[str, ...], what: str) -> Path:

@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image
 
 from affectlab.datasets.base import DataError, FaceData, FaceImageDataset, LabelTable
-from affectlab.datasets.real import DatasetIndex, OnDiskDataset
+from affectlab.datasets.real import DatasetIndex, OnDiskDataset, check_split_fractions
 
 CROPS = ("none", "box")
 
@@ -106,6 +106,22 @@ class BoxCroppedDataset(OnDiskDataset):
 
     crop: str = "none"
     box_margin: float = 0.0
+
+    def configure_split_and_crop(self, *, train_fraction: float, val_fraction: float,
+                                 seed: int, crop: str, box_margin: float,
+                                 crops: tuple[str, ...]) -> None:
+        """Check and keep the options of a seeded random split and of the crop."""
+        check_split_fractions(train_fraction, val_fraction)
+        if seed < 0:
+            raise ValueError(f"dataset.seed={seed}: must be ≥ 0")
+        if self.image_size < 1:
+            raise ValueError(f"dataset.image_size={self.image_size}: must be positive")
+        check_crop(crop, box_margin, crops)
+        self.train_fraction = train_fraction
+        self.val_fraction = val_fraction
+        self.seed = seed
+        self.crop = crop
+        self.box_margin = box_margin
 
     def face_boxes(self, index: DatasetIndex) -> np.ndarray:
         """float (len(index.table), 4) ``(x0, y0, x1, y1)`` of every index row, re-read from

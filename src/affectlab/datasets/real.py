@@ -155,6 +155,17 @@ class SplitManifest:
                           path)
 
 
+def check_relative_folder(key: str, value: str | None) -> None:
+    """``dataset.<key>`` must name a folder inside ``dataset.root`` (sample ids are paths
+    relative to the root)."""
+    if value is None:
+        return
+    path = Path(value)
+    if path.is_absolute() or ".." in path.parts:
+        raise ValueError(f"dataset.{key}={value!r}: give a folder relative to dataset.root "
+                         "(sample ids are paths relative to the root)")
+
+
 def check_split_fractions(train_fraction: float, val_fraction: float) -> None:
     """Shares of a random train / val / test split: both in (0, 1), test gets the rest."""
     if not (0 < train_fraction < 1 and 0 < val_fraction < 1
@@ -357,5 +368,5 @@ class OnDiskDataset:
 
 
 __all__ = ["DatasetIndex", "OnDiskDataset", "Problems", "SplitManifest", "select_aus",
-           "check_split_fractions",
+           "check_relative_folder", "check_split_fractions",
            "subject_split", "IMAGENET_MEAN", "IMAGENET_STD"]
