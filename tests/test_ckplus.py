@@ -228,3 +228,14 @@ def test_align_warps_each_frame_by_its_landmarks_and_keeps_the_centre(tree, tmp_
         load(root, tmp_path, crop="align", image_size=64, align_size=40)
     with pytest.raises(ValueError, match="dataset.crop='bbox'"):
         load(root, tmp_path, crop="bbox")
+
+
+def test_a_half_written_cache_is_rebuilt_not_trusted(tree, tmp_path):
+    root, written = tree
+    load(root, tmp_path).build()
+    json_file = next((tmp_path / "cache").glob("ckplus-*.json"))
+    meta = json.loads(json_file.read_text())
+    meta["image_paths"] = meta["image_paths"][:-1]        # as if the other file were newer
+    json_file.write_text(json.dumps(meta))
+    data = load(root, tmp_path).build()
+    assert sum(len(s) for s in (data.train, data.val, data.test)) == len(written)

@@ -115,9 +115,12 @@ class DatasetIndex:
             meta = json.loads(path.with_suffix(".json").read_text())
             with np.load(path.with_suffix(".npz")) as arrays:
                 columns = {name: arrays[name] for name in ARRAY_FIELDS}
+            # the two files are written one after the other: a pair from different writes
+            # (an interrupted save) has mismatched lengths and is rebuilt, not trusted
+            table = LabelTable(root=Path(meta["root"]), image_paths=meta["image_paths"],
+                               **columns)
         except (OSError, ValueError, KeyError):
             return None
-        table = LabelTable(root=Path(meta["root"]), image_paths=meta["image_paths"], **columns)
         return DatasetIndex(table, meta["sample_ids"], meta["subject_names"], meta["aus"],
                             meta["problems"])
 
