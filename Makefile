@@ -11,6 +11,9 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -e '.[test]'
+	# MTCNN face-detector weights (dataset.crop=detect): only the package's three weight files
+	# are read; --no-deps because it pins an old torch that must not replace ours
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check --no-deps 'facenet-pytorch==2.6.0'
 	touch $(STAMP)
 
 venv: $(STAMP)

@@ -342,3 +342,66 @@ def test_train_py_runs_on_the_bp4d_layout(tree, tmp_path, tiny_cfg):
     assert metrics["split_checksum"] == manifest["checksum"]
     assert subjects_of(manifest["ids"]["test"]) == set(PARTS[2])
     assert metrics["skipped_problems"] == 0
+
+
+# ------------------------------------------------------------------ crop=align (2DFeatures)
+def test_2dfeatures_are_written_as_matlab_v73_cells(master):
+    import h5py
+    subject = default_subjects(1)[0]
+    start = first_frame(subject, 1)
+    with h5py.File(master / "2DFeatures" / f"{subject}_T1.mat", "r") as mat:
+        assert mat["fit"].attrs["MATLAB_class"] == b"struct"
+        cells = mat["fit"]["pred"]
+        assert cells.shape == (start + FRAMES - 1, 1)   # frames 1 … last coded frame
+        assert mat[cells[0, 0]].attrs["MATLAB_empty"] == 1          # before the coded segment
+        marks = np.asarray(mat[cells[start - 1, 0]])
+        assert marks.shape == (2, 49) and marks.min() >= 1.0         # x row, y row; 1-based
+
+
+def test_align_warps_each_frame_by_its_49_landmarks(tree, tmp_path):
+    from PIL import Image
+
+    from affectlab.datasets.alignment import (IBUG68_TO_49, align_face, five_points_from_49,
+                                              template_landmarks68)
+
+    data = load(tree, tmp_path, crop="align", image_size=24, align_size=32).build()
+    sample = data.train
+    assert sample[0]["image"].shape == (3, 24, 24)
+    # by hand: the frame's 49 points (written 1-based) → five → template at 32 px, centre 24
+    path = sample.table.image_paths[0]
+    with Image.open(tree / path) as img:
+        frame = img.convert("RGB")
+    marks = template_landmarks68(frame.size[0])[list(IBUG68_TO_49)]
+    expected = align_face(frame, five_points_from_49(marks), "mlcr_240", 32).crop((4, 4, 28, 28))
+    np.testing.assert_allclose(sample.load_image(0).permute(1, 2, 0).numpy(),
+                               np.asarray(expected, dtype=np.float32) / 255.0, atol=1e-6)
+    # the synthetic points lie on the template, so the aligned face is the frame, resized
+    resized = np.asarray(frame.resize((32, 32), Image.BILINEAR).crop((4, 4, 28, 28)), np.float32)
+    assert np.abs(sample.load_image(0).permute(1, 2, 0).numpy() * 255 - resized).mean() < 8
+
+
+def test_frames_without_landmarks_are_reported_or_skipped(tmp_path, faces):
+    root = tmp_path / "BP4D"
+    write_layout(faces, root, frames_without_landmarks=1)
+    first = default_subjects(1)[0]
+    with pytest.raises(DataError, match=rf"{first}_T1.mat: no landmarks for frame "
+                                        rf"{first_frame(first, 1)} .*tracking failed"):
+        load(root, tmp_path, crop="align").build()
+    data = load(root, tmp_path, crop="align", on_error="skip").build()
+    assert data.skipped == 1
+    (root / "2DFeatures" / f"{first}_T1.mat").unlink()
+    with pytest.raises(DataError, match=rf"cannot read the landmarks .*{first}_T1.mat.*"
+                                        "dataset.features_dir"):
+        load(root, tmp_path, crop="align").build()
+    with pytest.raises(ValueError, match=r"dataset.crop='box': use one of \['none', 'align', "
+                                         r"'detect'\]"):
+        load(root, tmp_path, crop="box")
+
+
+def test_train_py_aligns_bp4d_by_its_landmarks(tree, tmp_path, tiny_cfg):
+    cfg = tiny_cfg("dataset=bp4d", f"dataset.root={tree}", "dataset.image_size=32",
+                   "dataset.crop=align", "dataset.align_size=32",
+                   f"dataset.cache_dir={tmp_path / 'cache'}", "method=baseline",
+                   "trainer.max_steps=2", "trainer.batch_size=4")
+    metrics = run(cfg, tmp_path / "run")
+    assert metrics["steps"] == 2 and metrics["skipped_problems"] == 0

@@ -76,6 +76,7 @@ def check_config(node: DictConfig, where: str) -> None:
                               f"valid keys: {allowed}")
         annotation = hints.get(key, inspect.Parameter.empty)
         if isinstance(value, dict) and "_target_" in value:
+            check_config(node[key], f"{where}.{key}")   # a nested object (e.g. dataset.detector)
             continue
         if not _matches(value, annotation):
             shown = getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")

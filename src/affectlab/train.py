@@ -124,7 +124,8 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     log.info("data: %s", {k: v.get("num_samples") for k, v in data.summary().items()})
     atomic_write_json({
         "git_sha": _git_sha(), "torch": torch.__version__, "python": platform.python_version(),
-        "device": str(trainer.device), "cuda": torch.version.cuda,
+        "device": str(trainer.device), "precision": trainer.precision,
+        "world_size": trainer.world_size, "cuda": torch.version.cuda,
         "gpu": torch.cuda.get_device_name(trainer.device) if trainer.device.type == "cuda" else None,
         "hostname": platform.node(), "argv": sys.argv, "data": data.summary(),
     }, run_dir / "run_info.json")

@@ -26,6 +26,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+from affectlab.datasets.base import FaceImageDataset, LabelTable
+
 
 @dataclass(frozen=True)
 class Template:
@@ -80,6 +82,43 @@ def five_points_from_68(landmarks: np.ndarray) -> np.ndarray:
                      landmarks[list(IBUG68_RIGHT_EYE)].mean(0),
                      landmarks[IBUG68_NOSE_TIP], landmarks[IBUG68_MOUTH_LEFT],
                      landmarks[IBUG68_MOUTH_RIGHT]])
+
+
+# The 49-point mark-up of BP4D's 2DFeatures (IntraFace-style): the 68 iBUG points without the
+# 17 jaw points and the two inner mouth corners (iBUG 60, 64).
+IBUG68_TO_49 = tuple(i for i in range(17, 68) if i not in (60, 64))
+IBUG49_LEFT_EYE = tuple(range(19, 25))
+IBUG49_RIGHT_EYE = tuple(range(25, 31))
+IBUG49_NOSE_TIP = 13
+IBUG49_MOUTH_LEFT = 31
+IBUG49_MOUTH_RIGHT = 37
+
+
+def five_points_from_49(landmarks: np.ndarray) -> np.ndarray:
+    """(49, 2) landmarks (:data:`IBUG68_TO_49` order) → (5, 2) in the template order: eye
+    centres, nose tip, mouth corners."""
+    landmarks = np.asarray(landmarks, dtype=np.float64)
+    if landmarks.shape != (49, 2):
+        raise ValueError(f"expected (49, 2) landmarks, got {landmarks.shape}")
+    return np.stack([landmarks[list(IBUG49_LEFT_EYE)].mean(0),
+                     landmarks[list(IBUG49_RIGHT_EYE)].mean(0),
+                     landmarks[IBUG49_NOSE_TIP], landmarks[IBUG49_MOUTH_LEFT],
+                     landmarks[IBUG49_MOUTH_RIGHT]])
+
+
+def template_landmarks68(side: int, template_name: str = "mlcr_240") -> np.ndarray:
+    """68 points for a ``side``-pixel synthetic face: the eye, nose-tip and mouth-corner points
+    sit on the template's five (scaled to ``side``), the rest on an ellipse; so
+    :func:`five_points_from_68` gives the template and alignment keeps the face in place.
+    For fixture trees of datasets that ship landmarks."""
+    angles = np.linspace(0, 2 * np.pi, 68, endpoint=False)
+    points = np.stack([side / 2 + side / 3 * np.cos(angles),
+                       side / 2 + side / 3 * np.sin(angles)], 1)
+    five = template(template_name, side).array
+    points[list(IBUG68_LEFT_EYE)], points[list(IBUG68_RIGHT_EYE)] = five[0], five[1]
+    points[IBUG68_NOSE_TIP], points[IBUG68_MOUTH_LEFT] = five[2], five[3]
+    points[IBUG68_MOUTH_RIGHT] = five[4]
+    return points
 
 
 def flip_landmarks(points: np.ndarray, width: int) -> np.ndarray:
@@ -144,5 +183,40 @@ def align_face(image: Image.Image, points: np.ndarray, template_name: str = "arc
                                           fillcolor=(0, 0, 0))
 
 
-__all__ = ["TEMPLATES", "Template", "align_face", "five_points_from_68", "flip_landmarks",
+class AlignedImages(FaceImageDataset):
+    """A split whose faces are aligned by five points per sample before they reach the network.
+
+    Each image is warped so that its points land on ``template`` at ``align_size`` pixels, then
+    the centre ``image_size`` square is kept (MLCR: align at 240, train/test on 224; with
+    ``align_size == image_size`` the whole aligned face is used).
+
+    Args:
+        table: the split.
+        image_size: side of the images returned.
+        template: a key of :data:`TEMPLATES`.
+        align_size: side the face is aligned at (≥ ``image_size``).
+        points: (len(table), 5, 2) landmarks in pixels of each image, template order — the
+            dataset's own (``dataset.crop=align``) or a detector's (``dataset.crop=detect``).
+    """
+
+    def __init__(self, table: LabelTable, *, image_size: int, template: str, align_size: int,
+                 points: np.ndarray) -> None:
+        super().__init__(table, image_size=image_size)
+        if points.shape != (len(table), 5, 2):
+            raise ValueError(f"AlignedImages needs ({len(table)}, 5, 2) points, got {points.shape}")
+        if align_size < image_size:
+            raise ValueError(f"dataset.align_size={align_size} must be ≥ dataset.image_size="
+                             f"{image_size} (the centre image_size square is kept)")
+        self.template = template
+        self.align_size = align_size
+        self.points = np.asarray(points, dtype=np.float64)
+
+    def transform(self, img: Image.Image, row: int) -> Image.Image:
+        aligned = align_face(img, self.points[row], self.template, size=self.align_size)
+        margin = (self.align_size - self.image_size) // 2
+        return aligned.crop((margin, margin, margin + self.image_size, margin + self.image_size))
+
+
+__all__ = ["AlignedImages", "TEMPLATES", "Template", "align_face", "five_points_from_49",
+           "five_points_from_68", "template_landmarks68", "IBUG68_TO_49", "flip_landmarks",
            "similarity_transform", "template"]

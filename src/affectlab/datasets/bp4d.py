@@ -7,7 +7,8 @@ On disk (``dataset.root``; reference: ``shared/reference/datasets.md`` §2)::
     │                                      named by the frame number, zero-padded (the width
     │                                      is whatever the files use: 4 digits in the release,
     │                                      none in ME-GraphAU's crops)
-    └── AUCoding/AU_OCC/F001_T1.csv …      one AU occurrence file per subject and task
+    ├── AUCoding/AU_OCC/F001_T1.csv …      one AU occurrence file per subject and task
+    └── 2DFeatures/F001_T1.mat …           49 tracked landmarks per frame (dataset.crop=align)
 
 The image folder may also be ``img/`` (ME-GraphAU's crops) or the root itself (JAA-Net's
 ``BP4D/F001/T1/0643.jpg``); the AU files may sit directly in ``AUCoding/``. Both are found
@@ -34,6 +35,16 @@ fold    papers' name   tested on            trained on (minus val)
 2       fold3          part1 (14 subjects)  part2 + part3 (27)
 ======  =============  ===================  ======================
 
+Face crops (``dataset.crop``): ``none`` resizes the 1040×1392 frame (use it on pre-cropped
+faces such as ME-GraphAU's ``img/``); ``align`` aligns each frame by its five points from the
+release's tracked landmarks, ``2DFeatures/<subject>_<task>.mat``; ``detect`` by the offline
+detector's (:mod:`affectlab.datasets.face_detection`). The ``.mat`` files are MATLAB v7.3
+(HDF5): ``fit/pred`` is a cell array with one entry per video frame (entry k−1 ↔ frame k, as
+EAC-Net's ``get_bp4d_2dfeat.py`` reads them), each a 49 × 2 matrix of 1-based pixel
+coordinates (x column, y column), empty where tracking failed. The 49 points are the 68-point
+iBUG mark-up without the jaw line and the inner mouth corners
+(:data:`~affectlab.datasets.alignment.IBUG68_TO_49`).
+
 The papers have no validation split; here ``val_subjects`` training subjects (drawn with
 ``seed``, the same for every fold's training pool) are held out for model selection, so the
 test part is never looked at before testing.
@@ -52,7 +63,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from affectlab.datasets.alignment import (IBUG68_TO_49, five_points_from_49,
+                                          template_landmarks68)
 from affectlab.datasets.base import DataError, LabelTable, empty_labels
+from affectlab.datasets.face_detection import MTCNN
 from affectlab.datasets.real import (DatasetIndex, OnDiskDataset, Problems, SplitManifest,
                                      check_relative_folder, subject_split)
 from affectlab.datasets.synthetic import UNKNOWN as LAYOUT_UNKNOWN
@@ -119,8 +133,15 @@ class BP4D(OnDiskDataset):
             (None: the first of :data:`IMAGE_DIR_CANDIDATES` that holds subject folders).
         au_occ_dir: folder of the ``<subject>_<task>.csv`` AU occurrence files, relative to
             the root (None: the first of :data:`AU_OCC_DIR_CANDIDATES` that holds such files).
+        crop: ``none`` (resize the frame), ``align`` (by the 2DFeatures landmarks) or
+            ``detect`` (by the face detector's five points).
+        template, align_size: alignment template and the side it is aligned at (the centre
+            ``image_size`` square is kept).
+        features_dir: folder of the ``<subject>_<task>.mat`` landmark files, under the root.
+        detector: the face detector of ``crop=detect`` (``configs/detector/``).
         on_error: ``raise`` (default) or ``skip`` for malformed lines, values outside
-            {0, 1, 9}, rows without an image and subjects of the protocol that are missing.
+            {0, 1, 9}, rows without an image, frames without landmarks (``crop=align``) and
+            subjects of the protocol that are missing.
         cache_dir: where parsed indexes are cached (keyed by root, AU files and frame folders).
         mean, std: per-channel normalisation (default: ImageNet's).
     """
@@ -136,9 +157,11 @@ class BP4D(OnDiskDataset):
     def __init__(self, *, name: str = "bp4d", root: str = "data/BP4D",
                  aus: list[int] | None = None, image_size: int = 224, fold: int = 0,
                  val_subjects: int = 3, seed: int = 0, image_dir: str | None = None,
-                 au_occ_dir: str | None = None, on_error: str = "raise",
-                 cache_dir: str = "data/cache", mean: list[float] | None = None,
-                 std: list[float] | None = None) -> None:
+                 au_occ_dir: str | None = None, crop: str = "none",
+                 template: str = "mlcr_240", align_size: int = 240,
+                 features_dir: str = "2DFeatures", detector: MTCNN | None = None,
+                 on_error: str = "raise", cache_dir: str = "data/cache",
+                 mean: list[float] | None = None, std: list[float] | None = None) -> None:
         if fold not in TEST_PART:
             raise ValueError(f"dataset.fold={fold}: use 0, 1 or 2 (the papers' fold1, fold2, "
                              "fold3: test on part3, part2, part1)")
@@ -151,8 +174,12 @@ class BP4D(OnDiskDataset):
             raise ValueError(f"dataset.image_size={image_size} is too small; use >= 16")
         check_relative_folder("image_dir", image_dir)
         check_relative_folder("au_occ_dir", au_occ_dir)
+        check_relative_folder("features_dir", features_dir)
         super().__init__(name=name, root=root, aus=aus, image_size=image_size,
                          on_error=on_error, cache_dir=cache_dir, mean=mean, std=std)
+        self.configure_crop(crop, ("none", "align", "detect"), template=template,
+                            align_size=align_size, detector=detector)
+        self.features_dir = features_dir
         self.fold = fold
         self.val_subjects = val_subjects
         self.seed = seed
@@ -243,6 +270,47 @@ class BP4D(OnDiskDataset):
             labels["subject"][:] = [number[s] for s in subjects]
         table = LabelTable(root=self.root, image_paths=paths, **labels)
         return DatasetIndex(table, list(paths), subject_names, aus)
+
+    def landmark_points(self, table: LabelTable) -> np.ndarray:
+        """Five points per frame from ``2DFeatures/<subject>_<task>.mat`` (see the module doc):
+        each sequence's file is opened once; a missing file, a frame beyond its ``fit/pred``
+        or an empty entry (tracking failed) is reported and leaves that frame's points NaN."""
+        import h5py   # only this crop reads HDF5
+
+        points = np.full((len(table), 5, 2), np.nan)
+        by_sequence: dict[tuple[str, str], list[tuple[int, int]]] = {}
+        for row, image_path in enumerate(table.image_paths):
+            parts = Path(image_path).parts
+            by_sequence.setdefault((parts[-3], parts[-2]), []).append(
+                (row, int(Path(parts[-1]).stem)))
+        for (subject, task), frames in by_sequence.items():
+            path = self.root / self.features_dir / f"{subject}_{task}.mat"
+            try:
+                with h5py.File(path, "r") as mat:
+                    entries = np.asarray(mat["fit"]["pred"]).ravel()
+                    for row, frame in frames:
+                        if not 1 <= frame <= len(entries):
+                            self.problems.report(
+                                f"{path}: fit/pred has {len(entries)} entries, none for frame "
+                                f"{frame} ({self.root / table.image_paths[row]})")
+                            continue
+                        marks = np.asarray(mat[entries[frame - 1]], dtype=np.float64)
+                        if marks.size != 98:
+                            self.problems.report(
+                                f"{path}: no landmarks for frame {frame} (fit/pred entry "
+                                f"{frame} holds {marks.size} values, 49 × 2 expected; tracking "
+                                "failed there)")
+                            continue
+                        # MATLAB's 49 × 2 is stored as 2 × 49 (x row, y row), 1-based
+                        points[row] = five_points_from_49(marks.reshape(2, 49).T - 1.0)
+            except (OSError, KeyError, ValueError) as err:
+                for row, _ in frames:
+                    self.problems.report(
+                        f"cannot read the landmarks of {self.root / table.image_paths[row]} "
+                        f"from {path} ({err}); dataset.crop=align needs BP4D's 2DFeatures/"
+                        "<subject>_<task>.mat (dataset.features_dir), or use crop=detect")
+                continue
+        return points
 
     def split(self, index: DatasetIndex) -> SplitManifest:
         """The 3-fold protocol: test part by :data:`TEST_PART`, the other two parts train,
@@ -401,7 +469,8 @@ def write_layout(faces: list[LayoutFace], root: Path, *, subjects: list[str] | N
                  tasks_per_subject: int = 1, image_dir: str = "BP4D-training",
                  au_occ_dir: str = "AUCoding/AU_OCC", image_format: str = "jpg",
                  pad_width: int = 4, header_aus: Sequence[int] = tuple(range(1, 29)),
-                 rows_without_image: int = 0) -> None:
+                 rows_without_image: int = 0, features_dir: str | None = "2DFeatures",
+                 frames_without_landmarks: int = 0) -> None:
     """Write synthetic faces as a BP4D tree under ``root`` (see the module doc for the layout).
 
     Faces are grouped by ``face.subject`` (sorted; the i-th identity becomes ``subjects[i]``,
@@ -416,6 +485,12 @@ def write_layout(faces: list[LayoutFace], root: Path, *, subjects: list[str] | N
     do not render (e.g. 14 and 24 of the BP4D 12). The first ``rows_without_image`` sequences
     get one extra row (the next frame number, labels all 0) whose image is not written, like
     BP4D's frames lost to tracking failures.
+
+    With ``features_dir`` each sequence also gets ``<features_dir>/<subject>_<task>.mat`` as
+    the release has it (MATLAB v7.3 / HDF5, ``fit/pred`` one cell per video frame from 1,
+    empty before the coded segment): the 49 points whose eye centres, nose tip and mouth
+    corners sit on the MLCR-240 template scaled to the frame, 1-based. The first
+    ``frames_without_landmarks`` coded frames of the first sequence get an empty cell.
     """
     if image_format not in ("jpg", "png"):
         raise ValueError(f"image_format={image_format!r}: use jpg or png")
@@ -453,9 +528,42 @@ def write_layout(faces: list[LayoutFace], root: Path, *, subjects: list[str] | N
                 lines.append(",".join(map(str, [frame, *codes])))
             if written_sequences < rows_without_image:
                 lines.append(",".join(map(str, [start + len(chunk), *[0] * len(header_aus)])))
+            if features_dir is not None:
+                tracked = [start + k for k in range(len(chunk))]
+                if written_sequences == 0:
+                    tracked = tracked[frames_without_landmarks:]
+                marks = template_landmarks68(chunk[0].image.shape[0])[list(IBUG68_TO_49)]
+                write_2d_features(root / features_dir / f"{subject}_{task}.mat",
+                                  {frame: marks for frame in tracked}, start + len(chunk) - 1)
             written_sequences += 1
             (root / au_occ_dir / f"{subject}_{task}.csv").write_text("\n".join(lines) + "\n")
 
 
-__all__ = ["BP4D", "BP4D_12_AUS", "PARTS", "PART1", "PART2", "PART3", "TEST_PART", "SUBJECTS",
+def write_2d_features(path: Path, landmarks: dict[int, np.ndarray], num_frames: int) -> None:
+    """Write a 2DFeatures ``.mat`` as MATLAB v7.3 stores it (HDF5): struct ``fit`` with the
+    cell array ``pred`` (one object reference per frame 1..``num_frames``) into ``#refs#``;
+    frame k's cell is its (49, 2) 0-based ``landmarks[k]`` as a 1-based 2 × 49 dataset (MATLAB's
+    column-major 49 × 2), or MATLAB's empty matrix where ``landmarks`` has no entry."""
+    import h5py
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with h5py.File(path, "w") as mat:
+        refs = mat.create_group("#refs#")
+        fit = mat.create_group("fit")
+        fit.attrs["MATLAB_class"] = np.bytes_("struct")
+        pred = fit.create_dataset("pred", (num_frames, 1), dtype=h5py.ref_dtype)
+        pred.attrs["MATLAB_class"] = np.bytes_("cell")
+        # one empty matrix serves every untracked frame (MATLAB writes one each; same reading)
+        empty = refs.create_dataset("empty", data=np.zeros(2, dtype=np.uint64))
+        empty.attrs["MATLAB_class"] = np.bytes_("double")
+        empty.attrs["MATLAB_empty"] = np.uint8(1)
+        cells = np.full((num_frames, 1), empty.ref, dtype=h5py.ref_dtype)
+        for frame, marks in landmarks.items():
+            cell = refs.create_dataset(f"f{frame}", data=(np.asarray(marks) + 1.0).T)
+            cell.attrs["MATLAB_class"] = np.bytes_("double")
+            cells[frame - 1, 0] = cell.ref
+        pred[...] = cells
+
+
+__all__ = ["BP4D", "write_2d_features", "BP4D_12_AUS", "PARTS", "PART1", "PART2", "PART3", "TEST_PART", "SUBJECTS",
            "LAYOUT", "default_subjects", "first_frame", "write_layout"]

@@ -5,7 +5,7 @@ Layout (``dataset.root``; the label archives unpack either flat or one level dee
     cohn-kanade-images/S005/001/S005_001_00000001.png … S005_001_00000011.png
     FACS/S005/001/S005_001_00000011_facs.txt          or  FACS_labels/FACS/S005/001/...
     Emotion/S005/001/S005_001_00000011_emotion.txt    or  Emotion_labels/Emotion/S005/001/...
-    Landmarks/S005/001/S005_001_00000001_landmarks.txt …  (68 points per frame; not read yet)
+    Landmarks/S005/001/S005_001_00000001_landmarks.txt …  (68 points per frame; crop=align)
 
 Label files are MATLAB ``save -ascii`` text: numbers in scientific notation, each preceded by
 three spaces. A FACS file (one per sequence, for its last = peak frame) has one ``AU intensity``
@@ -32,9 +32,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from affectlab.datasets.alignment import align_face, five_points_from_68
-from affectlab.datasets.alignment import template as template_by_name
-from affectlab.datasets.base import (EXPRESSIONS, DataError, FaceImageDataset, LabelTable,
+from affectlab.datasets.alignment import five_points_from_68, template_landmarks68
+from affectlab.datasets.face_detection import MTCNN
+from affectlab.datasets.base import (EXPRESSIONS, DataError, LabelTable,
                                      empty_labels)
 from affectlab.datasets.real import (DatasetIndex, OnDiskDataset, Problems, SplitManifest,
                                      check_split_fractions, subject_split)
@@ -82,43 +82,6 @@ def parse_numbers(path: Path, problems: Problems, columns: int) -> list[list[flo
     return rows
 
 
-class AlignedFrames(FaceImageDataset):
-    """CK+ frames aligned by their own 68 landmarks (``Landmarks/…_landmarks.txt``).
-
-    Each frame is warped so that its five points (eye centres, nose tip, mouth corners; see
-    :func:`~affectlab.datasets.alignment.five_points_from_68`) land on ``template`` at
-    ``align_size`` pixels, then the centre ``image_size`` square is kept — the MLCR
-    reproduction's "align to 240 × 240, test on the centre 224" (its training-time random 224
-    crops are the batch augmentation's shifts here).
-    """
-
-    def __init__(self, table: LabelTable, *, image_size: int, template: str,
-                 align_size: int) -> None:
-        super().__init__(table, image_size=image_size)
-        self.template = template
-        self.align_size = align_size
-
-    def landmarks_path(self, row: int) -> Path:
-        relative = Path(self.table.image_paths[row]).relative_to(IMAGES_DIR)
-        return (Path(self.table.root) / LANDMARKS_DIR / relative.parent
-                / f"{relative.stem}_landmarks.txt")
-
-    def transform(self, img: Image.Image, row: int) -> Image.Image:
-        path = self.landmarks_path(row)
-        try:
-            points = np.array([[float(v) for v in line.split()]
-                               for line in path.read_text().splitlines() if line.strip()])
-        except (OSError, ValueError) as err:
-            raise DataError(f"cannot read the landmarks {path} ({err}); dataset.crop=align "
-                            "needs CK+'s Landmarks/ folder (or use dataset.crop=none).") from None
-        if points.shape != (68, 2):
-            raise DataError(f"{path}: expected 68 lines of 'x y', found {points.shape}")
-        aligned = align_face(img, five_points_from_68(points), self.template,
-                             size=self.align_size)
-        margin = (self.align_size - self.image_size) // 2
-        return aligned.crop((margin, margin, margin + self.image_size, margin + self.image_size))
-
-
 class CKPlus(OnDiskDataset):
     """CK+ peak frames with AU occurrence and expression labels (see the module docstring).
 
@@ -129,9 +92,13 @@ class CKPlus(OnDiskDataset):
         min_intensity: an AU counts as present from this intensity code on (0: every listed AU,
             the data's meaning). With a threshold ≥ 2, a listed AU with intensity 0 (present,
             intensity not coded) is unknown (masked), since it may lie below the threshold.
-        crop: ``none`` (resize the whole frame) or ``align`` (:class:`AlignedFrames`).
+        crop: ``none`` (resize the whole frame), ``align`` (by the frame's 68 landmarks, whose
+            eye centres, nose tip and mouth corners land on ``template``: the MLCR
+            reproduction's "align to 240 × 240, test on the centre 224") or ``detect`` (by the
+            offline detector's five points).
         template, align_size: alignment template and the side it is aligned at; the centre
             ``image_size`` square is kept.
+        detector: the face detector for ``crop=detect`` (``configs/detector/``).
     """
 
     CODED_AUS = CODED_AUS
@@ -143,7 +110,7 @@ class CKPlus(OnDiskDataset):
                  mean: list[float] | None = None, std: list[float] | None = None, run: int = 0,
                  train_fraction: float = 0.7, val_fraction: float = 0.1, peak_frames: int = 1,
                  min_intensity: int = 0, crop: str = "none", template: str = "mlcr_240",
-                 align_size: int = 240) -> None:
+                 align_size: int = 240, detector: MTCNN | None = None) -> None:
         super().__init__(name=name, root=root, aus=aus, image_size=image_size, on_error=on_error,
                          cache_dir=cache_dir, mean=mean, std=std)
         if run < 0:
@@ -153,26 +120,33 @@ class CKPlus(OnDiskDataset):
             raise ValueError(f"dataset.peak_frames={peak_frames}: must be ≥ 1")
         if not 0 <= min_intensity <= MAX_INTENSITY:
             raise ValueError(f"dataset.min_intensity={min_intensity}: use 0..{MAX_INTENSITY}")
-        if crop not in ("none", "align"):
-            raise ValueError(f"dataset.crop={crop!r}: use none (resize the frame) or align")
-        template_by_name(template)   # fails early, naming the templates, on a typo
-        if crop == "align" and align_size < image_size:
-            raise ValueError(f"dataset.align_size={align_size} must be ≥ dataset.image_size="
-                             f"{image_size} (the centre image_size square is kept)")
-        self.crop = crop
-        self.template = template
-        self.align_size = align_size
+        self.configure_crop(crop, ("none", "align", "detect"), template=template,
+                            align_size=align_size, detector=detector)
         self.run = run
         self.train_fraction = train_fraction
         self.val_fraction = val_fraction
         self.peak_frames = peak_frames
         self.min_intensity = min_intensity
 
-    def image_dataset(self, table: LabelTable, image_size: int | None) -> FaceImageDataset:
-        if self.crop == "none":
-            return super().image_dataset(table, image_size)
-        return AlignedFrames(table, image_size=image_size or self.image_size,
-                             template=self.template, align_size=self.align_size)
+    def landmark_points(self, table: LabelTable) -> np.ndarray:
+        """Five points from each frame's ``Landmarks/…_landmarks.txt`` (68 ``x y`` lines)."""
+        points = np.full((len(table), 5, 2), np.nan)
+        for row, image_path in enumerate(table.image_paths):
+            relative = Path(image_path).relative_to(IMAGES_DIR)
+            path = self.root / LANDMARKS_DIR / relative.parent / f"{relative.stem}_landmarks.txt"
+            try:
+                marks = np.array([[float(v) for v in line.split()]
+                                  for line in path.read_text().splitlines() if line.strip()])
+            except (OSError, ValueError) as err:
+                self.problems.report(f"cannot read the landmarks {path} ({err}); dataset.crop="
+                                     "align needs CK+'s Landmarks/ folder (or use crop=detect "
+                                     "or crop=none)")
+                continue
+            if marks.shape != (68, 2):
+                self.problems.report(f"{path}: expected 68 lines of 'x y', found {marks.shape}")
+                continue
+            points[row] = five_points_from_68(marks)
+        return points
 
     def index_options(self) -> dict[str, int]:
         # both change the parsed labels (which frames, which AUs count as present)
@@ -314,19 +288,6 @@ SUBJECT_NAMES = tuple(f"S{n:03d}" for n in (5, 10, 11, 14, 22, 26, 32, 34, 37, 4
 EXPRESSION_TO_CK = {e: ck for ck, e in enumerate(CK_TO_EXPRESSION) if e is not None}
 
 
-def _landmarks68(side: int) -> np.ndarray:
-    """68 points for a ``side``-pixel synthetic frame: the eye, nose-tip and mouth-corner points
-    sit where the MLCR-240 template puts them (scaled to the frame), the rest on an ellipse;
-    so :func:`five_points_from_68` gives the template and alignment keeps the face in place."""
-    angles = np.linspace(0, 2 * np.pi, 68, endpoint=False)
-    points = np.stack([side / 2 + side / 3 * np.cos(angles),
-                       side / 2 + side / 3 * np.sin(angles)], 1)
-    five = template_by_name("mlcr_240", side).array
-    points[36:42], points[42:48] = five[0], five[1]
-    points[30], points[48], points[54] = five[2], five[3], five[4]
-    return points
-
-
 def _ascii(values: list[float]) -> str:
     """One line as MATLAB's ``save -ascii`` writes it: 3 spaces before each number."""
     return "".join(f"   {v:.7e}" for v in values) + "\n"
@@ -366,7 +327,7 @@ def write_layout(faces: list[LayoutFace], root: Path, *, frames_per_sequence: in
             landmarks = root / LANDMARKS_DIR / subject / number / f"{stem}_landmarks.txt"
             landmarks.parent.mkdir(parents=True, exist_ok=True)
             landmarks.write_text("".join(_ascii(list(p))
-                                         for p in _landmarks68(face.image.shape[0])))
+                                         for p in template_landmarks68(face.image.shape[0])))
         peak = f"{subject}_{number}_{frames_per_sequence:08d}"
         present = {au: v > 0 for au, v in face.labels.intensity.items()}
         lines = []

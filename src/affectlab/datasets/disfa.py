@@ -59,6 +59,7 @@ import numpy as np
 from PIL import Image
 
 from affectlab.datasets.base import DataError, LabelTable, empty_labels
+from affectlab.datasets.face_detection import MTCNN
 from affectlab.datasets.real import (DatasetIndex, OnDiskDataset, Problems, SplitManifest,
                                      subject_split)
 from affectlab.datasets.synthetic import LayoutFace
@@ -180,6 +181,15 @@ class DISFA(OnDiskDataset):
         image_dir: the folder of extracted frames under the root (None: ``images`` for video
             naming, ``img`` for index naming).
         image_ext: frame file extension (``png``; JAA-Net's frames are ``jpg``).
+        crop: ``none`` (resize the image) or ``detect`` (align by the offline face
+            detector's five points; :class:`~affectlab.datasets.real.FaceCrops`).
+        template, align_size: alignment template and the side faces are aligned at (the
+            centre ``image_size`` square is kept; None: ``image_size``).
+        detector: the face detector of ``crop=detect`` (``configs/detector/``).
+
+    DISFA's ``Landmark_Points/`` (66 points per frame, ``.mat``) are not read: their file
+    layout could not be pinned down (reference datasets.md §3.1), so faces are aligned by the
+    detector (``crop=detect``) instead.
     """
 
     CODED_AUS = CODED_AUS
@@ -191,9 +201,13 @@ class DISFA(OnDiskDataset):
                  mean: list[float] | None = None, std: list[float] | None = None, fold: int = 0,
                  val_subjects: int = 3, seed: int = 0, occurrence_threshold: int = 2,
                  camera: str = "left", frame_naming: str = "video",
-                 image_dir: str | None = None, image_ext: str = "png") -> None:
+                 image_dir: str | None = None, image_ext: str = "png", crop: str = "none",
+                 template: str = "mlcr_240", align_size: int | None = 240,
+                 detector: MTCNN | None = None) -> None:
         super().__init__(name=name, root=root, aus=aus, image_size=image_size, on_error=on_error,
                          cache_dir=cache_dir, mean=mean, std=std)
+        self.configure_crop(crop, ("none", "detect"), template=template, align_size=align_size,
+                            detector=detector)
         if fold not in (0, 1, 2):
             raise ValueError(f"dataset.fold={fold}: use 0, 1 or 2 (the papers' fold1..fold3)")
         train_subjects = len(SUBJECTS) - len(PARTS[0])

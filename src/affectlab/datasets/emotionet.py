@@ -95,6 +95,7 @@ import numpy as np
 from PIL import Image
 
 from affectlab.datasets.base import DataError, LabelTable, empty_labels
+from affectlab.datasets.face_detection import MTCNN
 from affectlab.datasets.real import DatasetIndex, OnDiskDataset, Problems, SplitManifest
 from affectlab.datasets.synthetic import UNKNOWN, LayoutFace
 
@@ -204,6 +205,11 @@ class EmotioNet(OnDiskDataset):
         automatic_files: glob of the automatic files relative to the root (None:
             :data:`AUTOMATIC_GLOBS`).
         check_images: list the image folder while indexing and leave out rows without an image.
+        crop: ``none`` (resize the image) or ``detect`` (align by the offline face
+            detector's five points; :class:`~affectlab.datasets.real.FaceCrops`).
+        template, align_size: alignment template and the side faces are aligned at (the
+            centre ``image_size`` square is kept; None: ``image_size``).
+        detector: the face detector of ``crop=detect`` (``configs/detector/``).
     """
 
     CODED_AUS = CODED_AUS
@@ -218,9 +224,13 @@ class EmotioNet(OnDiskDataset):
                  num_labeled: int = 15000, num_val: int = 1000, num_test: int | None = None,
                  num_unlabeled: int = 50000, image_dir: str = "images",
                  image_naming: str = "basename", manual_file: str | None = None,
-                 automatic_files: str | None = None, check_images: bool = True) -> None:
+                 automatic_files: str | None = None, check_images: bool = True,
+                 crop: str = "none", template: str = "mlcr_240", align_size: int | None = 240,
+                 detector: MTCNN | None = None) -> None:
         super().__init__(name=name, root=root, aus=aus, image_size=image_size, on_error=on_error,
                          cache_dir=cache_dir, mean=mean, std=std)
+        self.configure_crop(crop, ("none", "detect"), template=template, align_size=align_size,
+                            detector=detector)
         if annotations not in ANNOTATIONS:
             raise ValueError(f"dataset.annotations={annotations!r}: use one of {list(ANNOTATIONS)}")
         if protocol not in PROTOCOLS:

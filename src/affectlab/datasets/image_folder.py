@@ -10,7 +10,9 @@ replaces the dataset's own unlabelled split::
 
 Every file with an image extension below ``root`` (recursively, e.g. LFW's
 ``lfw/<Person_Name>/<Person_Name>_0001.jpg``) is a candidate; ``num_images`` draws a seeded
-random subset. The images are resized to the labelled dataset's ``image_size``.
+random subset. The images are resized to the labelled dataset's ``image_size``, or, with
+``pool.crop=detect``, aligned by the offline face detector's five points (detected once, cached
+in ``cache_dir``; images without a face are an error, or left out with ``on_error=skip``).
 """
 
 from __future__ import annotations
@@ -21,11 +23,13 @@ from pathlib import Path
 import numpy as np
 
 from affectlab.datasets.base import DataError, FaceImageDataset, LabelTable, empty_labels
+from affectlab.datasets.face_detection import MTCNN
+from affectlab.datasets.real import FaceCrops, Problems
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".tif", ".tiff", ".webp")
 
 
-class ImageFolder:
+class ImageFolder(FaceCrops):
     """Unlabelled faces from a folder tree.
 
     Args:
@@ -33,12 +37,26 @@ class ImageFolder:
         num_images: draw this many images at random (None: all of them).
         seed: seed of that draw.
         extensions: file name endings counted as images (case-insensitive).
+        crop: ``none`` (resize) or ``detect`` (align by the face detector's five points).
+        template, align_size: alignment template and side (None: the image size).
+        detector: the face detector of ``crop=detect`` (``configs/detector/``).
+        on_error: ``raise`` or ``skip`` images in which no face is found.
+        cache_dir: where detections are cached.
     """
 
     def __init__(self, *, root: str, num_images: int | None = None, seed: int = 0,
-                 extensions: list[str] | None = None) -> None:
+                 extensions: list[str] | None = None, crop: str = "none",
+                 template: str = "arcface_112", align_size: int | None = None,
+                 detector: MTCNN | None = None, on_error: str = "raise",
+                 cache_dir: str = "data/cache", name: str = "image_folder") -> None:
         root_path = Path(root).expanduser()
         self.root = root_path if root_path.is_absolute() else Path.cwd() / root_path
+        self.name = name
+        self.problems = Problems(on_error)
+        cache = Path(cache_dir).expanduser()
+        self.cache_dir = cache if cache.is_absolute() else Path.cwd() / cache
+        self.configure_crop(crop, ("none", "detect"), template=template, align_size=align_size,
+                            detector=detector)
         if num_images is not None and num_images < 1:
             raise ValueError(f"pool.num_images={num_images}: must be ≥ 1 (or null for all)")
         self.num_images = num_images
@@ -70,7 +88,9 @@ class ImageFolder:
                                                            replace=False)
             paths = [paths[i] for i in sorted(rows)]
         table = LabelTable(root=self.root, image_paths=paths, **empty_labels(len(paths)))
-        return FaceImageDataset(table.unlabeled(), image_size=image_size)
+        pool = self.face_dataset(table.unlabeled(), image_size)
+        self.problems.summarize(self.name)
+        return pool
 
 
 __all__ = ["ImageFolder", "IMAGE_EXTENSIONS"]

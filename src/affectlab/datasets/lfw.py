@@ -50,6 +50,7 @@ from PIL import Image
 
 from affectlab.datasets.base import DataError, FaceImageDataset, LabelTable
 from affectlab.datasets.identity_sets import IdentityDataset, identity_index
+from affectlab.datasets.face_detection import MTCNN
 from affectlab.datasets.real import DatasetIndex, Problems, subject_split
 
 if TYPE_CHECKING:   # the fixture writer only reads these objects; the loader needs no renderer
@@ -159,6 +160,11 @@ class LFW(IdentityDataset):
         fold: ``protocol=view2``: the test fold, 0-based (``people.txt`` has 10).
         center_crop: keep the centre square of this side before resizing (None: the whole
             image; LFW images are 250 × 250 with the face in the middle).
+        crop: ``none`` (resize the image) or ``detect`` (align by the offline face
+            detector's five points; :class:`~affectlab.datasets.real.FaceCrops`).
+        template, align_size: alignment template and the side faces are aligned at (the
+            centre ``image_size`` square is kept; None: ``image_size``).
+        detector: the face detector of ``crop=detect`` (``configs/detector/``).
     """
 
     PROTOCOLS = PROTOCOLS
@@ -170,7 +176,9 @@ class LFW(IdentityDataset):
                  mean: list[float] | None = None, std: list[float] | None = None,
                  protocol: str = "identities", images: str = "lfw", seed: int = 0,
                  train_fraction: float = 0.7, val_fraction: float = 0.1, fold: int = 0,
-                 pool_images: int | None = None, center_crop: int | None = None) -> None:
+                 pool_images: int | None = None, center_crop: int | None = None,
+                 crop: str = "none", template: str = "arcface_112",
+                 align_size: int | None = None, detector: MTCNN | None = None) -> None:
         super().__init__(name=name, root=root, image_size=image_size, on_error=on_error,
                          cache_dir=cache_dir, mean=mean, std=std, protocol=protocol, seed=seed,
                          train_fraction=train_fraction, val_fraction=val_fraction,
@@ -179,6 +187,11 @@ class LFW(IdentityDataset):
             raise ValueError(f"dataset.images={images!r}: use one of {list(IMAGE_FOLDERS)}")
         if fold < 0:
             raise ValueError(f"dataset.fold={fold}: must be ≥ 0")
+        self.configure_crop(crop, ("none", "detect"), template=template, align_size=align_size,
+                            detector=detector)
+        if center_crop is not None and crop != "none":
+            raise ValueError("dataset.center_crop and dataset.crop=detect exclude each other: "
+                             "the detector finds the face in the whole image")
         if center_crop is not None and center_crop < 1:
             raise ValueError(f"dataset.center_crop={center_crop}: must be ≥ 1 (or null)")
         self.images = images

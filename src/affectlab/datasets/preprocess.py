@@ -41,12 +41,26 @@ def _splits(data: FaceData) -> dict[str, FaceImageDataset]:
     return {name: getattr(data, name) for name in SPLITS if getattr(data, name) is not None}
 
 
+def _reading(dataset: FaceImageDataset) -> str:
+    """How a split turns files into pixels: its reader class and every setting it holds
+    (crop, template, margins; arrays such as detected points by their hash)."""
+    settings = []
+    for key, value in sorted(vars(dataset).items()):
+        if isinstance(value, np.ndarray):
+            settings.append((key, hashlib.sha1(np.ascontiguousarray(value).tobytes()).hexdigest()))
+        elif isinstance(value, (int, float, str, tuple, type(None))):
+            settings.append((key, repr(value)))
+    return f"{type(dataset).__name__}{settings}"
+
+
 def _fingerprint(data: FaceData) -> str:
-    """SHA-1 of every split's image paths: which samples the crops were written for."""
+    """SHA-1 of every split's image paths and reading settings: which samples the crops were
+    written for, and how (another crop, template or detector gives other pixels)."""
     digest = hashlib.sha1()
     for name, dataset in _splits(data).items():
         digest.update(name.encode())
         digest.update("\n".join(dataset.table.image_paths).encode())
+        digest.update(_reading(dataset).encode())
     return digest.hexdigest()
 
 

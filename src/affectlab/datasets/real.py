@@ -29,6 +29,9 @@ from typing import Any, Callable
 
 import numpy as np
 
+from affectlab.datasets.alignment import AlignedImages
+from affectlab.datasets.alignment import template as template_by_name
+from affectlab.datasets.face_detection import MTCNN, detect_landmarks
 from affectlab.datasets.base import (FaceData, FaceImageDataset, LabelTable, DataError,
                                      check_subject_exclusive, ARRAY_FIELDS)
 from affectlab.utils import atomic_write_json
@@ -195,7 +198,91 @@ def subject_split(subjects: list[str], fractions: dict[str, float],
     return out
 
 
-class OnDiskDataset:
+class FaceCrops:
+    """Face crops shared by the dataset readers (``dataset.crop``): ``none`` resizes the whole
+    image; ``align`` aligns each face by five points from the dataset's own landmarks
+    (:meth:`landmark_points`); ``detect`` by the five points of the offline face detector
+    (:mod:`affectlab.datasets.face_detection`), detected once and cached in ``cache_dir``.
+    Aligned faces go through :class:`~affectlab.datasets.alignment.AlignedImages`: warped onto
+    ``template`` at ``align_size`` pixels, centre ``image_size`` square kept.
+
+    A class using it calls :meth:`configure_crop` in its constructor and has ``name``,
+    ``root``, ``cache_dir`` and ``problems`` (:class:`Problems`).
+    """
+
+    # what configure_crop chose: none | align | detect (a dataset with crops of its own, e.g.
+    # CelebA's centre or bbox crop, keeps "none" here and crops the base's images itself)
+    alignment = "none"
+    template = "arcface_112"
+    align_size: int | None = None      # None: the image size (the whole aligned face)
+    detector: MTCNN | None = None
+    name: str
+    root: Path
+    cache_dir: Path
+    problems: Problems
+
+    def landmark_points(self, table: LabelTable) -> np.ndarray:
+        """``dataset.crop=align``: the dataset's own landmarks of every sample of ``table`` as
+        five points (len(table), 5, 2); NaN where a sample has none, after reporting why to
+        ``self.problems`` (such samples are then left out)."""
+        raise NotImplementedError(f"{self.name} ships no landmarks: use dataset.crop=detect")
+
+    def face_dataset(self, table: LabelTable, image_size: int | None) -> FaceImageDataset:
+        """How the images are read: resized whole (``crop=none``), or aligned by five
+        points per face (``crop=align``: the dataset's landmarks; ``crop=detect``: the offline
+        detector's). A sample without points is a problem: an error, or left out under
+        ``on_error=skip``."""
+        if self.alignment == "none":
+            return FaceImageDataset(table, image_size=image_size)
+        image_size = image_size or getattr(self, "image_size", None)
+        if image_size is None:
+            raise ValueError(f"dataset.crop={self.alignment} needs an image size to align faces at")
+        if self.alignment == "align":
+            points = self.landmark_points(table)   # reports why a sample has none
+            found = np.isfinite(points).all(axis=(1, 2))
+        else:
+            points = self.detected_points(table)
+            found = np.isfinite(points).all(axis=(1, 2))
+            for row in np.flatnonzero(~found):
+                self.problems.report(
+                    f"no face found in {self.root / table.image_paths[row]} by the face detector "
+                    f"({self.detector.settings()}); lower detector.min_face_size or "
+                    "detector.thresholds, or use dataset.crop=none")
+        keep = np.flatnonzero(found)
+        return AlignedImages(table.subset(keep), image_size=image_size, template=self.template,
+                             align_size=self.align_size or image_size, points=points[keep])
+
+    def configure_crop(self, crop: str, choices: tuple[str, ...], *, template: str,
+                       align_size: int | None, detector: MTCNN | None) -> None:
+        """Check and keep the face-crop options (``dataset.crop``, ``template``, ``align_size``,
+        ``detector``) of a dataset that supports ``choices`` of none / align / detect."""
+        if crop not in choices:
+            raise ValueError(f"dataset.crop={crop!r}: use one of {list(choices)} (none: resize "
+                             "the image; align: by the dataset's landmarks; detect: by the "
+                             "offline face detector's)")
+        template_by_name(template)   # fails early, naming the templates, on a typo
+        image_size = getattr(self, "image_size", None)
+        if crop != "none" and align_size is not None and image_size and align_size < image_size:
+            raise ValueError(f"dataset.align_size={align_size} must be ≥ dataset.image_size="
+                             f"{image_size} (the centre image_size square is kept)")
+        if crop == "detect" and detector is None:
+            raise ValueError("dataset.crop=detect needs dataset.detector (configs/detector/)")
+        self.crop = self.alignment = crop
+        self.template, self.align_size = template, align_size
+        self.detector = detector
+
+    def detected_points(self, table: LabelTable) -> np.ndarray:
+        """Five points of the largest detected face in each image of ``table`` (NaN: none),
+        detected once per image and detector setting and cached in ``cache_dir``."""
+        assert self.detector is not None
+        key = hashlib.sha1(json.dumps([str(self.root), self.detector.settings()],
+                                      sort_keys=True).encode()).hexdigest()[:16]
+        return detect_landmarks(self.detector, self.root, table.image_paths,
+                                self.cache_dir / f"{self.name}-faces-{key}.npz")
+
+
+
+class OnDiskDataset(FaceCrops):
     """Base of the dataset modules that read a published layout (see the module docstring).
 
     Args:
@@ -329,18 +416,17 @@ class OnDiskDataset:
         check_subject_exclusive({"train + unlabeled": LabelTable.concat(trained_on),
                                  **{k: t for k, t in tables.items()
                                     if k not in ("train", "unlabeled")}})
-        self.problems.summarize(self.name)
-
-        def dataset(table: LabelTable) -> FaceImageDataset:
-            return self.image_dataset(table, self.image_size)
-
+        # reading a split may leave out more samples (faces without landmarks), so the
+        # problems are summarised after it
         pool = tables.get("unlabeled")
-        return FaceData(
-            name=self.name, train=dataset(tables["train"]), val=dataset(tables["val"]),
-            test=dataset(tables["test"]),
-            unlabeled=dataset(pool.unlabeled()) if pool is not None and len(pool) else None,
-            label_names=self.label_names(), mean=self.mean, std=self.std,
-            manifest=manifest, skipped=len(self.problems.messages))
+        splits = {name: self.image_dataset(tables[name], self.image_size)
+                  for name in ("train", "val", "test")}
+        unlabeled = (self.image_dataset(pool.unlabeled(), self.image_size)
+                     if pool is not None and len(pool) else None)
+        self.problems.summarize(self.name)
+        return FaceData(name=self.name, **splits, unlabeled=unlabeled,
+                        label_names=self.label_names(), mean=self.mean, std=self.std,
+                        manifest=manifest, skipped=len(self.problems.messages))
 
     def pool(self, image_size: int | None) -> FaceImageDataset:
         """This dataset as the unlabelled pool of another (``pool=<name>``; e.g. EmotioNet's
@@ -354,13 +440,14 @@ class OnDiskDataset:
         else:
             candidates = range(len(index.table))
         rows = np.array([r for r in candidates if self._image_present(index, r)], dtype=np.int64)
+        pool = self.image_dataset(index.table.subset(rows).unlabeled(), image_size)
         self.problems.summarize(self.name)
-        return self.image_dataset(index.table.subset(rows).unlabeled(), image_size)
+        return pool
 
     def image_dataset(self, table: LabelTable, image_size: int | None) -> FaceImageDataset:
-        """How this dataset's images are read (a dataset that crops or aligns its faces
-        returns a :class:`FaceImageDataset` whose ``transform`` does it)."""
-        return FaceImageDataset(table, image_size=image_size)
+        """How this dataset's images are read (:meth:`FaceCrops.face_dataset`; a dataset with
+        other crops, e.g. CelebA's or a face box's, overrides this)."""
+        return self.face_dataset(table, image_size)
 
     def _image_present(self, index: DatasetIndex, row: int) -> bool:
         path = self.root / index.table.image_paths[row]
@@ -370,6 +457,6 @@ class OnDiskDataset:
         return False
 
 
-__all__ = ["DatasetIndex", "OnDiskDataset", "Problems", "SplitManifest", "select_aus",
+__all__ = ["DatasetIndex", "FaceCrops", "OnDiskDataset", "Problems", "SplitManifest", "select_aus",
            "check_relative_folder", "check_split_fractions",
            "subject_split", "IMAGENET_MEAN", "IMAGENET_STD"]
