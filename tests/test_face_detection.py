@@ -195,3 +195,38 @@ def test_preprocessed_detected_crops_are_the_raw_paths_pixels(ckplus_tree, tmp_p
                      f"dataset.cache_dir={tmp_path / 'cache'}", f"preprocessed={out}")
     with pytest.raises(DataError, match="was written for other samples"):
         build_data(other)
+
+
+# dataset → (subjects, faces per subject, extra overrides); faces at 96 px so MTCNN finds most
+DETECT_LAYOUTS = {
+    "bp4d": (41, 1, []),
+    "disfa": (27, 2, []),
+    "emotionet": (12, 4, ["dataset.num_labeled=20", "dataset.num_val=4",
+                          "dataset.num_unlabeled=8"]),
+    "lfw": (12, 2, []),
+}
+
+
+@pytest.mark.parametrize("name", sorted(DETECT_LAYOUTS))
+def test_every_dataset_without_usable_landmarks_aligns_by_detection(name, tmp_path, tiny_cfg):
+    import importlib
+
+    from affectlab.datasets.alignment import AlignedImages
+    from affectlab.train import build_data
+
+    subjects, per_subject, extra = DETECT_LAYOUTS[name]
+    root = tmp_path / name
+    module = importlib.import_module(f"affectlab.datasets.{name}")
+    module.write_layout(layout_faces(subjects, per_subject, seed=4, image_size=96), root)
+    args = [f"dataset={name}", f"dataset.root={root}", "dataset.crop=detect",
+            "dataset.image_size=48", "dataset.align_size=48", "detector.min_face_size=20",
+            "detector.device=cpu", "dataset.on_error=skip",
+            f"dataset.cache_dir={tmp_path / 'cache'}", *extra]
+    data = build_data(tiny_cfg(*args))
+    for split in (data.train, data.val, data.test):
+        assert isinstance(split, AlignedImages) and len(split) > 0
+        assert split[0]["image"].shape == (3, 48, 48)
+    if name != "lfw":   # LFW has identities only: nothing for the baseline to learn
+        metrics = run(tiny_cfg(*args, "method=baseline", "trainer.max_steps=2",
+                               "trainer.batch_size=4"), tmp_path / "run")
+        assert metrics["steps"] == 2
