@@ -91,3 +91,20 @@ def test_align_face_puts_the_landmarks_on_the_template():
         assert math.hypot(cx - tx, cy - ty) < 1.0, (cx, cy, tx, ty)
     # the output size follows `size`
     assert align_face(image, points, "arcface_112", size=64).size == (64, 64)
+
+
+def test_five_points_from_49_use_the_68_points_they_keep():
+    from affectlab.datasets.alignment import IBUG68_TO_49, five_points_from_49
+
+    # the 49 points are iBUG 17..67 without 60 and 64: eyes at rows 19-24 / 25-30, nose tip 13,
+    # mouth corners 31 and 37
+    assert len(IBUG68_TO_49) == 49 and IBUG68_TO_49[19:25] == tuple(range(36, 42))
+    assert (IBUG68_TO_49[13], IBUG68_TO_49[31], IBUG68_TO_49[37]) == (30, 48, 54)
+    marks = np.zeros((49, 2))
+    marks[19:25] = [[10, 20], [12, 20], [14, 20], [10, 22], [12, 22], [14, 22]]  # centre 12, 21
+    marks[25:31] = [[30, 21]] * 6
+    marks[13], marks[31], marks[37] = [21, 30], [14, 40], [28, 40]
+    np.testing.assert_allclose(five_points_from_49(marks),
+                               [[12, 21], [30, 21], [21, 30], [14, 40], [28, 40]])
+    with pytest.raises(ValueError, match=r"expected \(49, 2\) landmarks, got \(68, 2\)"):
+        five_points_from_49(np.zeros((68, 2)))

@@ -22,6 +22,7 @@ flipped face therefore has its left/right points swapped (:func:`flip_landmarks`
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 from PIL import Image
@@ -72,38 +73,31 @@ def template(name: str, size: int | None = None) -> Template:
     return chosen if size is None or size == chosen.size else chosen.scaled_to(size)
 
 
-def five_points_from_68(landmarks: np.ndarray) -> np.ndarray:
-    """(68, 2) iBUG landmarks → (5, 2): eye centres (means of the six eye points), nose tip,
-    mouth corners, in the template order."""
-    landmarks = np.asarray(landmarks, dtype=np.float64)
-    if landmarks.shape != (68, 2):
-        raise ValueError(f"expected (68, 2) landmarks, got {landmarks.shape}")
-    return np.stack([landmarks[list(IBUG68_LEFT_EYE)].mean(0),
-                     landmarks[list(IBUG68_RIGHT_EYE)].mean(0),
-                     landmarks[IBUG68_NOSE_TIP], landmarks[IBUG68_MOUTH_LEFT],
-                     landmarks[IBUG68_MOUTH_RIGHT]])
-
-
 # The 49-point mark-up of BP4D's 2DFeatures (IntraFace-style): the 68 iBUG points without the
-# 17 jaw points and the two inner mouth corners (iBUG 60, 64).
+# 17 jaw points and the two inner mouth corners (iBUG 60, 64); entry k = iBUG point number.
 IBUG68_TO_49 = tuple(i for i in range(17, 68) if i not in (60, 64))
-IBUG49_LEFT_EYE = tuple(range(19, 25))
-IBUG49_RIGHT_EYE = tuple(range(25, 31))
-IBUG49_NOSE_TIP = 13
-IBUG49_MOUTH_LEFT = 31
-IBUG49_MOUTH_RIGHT = 37
+
+
+def _five_points(landmarks: np.ndarray, count: int, row_of: Callable[[int], int]) -> np.ndarray:
+    """(count, 2) landmarks → (5, 2) in the template order: eye centres (means of the six eye
+    points), nose tip, mouth corners; ``row_of`` maps an iBUG-68 point number to its row."""
+    landmarks = np.asarray(landmarks, dtype=np.float64)
+    if landmarks.shape != (count, 2):
+        raise ValueError(f"expected ({count}, 2) landmarks, got {landmarks.shape}")
+    return np.stack([landmarks[[row_of(i) for i in IBUG68_LEFT_EYE]].mean(0),
+                     landmarks[[row_of(i) for i in IBUG68_RIGHT_EYE]].mean(0),
+                     landmarks[row_of(IBUG68_NOSE_TIP)], landmarks[row_of(IBUG68_MOUTH_LEFT)],
+                     landmarks[row_of(IBUG68_MOUTH_RIGHT)]])
+
+
+def five_points_from_68(landmarks: np.ndarray) -> np.ndarray:
+    """(68, 2) iBUG landmarks (CK+, dlib, FAN) → (5, 2) template-order points."""
+    return _five_points(landmarks, 68, lambda point: point)
 
 
 def five_points_from_49(landmarks: np.ndarray) -> np.ndarray:
-    """(49, 2) landmarks (:data:`IBUG68_TO_49` order) → (5, 2) in the template order: eye
-    centres, nose tip, mouth corners."""
-    landmarks = np.asarray(landmarks, dtype=np.float64)
-    if landmarks.shape != (49, 2):
-        raise ValueError(f"expected (49, 2) landmarks, got {landmarks.shape}")
-    return np.stack([landmarks[list(IBUG49_LEFT_EYE)].mean(0),
-                     landmarks[list(IBUG49_RIGHT_EYE)].mean(0),
-                     landmarks[IBUG49_NOSE_TIP], landmarks[IBUG49_MOUTH_LEFT],
-                     landmarks[IBUG49_MOUTH_RIGHT]])
+    """(49, 2) landmarks in :data:`IBUG68_TO_49` order (BP4D's 2DFeatures) → (5, 2)."""
+    return _five_points(landmarks, 49, IBUG68_TO_49.index)
 
 
 def template_landmarks68(side: int, template_name: str = "mlcr_240") -> np.ndarray:
