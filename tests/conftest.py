@@ -24,8 +24,10 @@ TINY_DATA = [
     "dataset.num_subjects_test=3", "dataset.images_per_subject_test=4",
 ]
 TINY_MODEL = ["model.widths=[8,16]"]
-TINY_TRAINER = ["trainer.batch_size=8", "trainer.device=cpu", "trainer.progress_bar=false",
-                "trainer.max_epochs=2", "trainer.log_every_steps=1"]
+# AFFECTLAB_TEST_DEVICE=cuda runs the suite's training on a GPU (CI has none: cpu)
+TEST_DEVICE = os.environ.get("AFFECTLAB_TEST_DEVICE", "cpu")
+TINY_TRAINER = ["trainer.batch_size=8", f"trainer.device={TEST_DEVICE}",
+                "trainer.progress_bar=false", "trainer.max_epochs=2", "trainer.log_every_steps=1"]
 
 
 def compose_config(data_root: Path, overrides: list[str] = ()) -> DictConfig:

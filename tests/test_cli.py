@@ -83,7 +83,9 @@ def test_torchrun_two_processes_share_each_epoch(tmp_path, data_root, method):
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
          str(Path(__file__).resolve().parents[1] / "train.py"), *args, *method,
          "trainer.batch_size=4",
-         "hydra.run.dir=outputs/ddp"],
+         # two CPU processes (gloo) whatever AFFECTLAB_TEST_DEVICE says: a one-GPU machine
+         # cannot give each rank its own GPU
+         "trainer.device=cpu", "hydra.run.dir=outputs/ddp"],
         cwd=tmp_path, capture_output=True, text=True, timeout=300,
         env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stderr[-3000:]

@@ -10,7 +10,7 @@ from hydra.utils import instantiate
 
 from affectlab.config import check_config, instantiate_checked
 
-from .conftest import CONFIG_DIR, compose_config
+from .conftest import CONFIG_DIR, TEST_DEVICE, compose_config
 
 GROUPS = ["method", "dataset", "model", "optim", "augment", "trainer"]
 
@@ -80,7 +80,7 @@ def test_public_keys_exist(tmp_path):
         for part in key.split("."):
             assert part in node, f"public config key {key} is missing"
             node = node[part]
-    assert cfg.trainer.device == "cpu"  # overridden by the tiny fixture
+    assert cfg.trainer.device == TEST_DEVICE  # overridden by the tiny fixture
     assert compose_config(tmp_path, ["trainer.device=auto"]).trainer.device == "auto"
 
 

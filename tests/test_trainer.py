@@ -140,3 +140,25 @@ def test_unknown_monitor_names_the_available_metrics(tiny_cfg, tmp_path):
 def test_diverging_loss_stops_with_advice(tiny_cfg, tmp_path):
     with pytest.raises(FloatingPointError, match="lower the learning rate"):
         run(tiny_cfg("optim.optimizer.lr=1e30", "trainer.max_steps=4"), tmp_path / "run")
+
+
+def test_each_torchrun_process_takes_its_own_gpu_or_is_told_why(monkeypatch):
+    import torch
+
+    from affectlab.utils import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert resolve_device("auto") == torch.device("cuda", 1)
+    assert resolve_device("cuda") == torch.device("cuda", 1)
+    assert resolve_device("cuda:0") == torch.device("cuda", 0)   # an explicit index wins
+    assert resolve_device("cpu") == torch.device("cpu")
+    monkeypatch.setenv("LOCAL_RANK", "2")
+    with pytest.raises(RuntimeError, match=r"process 2 of this node has no GPU: 2 visible.*"
+                                           "nproc_per_node"):
+        resolve_device("auto")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == torch.device("cpu")
+    with pytest.raises(RuntimeError, match="trainer.device=cuda but no CUDA device is visible"):
+        resolve_device("cuda")

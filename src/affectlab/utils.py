@@ -76,12 +76,22 @@ def atomic_write_json(obj: Any, path: str | Path) -> None:
 
 
 def resolve_device(device: str) -> torch.device:
-    """``auto`` → the local CUDA device when present (``LOCAL_RANK`` under torchrun), else CPU."""
-    if device == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    """``auto`` → the local CUDA device when present, else CPU; ``cuda`` → the local CUDA device.
+
+    Under torchrun the local device is ``cuda:LOCAL_RANK`` (one GPU per process); more
+    processes than visible GPUs is refused with what to do.
+    """
+    if device == "auto" and not torch.cuda.is_available():
         return torch.device("cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise RuntimeError(f"trainer.device={device} but no CUDA device is visible; use "
                            "trainer.device=auto or trainer.device=cpu.")
+    if device in ("auto", "cuda"):
+        local_rank = int(os.environ.get("LOCAL_RANK", 0))
+        if local_rank >= torch.cuda.device_count():
+            raise RuntimeError(
+                f"process {local_rank} of this node has no GPU: {torch.cuda.device_count()} "
+                "visible. Start at most that many processes per node (torchrun "
+                "--nproc_per_node), or use trainer.device=cpu.")
+        return torch.device("cuda", local_rank)
     return torch.device(device)
