@@ -18,8 +18,12 @@ TINY = ["model=small_cnn", "model.widths=[8,16]", "dataset.image_size=32",
         "trainer.eval_every_epochs=1"]
 
 
+# EmotioNet's presets align by detected faces: faces large enough for MTCNN, and enough of them
+DETECT = ["detector.min_face_size=20", "detector.device=cpu"]
+
+
 def emotionet_tree(root: Path) -> Path:
-    emotionet.write_layout(layout_faces(10, 5, seed=4, image_size=32), root)
+    emotionet.write_layout(layout_faces(10, 6, seed=4, image_size=96), root)
     return root
 
 
@@ -49,15 +53,19 @@ def test_mlcr_bp4d_with_emotionet_as_its_pool(tiny_cfg, tmp_path):
     info = run_preset(tiny_cfg, tmp_path, "mlcr_bp4d", f"dataset.root={root}",
                       f"pool.root={pool}", "pool.num_labeled=16", "pool.num_val=4",
                       "pool.num_unlabeled=12", f"pool.cache_dir={tmp_path / 'cache'}",
-                      "pool.image_size=32")
-    assert info["data"]["unlabeled"]["num_samples"] == 12
+                      "pool.image_size=32", "dataset.align_size=40", "pool.align_size=40",
+                      *DETECT)
+    # BP4D aligned by its 2DFeatures, the pool by detection (some drawn faces are missed)
+    assert info["data"]["train"]["num_samples"] > 0
+    assert 6 <= info["data"]["unlabeled"]["num_samples"] <= 12
 
 
 def test_mlcr_emotionet(tiny_cfg, tmp_path):
     root = emotionet_tree(tmp_path / "EmotioNet")
     info = run_preset(tiny_cfg, tmp_path, "mlcr_emotionet", f"dataset.root={root}",
-                      "dataset.num_labeled=16", "dataset.num_val=4", "dataset.num_unlabeled=12")
-    assert info["data"]["unlabeled"]["num_samples"] == 12
+                      "dataset.num_labeled=16", "dataset.num_val=4", "dataset.num_unlabeled=12",
+                      "dataset.align_size=40", *DETECT)
+    assert 6 <= info["data"]["unlabeled"]["num_samples"] <= 12
 
 
 def test_mlcr_celeba_attributes(tiny_cfg, tmp_path):
@@ -77,3 +85,11 @@ def test_presets_keep_the_papers_weights(tiny_cfg, preset):
     assert cfg.model.depth == 34 and cfg.method.supervised_reduction == "sum"
     if preset == "mlcr_ckplus":
         assert cfg.method.lambda_cr_step_two == 500 and cfg.pool.num_images == 2000
+    # MLCR's SeetaFace alignment: by the dataset's landmarks where it has them, else detection
+    crops = {"mlcr_ckplus": "align", "mlcr_bp4d": "align", "mlcr_emotionet": "detect",
+             "mlcr_celeba": "center"}
+    assert cfg.dataset.crop == crops[preset]
+    if preset != "mlcr_celeba":
+        assert (cfg.dataset.template, cfg.dataset.align_size) == ("mlcr_240", 240)
+    if preset == "mlcr_bp4d":
+        assert (cfg.pool.crop, cfg.pool.template) == ("detect", "mlcr_240")
