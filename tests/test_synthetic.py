@@ -436,3 +436,33 @@ def test_yaml_matches_constructor_defaults(tmp_path):
     dataset = instantiate(OmegaConf.merge(cfg, {"root": str(tmp_path), **TINY}))
     assert isinstance(dataset, S.Synthetic) and dataset.aus == list(S.DEFAULT_AUS)
     assert dataset.dataset_dir == S.Synthetic(root=str(tmp_path), **TINY).dataset_dir
+
+
+def test_default_benchmark_keeps_its_hash():
+    # the benchmark behind the README's numbers; a new generator option must not move it
+    assert S.Synthetic().params.digest() == "00567f9a23a0"
+
+
+def test_a_shared_identity_pool_shows_the_labelled_subjects_in_new_images(tmp_path):
+    new = tiny(tmp_path / "new").build()
+    shared_source = tiny(tmp_path / "shared", pool_identities="shared")
+    assert shared_source.params.digest() != tiny(tmp_path / "x").params.digest()
+    shared = shared_source.build()
+    train_subjects = set(shared.train.table.subject.tolist())
+    pool_subjects = shared.unlabeled.table.subject.tolist()
+    # TINY: 3 train subjects, 3 pool "subjects" of 4 images → each labelled subject once more
+    assert set(pool_subjects) == train_subjects
+    assert set(new.unlabeled.table.subject.tolist()).isdisjoint(train_subjects)
+    paths = shared.unlabeled.table.image_paths
+    assert len(set(paths)) == len(paths) == len(new.unlabeled)
+    # same faces, other images: the pool's pictures are not the training pictures
+    train_images = {tuple(shared.train.load_image(i).flatten()[:64].tolist())
+                    for i in range(len(shared.train))}
+    assert all(tuple(shared.unlabeled.load_image(i).flatten()[:64].tolist()) not in train_images
+               for i in range(len(shared.unlabeled)))
+    # val and test stay exclusive, and the train/val/test files are the default benchmark's
+    assert set(shared.test.table.subject.tolist()).isdisjoint(train_subjects)
+    assert shared.test.table.image_paths == new.test.table.image_paths
+    assert torch.equal(shared.test.load_image(0), new.test.load_image(0))
+    with pytest.raises(ValueError, match="dataset.pool_identities='same': use new or shared"):
+        tiny(tmp_path / "bad", pool_identities="same")

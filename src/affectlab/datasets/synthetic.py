@@ -141,6 +141,7 @@ class GenerationParams:
     intensity_beta: float
     va_noise: float
     au_effect_scale: float
+    pool_identities: str = "new"    # new | shared: the pool's faces are the labelled subjects'
 
     def split_sizes(self) -> dict[str, tuple[int, int]]:
         """``{split: (subjects, images per subject)}``."""
@@ -156,9 +157,12 @@ class GenerationParams:
         return first
 
     def digest(self) -> str:
-        """12 hex digits of SHA-256 over the parameters and GENERATOR_VERSION."""
-        payload = json.dumps({"generator_version": GENERATOR_VERSION, **asdict(self)},
-                             sort_keys=True)
+        """12 hex digits of SHA-256 over the parameters and GENERATOR_VERSION (the default
+        ``pool_identities="new"`` is left out, so benchmarks made before it keep their hash)."""
+        fields = asdict(self)
+        if fields["pool_identities"] == "new":
+            del fields["pool_identities"]
+        payload = json.dumps({"generator_version": GENERATOR_VERSION, **fields}, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
 
@@ -344,14 +348,23 @@ def _generate_subject(task: tuple[GenerationParams, str, int, int, str]) -> dict
     Top-level (not a closure) so that worker processes can run it.
     """
     params, split, subject_index, subject_id, directory = task
-    subject = sample_subject(rng_for(params, split, subject_index, 0))
     images_per_subject = params.split_sizes()[split][1]
+    first_file = 0
+    if split == "unlabeled" and params.pool_identities == "shared":
+        # pool "subject" i shows labelled subject i mod n (new images of the same face): the
+        # pool then carries the labelled identities, as a video's unlabelled frames would
+        own = subject_index % params.num_subjects_train
+        subject = sample_subject(rng_for(params, "train", own, 0))
+        subject_id = params.first_subject_ids()["train"] + own
+        first_file = (subject_index // params.num_subjects_train) * images_per_subject
+    else:
+        subject = sample_subject(rng_for(params, split, subject_index, 0))
     rows = []
     pixel_sum = np.zeros(3)
     pixel_sq = np.zeros(3)
     for k in range(images_per_subject):
         image, labels = sample_image(rng_for(params, split, subject_index, k + 1), subject, params)
-        relative = image_path(split, subject_id, k)
+        relative = image_path(split, subject_id, first_file + k)
         Image.fromarray(image).save(Path(directory) / relative, format="PNG")
         x = image.reshape(-1, 3).astype(np.float64) / 255.0
         pixel_sum += x.sum(0)
@@ -564,6 +577,10 @@ class Synthetic:
         au_effect_scale: multiplies every rendered AU displacement (difficulty: < 1 subtler).
         oracle: if True, the unlabelled pool keeps its labels and joins ``train`` (the upper
             bound of semi-supervised methods); ``unlabeled`` is then None.
+        pool_identities: ``new`` (default: the pool's subjects are people seen nowhere else) or
+            ``shared`` (pool subject i is labelled subject i mod num_subjects_train, in new
+            images: the pool carries the labelled identities, like unlabelled frames of the
+            labelled videos).
         num_workers: processes for the one-off generation (0: in this process).
 
     ``aus``, ``oracle``, ``name``, ``root`` and ``num_workers`` do not change the generated
@@ -601,6 +618,7 @@ class Synthetic:
         intensity_beta: float = 2.0,
         va_noise: float = 0.12,
         au_effect_scale: float = 1.0,
+        pool_identities: str = "new",
         oracle: bool = False,
         num_workers: int = 0,
     ) -> None:
@@ -633,6 +651,7 @@ class Synthetic:
             spontaneous_au_rate=float(spontaneous_au_rate), blink_rate=float(blink_rate),
             intensity_alpha=float(intensity_alpha), intensity_beta=float(intensity_beta),
             va_noise=float(va_noise), au_effect_scale=float(au_effect_scale),
+            pool_identities=str(pool_identities),
         )
         self._validate()
 
@@ -659,6 +678,8 @@ class Synthetic:
             raise ValueError(f"dataset.scale_jitter={p.scale_jitter} must be < 1")
         if p.intensity_alpha <= 0 or p.intensity_beta <= 0:
             raise ValueError("dataset.intensity_alpha and intensity_beta must be > 0")
+        if p.pool_identities not in ("new", "shared"):
+            raise ValueError(f"dataset.pool_identities={p.pool_identities!r}: use new or shared")
 
     @property
     def dataset_dir(self) -> Path:
@@ -711,7 +732,9 @@ class Synthetic:
         """
         meta = self.generate()
         tables = read_labels_csv(self.dataset_dir / LABELS_FILE, self.aus)
-        check_subject_exclusive(tables)
+        # train and pool may share subjects (pool_identities=shared); val and test never do
+        check_subject_exclusive({"train + unlabeled": LabelTable.concat(
+            [tables["train"], tables["unlabeled"]]), "val": tables["val"], "test": tables["test"]})
         expected = meta["counts"]
         for split, table in tables.items():
             if len(table) != expected.get(split):
