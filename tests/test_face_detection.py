@@ -230,3 +230,14 @@ def test_every_dataset_without_usable_landmarks_aligns_by_detection(name, tmp_pa
         metrics = run(tiny_cfg(*args, "method=baseline", "trainer.max_steps=2",
                                "trainer.batch_size=4"), tmp_path / "run")
         assert metrics["steps"] == 2
+
+
+def test_an_unreadable_image_is_named_and_earlier_detections_are_kept(tmp_path, astronaut,
+                                                                        detector):
+    astronaut.save(tmp_path / "a.png")
+    (tmp_path / "b.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    cache = tmp_path / "faces.npz"
+    with pytest.raises(DataError, match=r"image file is unreadable or truncated: .*b.png"):
+        detect_landmarks(detector, tmp_path, ["a.png", "b.png"], cache)
+    with np.load(cache) as kept:
+        assert kept["paths"].tolist() == ["a.png"]

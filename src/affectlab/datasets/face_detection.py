@@ -36,9 +36,11 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 from torch import nn
 from torchvision.ops import batched_nms, box_area
+
+from affectlab.datasets.base import DataError
 
 log = logging.getLogger(__name__)
 
@@ -385,8 +387,14 @@ def detect_landmarks(detector: MTCNN, root: Path, image_paths: list[str], cache_
                  detector.settings(), cache_file)
     start, last_save = time.perf_counter(), 0
     for done, path in enumerate(todo, start=1):
-        with Image.open(root / path) as img:
-            face = detector.largest_face(img)
+        try:
+            with Image.open(root / path) as img:
+                face = detector.largest_face(img)
+        except (UnidentifiedImageError, OSError, SyntaxError) as err:
+            if known:
+                _save(cache_file, known)   # what was detected so far is kept
+            raise DataError(f"image file is unreadable or truncated: {root / path} ({err}). "
+                            "Replace the file, or delete it and its label row.") from None
         known[path] = face.points if face is not None else np.full((5, 2), np.nan)
         if done - last_save >= save_every or done == len(todo):
             _save(cache_file, known)
