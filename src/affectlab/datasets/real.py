@@ -107,8 +107,11 @@ class DatasetIndex:
         tmp = path.with_name(f".{path.name}.{os.getpid()}.npz")
         np.savez(tmp, **arrays)
         os.replace(tmp, path.with_suffix(".npz"))
+        # most datasets name a sample by its image path: the ids are then not stored twice
+        # (Aff-Wild2 has millions of frames)
+        ids = None if self.sample_ids == self.table.image_paths else self.sample_ids
         atomic_write_json({"root": str(self.table.root), "image_paths": self.table.image_paths,
-                           "sample_ids": self.sample_ids, "subject_names": self.subject_names,
+                           "sample_ids": ids, "subject_names": self.subject_names,
                            "aus": self.aus, "problems": self.problems}, path.with_suffix(".json"))
 
     @staticmethod
@@ -124,8 +127,8 @@ class DatasetIndex:
                                **columns)
         except (OSError, ValueError, KeyError):
             return None
-        return DatasetIndex(table, meta["sample_ids"], meta["subject_names"], meta["aus"],
-                            meta["problems"])
+        ids = meta["sample_ids"] if meta["sample_ids"] is not None else list(table.image_paths)
+        return DatasetIndex(table, ids, meta["subject_names"], meta["aus"], meta["problems"])
 
     def select_aus(self, aus: list[int]) -> "DatasetIndex":
         """The index with ``au`` columns restricted to and ordered as ``aus``."""
