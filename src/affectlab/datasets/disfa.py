@@ -181,11 +181,8 @@ class DISFA(OnDiskDataset):
         image_dir: the folder of extracted frames under the root (None: ``images`` for video
             naming, ``img`` for index naming).
         image_ext: frame file extension (``png``; JAA-Net's frames are ``jpg``).
-        crop: ``none`` (resize the image) or ``detect`` (align by the offline face
-            detector's five points; :class:`~affectlab.datasets.real.FaceCrops`).
-        template, align_size: alignment template and the side faces are aligned at (the
-            centre ``image_size`` square is kept; None: ``image_size``).
-        detector: the face detector of ``crop=detect`` (``configs/detector/``).
+        crop, template, align_size, detector: face crops, ``none`` or ``detect`` (see
+            :class:`~affectlab.datasets.real.FaceCrops`).
 
     DISFA's ``Landmark_Points/`` (66 points per frame, ``.mat``) are not read: their file
     layout could not be pinned down (reference datasets.md §3.1), so faces are aligned by the

@@ -205,11 +205,8 @@ class EmotioNet(OnDiskDataset):
         automatic_files: glob of the automatic files relative to the root (None:
             :data:`AUTOMATIC_GLOBS`).
         check_images: list the image folder while indexing and leave out rows without an image.
-        crop: ``none`` (resize the image) or ``detect`` (align by the offline face
-            detector's five points; :class:`~affectlab.datasets.real.FaceCrops`).
-        template, align_size: alignment template and the side faces are aligned at (the
-            centre ``image_size`` square is kept; None: ``image_size``).
-        detector: the face detector of ``crop=detect`` (``configs/detector/``).
+        crop, template, align_size, detector: face crops, ``none`` or ``detect`` (see
+            :class:`~affectlab.datasets.real.FaceCrops`).
     """
 
     CODED_AUS = CODED_AUS

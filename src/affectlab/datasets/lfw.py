@@ -160,11 +160,8 @@ class LFW(IdentityDataset):
         fold: ``protocol=view2``: the test fold, 0-based (``people.txt`` has 10).
         center_crop: keep the centre square of this side before resizing (None: the whole
             image; LFW images are 250 × 250 with the face in the middle).
-        crop: ``none`` (resize the image) or ``detect`` (align by the offline face
-            detector's five points; :class:`~affectlab.datasets.real.FaceCrops`).
-        template, align_size: alignment template and the side faces are aligned at (the
-            centre ``image_size`` square is kept; None: ``image_size``).
-        detector: the face detector of ``crop=detect`` (``configs/detector/``).
+        crop, template, align_size, detector: face crops, ``none`` or ``detect`` (see
+            :class:`~affectlab.datasets.real.FaceCrops`).
     """
 
     PROTOCOLS = PROTOCOLS
