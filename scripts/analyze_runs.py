@@ -124,6 +124,17 @@ def report(rows: dict[str, list[RunAnalysis]]) -> str:
     return "\n".join(out) + "\n"
 
 
+def row_names(paths: list[Path]) -> list[str]:
+    """A row name per path: its folder name, lengthened by parent folders until no two rows
+    share one (``results/a/mlcr`` and ``results/b/mlcr`` → ``a/mlcr``, ``b/mlcr``)."""
+    depth = 1
+    while True:
+        names = ["/".join(path.parts[-depth:]) for path in paths]
+        if len(set(names)) == len(names) or depth >= max(len(p.parts) for p in paths):
+            return names
+        depth += 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("paths", nargs="+", type=Path, help="run directories or row folders")
@@ -131,8 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu", help="device for the predictions")
     parser.add_argument("--out", type=Path, help="also write the Markdown here")
     args = parser.parse_args(argv)
-    rows = {path.name: [analyze_run(run, args.task, args.device) for run in runs_of(path)]
-            for path in args.paths}
+    rows = {name: [analyze_run(run, args.task, args.device) for run in runs_of(path)]
+            for name, path in zip(row_names(args.paths), args.paths)}
     text = report(rows)
     sys.stdout.write(text)
     if args.out:

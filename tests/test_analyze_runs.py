@@ -50,3 +50,12 @@ def test_a_folder_without_runs_is_a_clear_error(tmp_path):
     analyze_runs = load_script()
     with pytest.raises(SystemExit, match="no metrics.json"):
         analyze_runs.main([str(tmp_path)])
+
+
+def test_rows_of_equal_folder_names_stay_apart():
+    from pathlib import Path
+
+    names = load_script().row_names([Path("results/a/mlcr"), Path("results/b/mlcr"),
+                                     Path("results/b/baseline")])
+    assert names == ["a/mlcr", "b/mlcr", "b/baseline"]
+    assert load_script().row_names([Path("x/one"), Path("y/two")]) == ["one", "two"]
