@@ -97,6 +97,16 @@ def test_same_seed_same_result_different_seed_differs(tiny_cfg, tmp_path):
     assert a["tasks"] != c["tasks"]
 
 
+def test_loader_workers_give_the_same_run(tiny_cfg, tmp_path):
+    # two epochs through one persistent train loader (workers kept across epochs) and the
+    # pool's: the batches, and so the result, are those of loading in this process
+    serial = run(tiny_cfg("method=mlcr", "method.step_two_start=2"), tmp_path / "serial")
+    workers = run(tiny_cfg("method=mlcr", "method.step_two_start=2", "trainer.num_workers=2"),
+                  tmp_path / "workers")
+    assert serial["steps"] == workers["steps"] > 3 and serial["epochs"] == 2
+    assert serial["tasks"] == workers["tasks"]
+
+
 def test_optimizers_and_step_schedule_train(tiny_cfg, tmp_path):
     for optim in ("sgd_step", "adamw"):
         metrics = run(tiny_cfg(f"optim={optim}", "trainer.max_steps=2",

@@ -158,10 +158,15 @@ class Trainer:
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
-    def _loader(self, dataset: FaceImageDataset, sampler: Any, batch_size: int) -> DataLoader:
+    def _loader(self, dataset: FaceImageDataset, sampler: Any, batch_size: int,
+                persistent: bool = False) -> DataLoader:
+        """``persistent``: a loader iterated once per epoch keeps its worker processes (starting
+        them costs more than a small epoch); the sampler still runs in this process, so its
+        position set before each epoch is what the workers load."""
         return DataLoader(dataset, batch_size=batch_size, sampler=sampler,
                           num_workers=self.num_workers, pin_memory=self.device.type == "cuda",
-                          persistent_workers=False, drop_last=False)
+                          persistent_workers=persistent and self.num_workers > 0,
+                          drop_last=False)
 
     def _to_device(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
@@ -361,6 +366,7 @@ class Trainer:
             unlabeled_iter = iter(self._loader(data.unlabeled, unlabeled_sampler,
                                                self.unlabeled_batch_size))
 
+        loader = self._loader(data.train, sampler, self.batch_size, persistent=True)
         method.train()
         step = position["global_step"]
         step_start_random_state = self._random_state()
@@ -368,7 +374,6 @@ class Trainer:
             for epoch in range(position["epoch"], num_epochs):
                 start_batch = position["batch_in_epoch"] if epoch == position["epoch"] else 0
                 sampler.set_position(epoch, start_batch)
-                loader = self._loader(data.train, sampler, self.batch_size)
                 progress = self._progress(loader, epoch, num_epochs)
                 epoch_start = time.perf_counter()
                 images_in_epoch = 0
