@@ -3,7 +3,7 @@ arrives (and as test fixtures)::
 
     python scripts/write_synthetic_layout.py --layout ckplus --out data/synthetic_layouts/CK+
     python train.py experiment=mlcr_ckplus dataset.root=data/synthetic_layouts/CK+ '~pool' \\
-        method.unlabeled=false model=small_cnn dataset.image_size=64
+        method.unlabeled=false model=small_cnn dataset.image_size=64 dataset.align_size=69
 
 Faces come from the synthetic benchmark's story (``affectlab.datasets.synthetic.layout_faces``);
 each dataset module's ``write_layout`` lays them out exactly as the real files are. An existing

@@ -241,3 +241,18 @@ def test_an_unreadable_image_is_named_and_earlier_detections_are_kept(tmp_path, 
         detect_landmarks(detector, tmp_path, ["a.png", "b.png"], cache)
     with np.load(cache) as kept:
         assert kept["paths"].tolist() == ["a.png"]
+
+
+def test_a_small_image_size_for_a_large_aligned_face_is_warned_about(ckplus_tree, tmp_path,
+                                                                      caplog):
+    from affectlab.datasets.ckplus import CKPlus
+
+    options = dict(root=str(ckplus_tree), crop="align", cache_dir=str(tmp_path / "cache"))
+    with caplog.at_level("WARNING"):
+        CKPlus(**options, image_size=64, align_size=240).build()
+    assert "keeps only the centre 27% of faces aligned at dataset.align_size=240" in caplog.text
+    assert "set dataset.align_size=69" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        CKPlus(**options, image_size=64, align_size=69).build()
+    assert "keeps only the centre" not in caplog.text

@@ -201,6 +201,11 @@ def subject_split(subjects: list[str], fractions: dict[str, float],
     return out
 
 
+# below this share of the aligned side, the kept centre square cuts into the face (MLCR: 224
+# of 240 = 0.93); a warning then says which align_size keeps MLCR's share
+MIN_KEPT_SHARE = 0.75
+
+
 class FaceCrops:
     """Face crops shared by the dataset readers (``dataset.crop``): ``none`` resizes the whole
     image; ``align`` aligns each face by five points from the dataset's own landmarks
@@ -252,8 +257,15 @@ class FaceCrops:
                     f"({self.detector.settings()}); lower detector.min_face_size or "
                     "detector.thresholds, or use dataset.crop=none")
         keep = np.flatnonzero(found)
+        align_size = self.align_size or image_size
+        if image_size < MIN_KEPT_SHARE * align_size:
+            log.warning("%s: dataset.image_size=%d keeps only the centre %d%% of faces aligned at "
+                        "dataset.align_size=%d; to keep the same share of the face as 224 of "
+                        "240, set dataset.align_size=%d", self.name, image_size,
+                        round(100 * image_size / align_size), align_size,
+                        round(image_size * 240 / 224))
         return AlignedImages(table.subset(keep), image_size=image_size, template=self.template,
-                             align_size=self.align_size or image_size, points=points[keep])
+                             align_size=align_size, points=points[keep])
 
     def configure_crop(self, crop: str, choices: tuple[str, ...], *, template: str,
                        align_size: int | None, detector: MTCNN | None) -> None:
