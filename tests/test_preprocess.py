@@ -85,3 +85,29 @@ def test_crops_of_other_options_are_refused_and_a_rerun_resumes(tmp_path, tiny_c
     script.main(["--out", str(out), *ckplus_args])
     assert crops[0].is_file() and crops[1].stat().st_mtime_ns == kept_mtime
     assert (out / "manifest.json").is_file()
+
+
+def test_a_pool_with_the_datasets_own_paths_gets_its_own_crops(tmp_path, tiny_cfg, ckplus_args):
+    # another CK+ copy as the pool: its relative paths are the dataset's, its faces are not
+    other = tmp_path / "other"
+    ckplus.write_layout(layout_faces(10, 2, seed=7, image_size=48), other)
+    args = [*ckplus_args, "pool=image_folder", f"pool.root={other}"]
+    out = tmp_path / "crops"
+    load_script().main(["--out", str(out), *args])
+    cfg = tiny_cfg(*args, f"preprocessed={out}")
+    raw, crops = build_data(cfg, crops=False), build_data(cfg)
+    shared = set(raw.unlabeled.table.image_paths) & set(raw.train.table.image_paths)
+    assert shared   # the collision this layout has to survive
+    same_pixels(raw, crops)
+    for row in range(len(raw.unlabeled)):
+        assert torch.equal(raw.unlabeled.load_image(row), crops.unlabeled.load_image(row))
+
+
+def test_crops_of_an_older_layout_are_refused(tmp_path, tiny_cfg, ckplus_args):
+    out = tmp_path / "crops"
+    load_script().main(["--out", str(out), *ckplus_args])
+    manifest = json.loads((out / "manifest.json").read_text())
+    del manifest["layout"]
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(DataError, match="older affectlab .*re-run scripts/preprocess.py"):
+        build_data(tiny_cfg(*ckplus_args, f"preprocessed={out}"))

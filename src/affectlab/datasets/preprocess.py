@@ -10,7 +10,9 @@ pixels: the crops *are* what the raw path computes.
 Folder layout::
 
     <out>/manifest.json                  dataset, image size, split checksum, file count
-    <out>/crops/<image path>.png         one per sample (the dataset's relative image path)
+    <out>/crops/<split>/<image path>.png one per sample (the split's relative image path; per
+                                         split, so a pool from another dataset whose paths
+                                         equal the dataset's never shares a crop)
 """
 
 from __future__ import annotations
@@ -29,12 +31,13 @@ from affectlab.utils import atomic_write_json
 
 MANIFEST = "manifest.json"
 CROPS = "crops"
+LAYOUT_VERSION = 2   # 2: crops/<split>/<path>.png (1 had no split folder)
 SPLITS = ("train", "val", "test", "unlabeled")
 
 
-def crop_path(image_path: str) -> str:
-    """Where the crop of ``image_path`` (relative to the dataset root) goes under ``crops/``."""
-    return f"{CROPS}/{image_path}.png"
+def crop_path(split: str, image_path: str) -> str:
+    """Where the crop of ``image_path`` (relative to its split's root) goes."""
+    return f"{CROPS}/{split}/{image_path}.png"
 
 
 def _splits(data: FaceData) -> dict[str, FaceImageDataset]:
@@ -72,9 +75,9 @@ def write_crops(data: FaceData, out: Path) -> dict[str, Any]:
     """
     out = Path(out)
     count = 0
-    for dataset in _splits(data).values():
+    for split, dataset in _splits(data).items():
         for row in range(len(dataset)):
-            target = out / crop_path(dataset.table.image_paths[row])
+            target = out / crop_path(split, dataset.table.image_paths[row])
             if not target.is_file():
                 target.parent.mkdir(parents=True, exist_ok=True)
                 array = (dataset.load_image(row).permute(1, 2, 0).numpy() * 255.0).round()
@@ -82,7 +85,8 @@ def write_crops(data: FaceData, out: Path) -> dict[str, Any]:
                 Image.fromarray(array.astype(np.uint8)).save(temporary)
                 temporary.replace(target)
             count += 1
-    manifest = {"dataset": data.name, "image_size": data.train.image_size,
+    manifest = {"layout": LAYOUT_VERSION, "dataset": data.name,
+                "image_size": data.train.image_size,
                 "samples": _fingerprint(data), "files": count,
                 "split_protocol": data.manifest.protocol if data.manifest is not None else None}
     atomic_write_json(manifest, out / MANIFEST)
@@ -100,6 +104,10 @@ def use_crops(data: FaceData, folder: str | Path) -> FaceData:
         raise DataError(f"preprocessed={folder} has no readable {MANIFEST}: run "
                         f"scripts/preprocess.py with the same dataset options and out={folder} "
                         "first (an interrupted run is resumed).") from None
+    if manifest.get("layout") != LAYOUT_VERSION:
+        raise DataError(f"{manifest_path} was written by an older affectlab (another folder "
+                        "layout): re-run scripts/preprocess.py with this run's options into a new "
+                        "folder.")
     expected = {"dataset": data.name, "image_size": data.train.image_size,
                 "samples": _fingerprint(data)}
     for key, value in expected.items():
@@ -111,7 +119,8 @@ def use_crops(data: FaceData, folder: str | Path) -> FaceData:
                             "folder.")
     for name, dataset in _splits(data).items():
         table = dataset.table
-        crops = LabelTable(root=folder, image_paths=[crop_path(p) for p in table.image_paths],
+        crops = LabelTable(root=folder,
+                           image_paths=[crop_path(name, p) for p in table.image_paths],
                            **{k: getattr(table, k) for k in ARRAY_FIELDS})
         # plain reading: the crops are already cropped, aligned and at size
         setattr(data, name, FaceImageDataset(crops, image_size=dataset.image_size))
