@@ -70,6 +70,12 @@ class _Stage(nn.Module):
     Layer names match the weight files' keys. The dense layers of the converted weights expect
     the feature map flattened in (W, H, C) order (the original models were trained on
     transposed images), hence the permute before flattening.
+
+    Input: (N, 3, H, W) pixels normalised by :func:`_normalize` (P-Net: any size; R-Net 24×24;
+    O-Net 48×48). Output: ``score`` face probability, ``offsets`` box regression (4 values in
+    units of box side), ``points`` (O-Net: 5 x then 5 y, relative to the box) — per window
+    ((N, H', W') and (N, 4, H', W') for P-Net's map of 12×12 windows at stride 2) or per crop
+    ((N,), (N, 4), (N, 10)).
     """
 
     def __init__(self, convs: list[tuple[int, int, int, tuple[int, int] | None]],
@@ -99,8 +105,9 @@ class _Stage(nn.Module):
             if hasattr(self, f"pool{i}"):
                 x = getattr(self, f"pool{i}")(x)
         if hasattr(self, f"dense{self.dense_index}"):
-            x = x.permute(0, 3, 2, 1).flatten(1)
-            x = getattr(self, f"prelu{self.dense_index}")(getattr(self, f"dense{self.dense_index}")(x))
+            dense = getattr(self, f"dense{self.dense_index}")
+            activation = getattr(self, f"prelu{self.dense_index}")
+            x = activation(dense(x.permute(0, 3, 2, 1).flatten(1)))
         out = {name: getattr(self, f"{self.head}_{k}")(x) for k, name in enumerate(self.outputs, 1)}
         out["score"] = out["score"].softmax(dim=1)[:, 1]
         return out
