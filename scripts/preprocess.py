@@ -6,7 +6,8 @@
 The arguments after ``--out`` are the Hydra overrides of the training run (dataset, pool,
 experiment); the crops are exactly what training computes from the raw images
 (``affectlab.datasets.preprocess``), so both paths train on the same pixels. An interrupted run
-is resumed: existing crops are kept, the manifest is written last.
+is resumed: existing crops are kept, the manifest is written last. ``--workers N`` decodes,
+crops and writes in N processes (same files).
 """
 
 from __future__ import annotations
@@ -26,13 +27,15 @@ from affectlab.train import CONFIG_DIR, build_data
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, type=Path, help="folder for the crops")
+    parser.add_argument("--workers", type=int, default=0,
+                        help="processes that decode, crop and write (0: this one)")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides (dataset=..., ...)")
     args = parser.parse_args(argv)
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = compose("train", overrides=args.overrides)
     start = time.perf_counter()
     try:
-        manifest = write_crops(build_data(cfg, crops=False), args.out)
+        manifest = write_crops(build_data(cfg, crops=False), args.out, workers=args.workers)
     except DataError as err:
         sys.exit(f"preprocess: {err}")
     print(f"{manifest['files']} crops of {manifest['dataset']} at {manifest['image_size']} px in "

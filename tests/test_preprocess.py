@@ -111,3 +111,14 @@ def test_crops_of_an_older_layout_are_refused(tmp_path, tiny_cfg, ckplus_args):
     (out / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(DataError, match="older affectlab .*re-run scripts/preprocess.py"):
         build_data(tiny_cfg(*ckplus_args, f"preprocessed={out}"))
+
+
+def test_worker_processes_write_the_same_crops(tmp_path, tiny_cfg, ckplus_args):
+    serial, parallel = tmp_path / "serial", tmp_path / "parallel"
+    load_script().main(["--out", str(serial), *ckplus_args])
+    load_script().main(["--out", str(parallel), "--workers", "2", *ckplus_args])
+    files = sorted(p.relative_to(serial) for p in (serial / "crops").rglob("*.png"))
+    assert len(files) == 20
+    assert files == sorted(p.relative_to(parallel) for p in (parallel / "crops").rglob("*.png"))
+    assert all((serial / f).read_bytes() == (parallel / f).read_bytes() for f in files)
+    assert (serial / "manifest.json").read_text() == (parallel / "manifest.json").read_text()

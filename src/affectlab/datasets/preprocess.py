@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
+from torch.utils.data import DataLoader, Dataset
 
 from affectlab.datasets.base import (ARRAY_FIELDS, DataError, FaceData, FaceImageDataset,
                                      LabelTable)
@@ -67,24 +68,44 @@ def _fingerprint(data: FaceData) -> str:
     return digest.hexdigest()
 
 
-def write_crops(data: FaceData, out: Path) -> dict[str, Any]:
+class _CropWriter(Dataset):
+    """Writes one sample's crop per item (so DataLoader workers share the writing); returns 1."""
+
+    def __init__(self, jobs: list[tuple[FaceImageDataset, int, Path]]) -> None:
+        self.jobs = jobs
+
+    def __len__(self) -> int:
+        return len(self.jobs)
+
+    def __getitem__(self, item: int) -> int:
+        dataset, row, target = self.jobs[item]
+        target.parent.mkdir(parents=True, exist_ok=True)
+        array = (dataset.load_image(row).permute(1, 2, 0).numpy() * 255.0).round()
+        temporary = target.with_name(f".{target.name}.tmp.png")
+        Image.fromarray(array.astype(np.uint8)).save(temporary)
+        temporary.replace(target)
+        return 1
+
+
+def write_crops(data: FaceData, out: Path, workers: int = 0) -> dict[str, Any]:
     """Write every sample's training-resolution image under ``out``; return the manifest.
 
     Files that already exist are kept (an interrupted run resumes); the manifest is written
-    last, so a folder without one is never used for training.
+    last, so a folder without one is never used for training. ``workers`` > 0 decodes, crops
+    and writes in that many processes (the files are the same).
     """
     out = Path(out)
-    count = 0
+    jobs, count = [], 0
     for split, dataset in _splits(data).items():
         for row in range(len(dataset)):
             target = out / crop_path(split, dataset.table.image_paths[row])
             if not target.is_file():
-                target.parent.mkdir(parents=True, exist_ok=True)
-                array = (dataset.load_image(row).permute(1, 2, 0).numpy() * 255.0).round()
-                temporary = target.with_name(f".{target.name}.tmp.png")
-                Image.fromarray(array.astype(np.uint8)).save(temporary)
-                temporary.replace(target)
+                jobs.append((dataset, row, target))
             count += 1
+    if jobs:
+        # batch_size=None: one item at a time, nothing collated
+        for _ in DataLoader(_CropWriter(jobs), batch_size=None, num_workers=workers):
+            pass
     manifest = {"layout": LAYOUT_VERSION, "dataset": data.name,
                 "image_size": data.train.image_size,
                 "samples": _fingerprint(data), "files": count,
