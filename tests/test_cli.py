@@ -58,6 +58,15 @@ def test_wrong_type_is_one_clear_line(tmp_path, data_root):
     assert "Traceback" not in result.stderr
 
 
+def test_a_missing_gpu_is_one_clear_line(tmp_path, data_root):
+    # cuda:99 is past the last GPU on any machine (or there is no CUDA at all)
+    args = [a for a in tiny_args(data_root) if not a.startswith("trainer.device")]
+    result = run_cli(args + ["trainer.device=cuda:99"], cwd=tmp_path)
+    assert result.returncode == 2
+    assert "trainer.device=cuda:99" in result.stderr + result.stdout
+    assert "Traceback" not in result.stderr
+
+
 def test_truncated_image_names_the_file(tmp_path, data_root):
     import shutil
 

@@ -155,6 +155,7 @@ def test_diverging_loss_stops_with_advice(tiny_cfg, tmp_path):
 def test_each_torchrun_process_takes_its_own_gpu_or_is_told_why(monkeypatch):
     import torch
 
+    from affectlab.config import ConfigError
     from affectlab.utils import resolve_device
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
@@ -163,12 +164,14 @@ def test_each_torchrun_process_takes_its_own_gpu_or_is_told_why(monkeypatch):
     assert resolve_device("auto") == torch.device("cuda", 1)
     assert resolve_device("cuda") == torch.device("cuda", 1)
     assert resolve_device("cuda:0") == torch.device("cuda", 0)   # an explicit index wins
+    with pytest.raises(ConfigError, match=r"trainer.device=cuda:2: only 2 GPU\(s\) visible"):
+        resolve_device("cuda:2")
     assert resolve_device("cpu") == torch.device("cpu")
     monkeypatch.setenv("LOCAL_RANK", "2")
-    with pytest.raises(RuntimeError, match=r"process 2 of this node has no GPU: 2 visible.*"
+    with pytest.raises(ConfigError, match=r"process 2 of this node has no GPU: 2 visible.*"
                                            "nproc_per_node"):
         resolve_device("auto")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert resolve_device("auto") == torch.device("cpu")
-    with pytest.raises(RuntimeError, match="trainer.device=cuda but no CUDA device is visible"):
+    with pytest.raises(ConfigError, match="trainer.device=cuda but no CUDA device is visible"):
         resolve_device("cuda")

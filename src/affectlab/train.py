@@ -29,7 +29,7 @@ from affectlab.datasets.base import DataError, FaceData
 from affectlab.datasets.preprocess import use_crops
 from affectlab.methods.base import Method
 from affectlab.trainer import CheckpointError, Trainer
-from affectlab.utils import atomic_write_json, seed_everything
+from affectlab.utils import atomic_write_json, resolve_device, seed_everything
 
 log = logging.getLogger("affectlab")
 
@@ -153,12 +153,14 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
 def main(cfg: DictConfig) -> float | None:
     """Hydra entry point; returns the best validation value of the monitored metric (for sweepers)."""
     distributed = int(os.environ.get("WORLD_SIZE", 1)) > 1
-    if distributed and not dist.is_initialized():
-        use_cuda = torch.cuda.is_available() and cfg.trainer.device != "cpu"
-        dist.init_process_group("nccl" if use_cuda else "gloo")
-        if use_cuda:
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
     try:
+        if distributed and not dist.is_initialized():
+            # the trainer's own device rule (cuda:LOCAL_RANK), so a process without a GPU gets
+            # its message before NCCL is started
+            device = resolve_device(cfg.trainer.device)
+            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+            if device.type == "cuda":
+                torch.cuda.set_device(device)
         metrics = run(cfg, HydraConfig.get().runtime.output_dir)
     except (ConfigError, DataError, CheckpointError, FileNotFoundError, ValueError,
             InstantiationException) as err:

@@ -12,6 +12,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from affectlab.config import ConfigError
+
 
 def seed_everything(seed: int) -> None:
     """Seed Python, numpy and torch (CPU and CUDA) from one integer."""
@@ -78,20 +80,26 @@ def atomic_write_json(obj: Any, path: str | Path) -> None:
 def resolve_device(device: str) -> torch.device:
     """``auto`` → the local CUDA device when present, else CPU; ``cuda`` → the local CUDA device.
 
-    Under torchrun the local device is ``cuda:LOCAL_RANK`` (one GPU per process); more
-    processes than visible GPUs is refused with what to do.
+    Under torchrun the local device is ``cuda:LOCAL_RANK`` (one GPU per process). A device
+    that is not there (no CUDA, more processes than GPUs, ``cuda:N`` past the last GPU) is a
+    :class:`~affectlab.config.ConfigError` saying what to do.
     """
     if device == "auto" and not torch.cuda.is_available():
         return torch.device("cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"trainer.device={device} but no CUDA device is visible; use "
-                           "trainer.device=auto or trainer.device=cpu.")
+        raise ConfigError(f"trainer.device={device} but no CUDA device is visible; use "
+                          "trainer.device=auto or trainer.device=cpu.")
     if device in ("auto", "cuda"):
         local_rank = int(os.environ.get("LOCAL_RANK", 0))
         if local_rank >= torch.cuda.device_count():
-            raise RuntimeError(
+            raise ConfigError(
                 f"process {local_rank} of this node has no GPU: {torch.cuda.device_count()} "
                 "visible. Start at most that many processes per node (torchrun "
                 "--nproc_per_node), or use trainer.device=cpu.")
         return torch.device("cuda", local_rank)
-    return torch.device(device)
+    chosen = torch.device(device)
+    if chosen.type == "cuda" and chosen.index is not None \
+            and chosen.index >= torch.cuda.device_count():
+        raise ConfigError(f"trainer.device={device}: only {torch.cuda.device_count()} GPU(s) "
+                          "visible (cuda:0 …); use trainer.device=auto.")
+    return chosen
