@@ -264,6 +264,7 @@ class AffWild2(OnDiskDataset):
     DEFAULT_AUS: tuple[int, ...] | None = None
     LAYOUT: str = LAYOUT
     INDEX_VERSION = 1
+    IMAGES_LISTED = True    # read_index lists every crop folder it names
 
     def __init__(self, *, name: str = "affwild2", root: str = "data/Aff-Wild2",
                  aus: list[int] | None = None, image_size: int = 112, on_error: str = "raise",

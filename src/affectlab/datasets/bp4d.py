@@ -151,6 +151,7 @@ class BP4D(OnDiskDataset):
     # numbering goes is unverified (§10.1): only the 12 are coded with 0/1 in every sequence,
     # so they are the AUs this module promises (and requires in every file's header).
     CODED_AUS: tuple[int, ...] = BP4D_12_AUS
+    IMAGES_LISTED = True    # read_index lists every sequence folder
     DEFAULT_AUS: tuple[int, ...] | None = BP4D_12_AUS
     LAYOUT: str = LAYOUT
 

@@ -102,6 +102,7 @@ class CKPlus(OnDiskDataset):
     """
 
     CODED_AUS = CODED_AUS
+    IMAGES_LISTED = True    # read_index finds the peak frames by listing
     DEFAULT_AUS = (1, 2, 4, 5, 6, 9, 12, 17, 20, 25, 26, 43)   # the MLCR reproduction's 12
     LAYOUT = LAYOUT
 

@@ -210,6 +210,8 @@ class EmotioNet(OnDiskDataset):
     """
 
     CODED_AUS = CODED_AUS
+    # read_index lists the image folders (check_images) or was told to trust them
+    IMAGES_LISTED = True
     DEFAULT_AUS = MLCR_AUS
     LAYOUT = LAYOUT
     INDEX_VERSION = 1

@@ -167,6 +167,7 @@ class LFW(IdentityDataset):
     PROTOCOLS = PROTOCOLS
     LAYOUT = LAYOUT
     INDEX_VERSION = 1
+    IMAGES_LISTED = True    # rows come from listing the person folders
 
     def __init__(self, *, name: str = "lfw", root: str, image_size: int = 112,
                  on_error: str = "raise", cache_dir: str = "data/cache",

@@ -344,6 +344,9 @@ class MSCeleb(IdentityDataset):
     PROTOCOLS = ("identities", "pool")
     LAYOUT = LAYOUT
     INDEX_VERSION = 1
+    # rows come from listing the identity folders, or from the record keys checked against
+    # the .idx
+    IMAGES_LISTED = True
 
     def __init__(self, *, name: str = "msceleb", root: str, image_size: int = 112,
                  on_error: str = "raise", cache_dir: str = "data/cache",
@@ -426,12 +429,6 @@ class MSCeleb(IdentityDataset):
             return super().image_dataset(table, image_size)
         return RecordImages(table, image_size=image_size, rec_path=self.rec_path,
                             idx_path=self.idx_path)
-
-    def _image_present(self, index: DatasetIndex, row: int) -> bool:
-        # a record's key was checked against the .idx when the index was built
-        if self.resolved_layout() == "record":
-            return True
-        return super()._image_present(index, row)
 
     # ---------------------------------------------------------------- index
     def read_index(self, problems: Problems) -> DatasetIndex:
