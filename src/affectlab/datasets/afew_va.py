@@ -41,7 +41,7 @@ import numpy as np
 from PIL import Image
 
 from affectlab.datasets.base import DataError, LabelTable, empty_labels
-from affectlab.datasets.face_boxes import BoxCroppedDataset
+from affectlab.datasets.face_boxes import BoxCroppedDataset, boxes_in_index_order
 from affectlab.datasets.real import (DatasetIndex, Problems, SplitManifest,
                                      subject_split)
 from affectlab.datasets.synthetic import LayoutFace
@@ -231,12 +231,7 @@ class AFEWVA(BoxCroppedDataset):
         for path in self.clip_files():
             for frame, entry in self._clip_frames(path, Problems("skip"), True):
                 boxes[frame] = entry["box"]
-        missing = [i for i in index.sample_ids if boxes.get(i) is None]
-        if missing:
-            raise DataError(f"no 68 landmarks for {len(missing)} indexed frame(s), e.g. "
-                            f"{missing[0]}; the JSON files changed while the splits were built: "
-                            "run again.")
-        return np.array([boxes[i] for i in index.sample_ids], dtype=np.float64).reshape(-1, 4)
+        return boxes_in_index_order(index, boxes, "the clips' JSON files (68 landmarks)")
 
     # ---------------------------------------------------------------- protocol
     def split(self, index: DatasetIndex) -> SplitManifest:

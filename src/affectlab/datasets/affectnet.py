@@ -47,7 +47,7 @@ import numpy as np
 from PIL import Image
 
 from affectlab.datasets.base import EXPRESSIONS, DataError, LabelTable, empty_labels
-from affectlab.datasets.face_boxes import BoxCroppedDataset, CROPS, check_crop
+from affectlab.datasets.face_boxes import CROPS, BoxCroppedDataset, boxes_in_index_order
 from affectlab.datasets.real import DatasetIndex, Problems, SplitManifest
 from affectlab.datasets.synthetic import LayoutFace
 
@@ -184,15 +184,8 @@ class AffectNet(BoxCroppedDataset):
         if not 0 < val_fraction < 1:
             raise ValueError(f"dataset.val_fraction={val_fraction}: must be in (0, 1) (the share "
                              "of the official training set held out for validation)")
-        if seed < 0:
-            raise ValueError(f"dataset.seed={seed}: must be ≥ 0")
-        if image_size < 1:
-            raise ValueError(f"dataset.image_size={image_size}: must be positive")
-        check_crop(crop, box_margin, CROPS)
         self.val_fraction = val_fraction
-        self.seed = seed
-        self.crop = crop
-        self.box_margin = box_margin
+        self.configure_box_crop(seed=seed, crop=crop, box_margin=box_margin, crops=CROPS)
 
     # ------------------------------------------------------------------ layout
     def _find(self, candidates: tuple[str, ...], relative: str, what: str) -> Path:
@@ -246,12 +239,7 @@ class AffectNet(BoxCroppedDataset):
         boxes: dict[str, tuple[float, float, float, float]] = {}
         for partition in LISTS:
             boxes.update(read_boxes(self.list_file(partition), partition))
-        missing = [i for i in index.sample_ids if i not in boxes]
-        if missing:
-            raise DataError(f"the AffectNet lists no longer give a face box for {len(missing)} "
-                            f"indexed image(s), e.g. {missing[0]}; run again (the index is "
-                            "rebuilt when a list changes).")
-        return np.array([boxes[i] for i in index.sample_ids], dtype=np.float64).reshape(-1, 4)
+        return boxes_in_index_order(index, boxes, "the AffectNet lists")
 
     # ---------------------------------------------------------------- protocol
     def split(self, index: DatasetIndex) -> SplitManifest:

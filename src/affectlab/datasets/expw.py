@@ -40,7 +40,7 @@ import numpy as np
 from PIL import Image
 
 from affectlab.datasets.base import EXPRESSIONS, DataError, LabelTable, empty_labels
-from affectlab.datasets.face_boxes import CROPS, BoxCroppedDataset
+from affectlab.datasets.face_boxes import CROPS, BoxCroppedDataset, boxes_in_index_order
 from affectlab.datasets.real import (DatasetIndex, Problems, SplitManifest,
                                      subject_split)
 from affectlab.datasets.synthetic import LayoutFace
@@ -186,11 +186,7 @@ class ExpW(BoxCroppedDataset):
     def face_boxes(self, index: DatasetIndex) -> np.ndarray:
         # label.lst is re-read (fast: one line per face); its problems were reported already
         boxes = {r["id"]: r["box"] for r in read_label_list(self.label_file(), Problems("skip"))}
-        missing = [i for i in index.sample_ids if i not in boxes]
-        if missing:
-            raise DataError(f"{self.label_file()} no longer gives a face box for "
-                            f"{len(missing)} indexed face(s), e.g. {missing[0]}; run again.")
-        return np.array([boxes[i] for i in index.sample_ids], dtype=np.float64).reshape(-1, 4)
+        return boxes_in_index_order(index, boxes, str(self.label_file()))
 
     # ---------------------------------------------------------------- protocol
     def split(self, index: DatasetIndex) -> SplitManifest:

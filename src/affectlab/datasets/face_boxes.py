@@ -15,7 +15,7 @@ faces are never squashed; what lies outside the image is black (PIL's crop), as 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 from PIL import Image
@@ -95,6 +95,19 @@ def check_crop(crop: str, margin: float, crops: Sequence[str] = CROPS) -> None:
         raise ValueError(f"dataset.box_margin={margin}: must be ≥ 0")
 
 
+def boxes_in_index_order(index: DatasetIndex, boxes: Mapping[str, Sequence[float] | None],
+                         source: str) -> np.ndarray:
+    """float (len(index.table), 4) boxes of ``index``'s samples, looked up in ``boxes`` (re-read
+    from ``source``); a sample it no longer boxes is a :class:`DataError` (the label files
+    changed after the index was built)."""
+    missing = [i for i in index.sample_ids if boxes.get(i) is None]
+    if missing:
+        raise DataError(f"{source} gives no face box for {len(missing)} indexed sample(s), e.g. "
+                        f"{missing[0]}: it changed after the index was built; run again (the "
+                        "index is then rebuilt).")
+    return np.array([boxes[i] for i in index.sample_ids], dtype=np.float64).reshape(-1, 4)
+
+
 class BoxCroppedDataset(OnDiskDataset):
     """An :class:`OnDiskDataset` whose splits (and pool) are read through :class:`BoxCropImages`.
 
@@ -107,21 +120,26 @@ class BoxCroppedDataset(OnDiskDataset):
     crop: str = "none"
     box_margin: float = 0.0
 
-    def configure_split_and_crop(self, *, train_fraction: float, val_fraction: float,
-                                 seed: int, crop: str, box_margin: float,
-                                 crops: tuple[str, ...]) -> None:
-        """Check and keep the options of a seeded random split and of the crop."""
-        check_split_fractions(train_fraction, val_fraction)
+    def configure_box_crop(self, *, seed: int, crop: str, box_margin: float,
+                           crops: tuple[str, ...]) -> None:
+        """Check and keep the split seed and the crop options."""
         if seed < 0:
             raise ValueError(f"dataset.seed={seed}: must be ≥ 0")
         if self.image_size < 1:
             raise ValueError(f"dataset.image_size={self.image_size}: must be positive")
         check_crop(crop, box_margin, crops)
-        self.train_fraction = train_fraction
-        self.val_fraction = val_fraction
         self.seed = seed
         self.crop = crop
         self.box_margin = box_margin
+
+    def configure_split_and_crop(self, *, train_fraction: float, val_fraction: float,
+                                 seed: int, crop: str, box_margin: float,
+                                 crops: tuple[str, ...]) -> None:
+        """Check and keep the options of a seeded random split and of the crop."""
+        check_split_fractions(train_fraction, val_fraction)
+        self.train_fraction = train_fraction
+        self.val_fraction = val_fraction
+        self.configure_box_crop(seed=seed, crop=crop, box_margin=box_margin, crops=crops)
 
     def face_boxes(self, index: DatasetIndex) -> np.ndarray:
         """float (len(index.table), 4) ``(x0, y0, x1, y1)`` of every index row, re-read from
@@ -170,5 +188,5 @@ class BoxCroppedDataset(OnDiskDataset):
                              image_size if image_size is not None else self.image_size)
 
 
-__all__ = ["BoxCropImages", "BoxCroppedDataset", "CROPS", "check_crop", "rows_behind",
+__all__ = ["boxes_in_index_order", "BoxCropImages", "BoxCroppedDataset", "CROPS", "check_crop", "rows_behind",
            "square_box"]
