@@ -271,9 +271,8 @@ def test_index_is_cached_and_rebuilt_when_a_list_changes(tree, tmp_path, monkeyp
 
 
 def test_build_through_train_py_gives_expression_and_va_batches(tree, tmp_path, tiny_cfg):
-    """No method trains on expressions or VA yet (baseline and MLCR learn au / attr), so the
-    end-to-end check builds everything `python train.py` builds and runs one batch through the
-    trainer's loader and preparation."""
+    """The batches `python train.py` builds carry the labels written into the fixture (training
+    on them, method.task=expr|va, is tests/test_expr_va_training.py)."""
     from affectlab.train import build
 
     root, written = tree
