@@ -7,7 +7,7 @@ import os
 import random
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -43,7 +43,11 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _atomic_write(path: Path, write: Any) -> None:
+def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
+    """``write(tmp)`` a temporary file beside ``path``, then rename it over ``path``: readers see
+    the old file or the new one, never half of one; a failed write leaves no temporary behind.
+    The temporary name ends in ``.tmp`` (writers that pick a format by suffix must name it)."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
@@ -56,14 +60,20 @@ def _atomic_write(path: Path, write: Any) -> None:
         raise
 
 
+def save_npz(path: str, arrays: dict[str, np.ndarray]) -> None:
+    """``np.savez`` to exactly ``path`` (given a name, numpy would append ``.npz``)."""
+    with open(path, "wb") as f:
+        np.savez(f, **arrays)
+
+
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
     """``torch.save`` to a temporary file in the same directory, then rename over ``path``."""
-    _atomic_write(Path(path), lambda tmp: torch.save(obj, tmp))
+    atomic_write(Path(path), lambda tmp: torch.save(obj, tmp))
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
     """Write ``text`` to ``path`` atomically."""
-    _atomic_write(Path(path), lambda tmp: Path(tmp).write_text(text))
+    atomic_write(Path(path), lambda tmp: Path(tmp).write_text(text))
 
 
 def atomic_write_json(obj: Any, path: str | Path) -> None:
@@ -74,7 +84,7 @@ def atomic_write_json(obj: Any, path: str | Path) -> None:
             json.dump(obj, f, indent=2)
             f.write("\n")
 
-    _atomic_write(Path(path), write)
+    atomic_write(Path(path), write)
 
 
 def resolve_device(device: str) -> torch.device:

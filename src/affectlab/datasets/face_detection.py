@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +40,7 @@ from torch import nn
 from torchvision.ops import batched_nms, box_area
 
 from affectlab.datasets.base import DataError
+from affectlab.utils import atomic_write, save_npz
 
 log = logging.getLogger(__name__)
 
@@ -414,11 +414,9 @@ def detect_landmarks(detector: MTCNN, root: Path, image_paths: list[str], cache_
 
 
 def _save(cache_file: Path, known: dict[str, np.ndarray]) -> None:
-    cache_file.parent.mkdir(parents=True, exist_ok=True)
-    temporary = cache_file.with_name(f".{cache_file.name}.{os.getpid()}.tmp.npz")
-    np.savez(temporary, paths=np.array(list(known), dtype=str),
-             points=np.stack(list(known.values())).astype(np.float64))
-    os.replace(temporary, cache_file)
+    arrays = {"paths": np.array(list(known), dtype=str),
+              "points": np.stack(list(known.values())).astype(np.float64)}
+    atomic_write(cache_file, lambda tmp: save_npz(tmp, arrays))
 
 
 __all__ = ["MTCNN", "Face", "default_weights_dir", "detect_landmarks", "nms_min"]

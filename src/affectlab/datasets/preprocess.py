@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from affectlab.datasets.base import (ARRAY_FIELDS, DataError, FaceData, FaceImageDataset,
                                      LabelTable)
-from affectlab.utils import atomic_write_json
+from affectlab.utils import atomic_write, atomic_write_json
 
 MANIFEST = "manifest.json"
 CROPS = "crops"
@@ -79,11 +79,9 @@ class _CropWriter(Dataset):
 
     def __getitem__(self, item: int) -> int:
         dataset, row, target = self.jobs[item]
-        target.parent.mkdir(parents=True, exist_ok=True)
         array = (dataset.load_image(row).permute(1, 2, 0).numpy() * 255.0).round()
-        temporary = target.with_name(f".{target.name}.tmp.png")
-        Image.fromarray(array.astype(np.uint8)).save(temporary)
-        temporary.replace(target)
+        image = Image.fromarray(array.astype(np.uint8))
+        atomic_write(target, lambda tmp: image.save(tmp, format="PNG"))
         return 1
 
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -34,7 +33,7 @@ from affectlab.datasets.alignment import template as template_by_name
 from affectlab.datasets.face_detection import MTCNN, detect_landmarks
 from affectlab.datasets.base import (FaceData, FaceImageDataset, LabelTable, DataError,
                                      check_subject_exclusive, ARRAY_FIELDS)
-from affectlab.utils import atomic_write_json
+from affectlab.utils import atomic_write, atomic_write_json, save_npz
 
 log = logging.getLogger(__name__)
 
@@ -102,11 +101,8 @@ class DatasetIndex:
 
     def save(self, path: Path) -> None:
         """``path``.npz (arrays) + ``path``.json (strings), each written atomically."""
-        path.parent.mkdir(parents=True, exist_ok=True)
         arrays = {name: getattr(self.table, name) for name in ARRAY_FIELDS}
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.npz")
-        np.savez(tmp, **arrays)
-        os.replace(tmp, path.with_suffix(".npz"))
+        atomic_write(path.with_suffix(".npz"), lambda tmp: save_npz(tmp, arrays))
         # most datasets name a sample by its image path: the ids are then not stored twice
         # (Aff-Wild2 has millions of frames)
         ids = None if self.sample_ids == self.table.image_paths else self.sample_ids
