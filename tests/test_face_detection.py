@@ -86,7 +86,7 @@ def test_last_stage_nms_measures_overlap_against_the_smaller_box():
     assert nms_min(boxes, torch.tensor([0.5, 0.8, 0.7]), 0.7).tolist() == [1, 2]
 
 
-def test_settings_are_checked_with_their_config_key(tmp_path):
+def test_settings_are_checked_with_their_config_key(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match=r"detector.min_face_size=8"):
         MTCNN(min_face_size=8)
     with pytest.raises(ValueError, match=r"detector.thresholds"):
@@ -95,6 +95,10 @@ def test_settings_are_checked_with_their_config_key(tmp_path):
         MTCNN(scale_factor=1.2)
     with pytest.raises(ValueError, match=r"detector.device='tpu'"):
         MTCNN(device="tpu")
+    with monkeypatch.context() as patch:
+        patch.setattr(torch.cuda, "is_available", lambda: False)
+        with pytest.raises(ValueError, match=r"detector.device=cuda but no CUDA device"):
+            MTCNN(device="cuda").detect(Image.new("RGB", (64, 64)))
     missing = MTCNN(weights=str(tmp_path / "nowhere"))   # cheap until used
     with pytest.raises(FileNotFoundError, match=r"nowhere/pnet.pt are missing.*detector.weights"):
         missing.detect(Image.new("RGB", (64, 64)))

@@ -232,6 +232,9 @@ class MTCNN:
 
     @property
     def device(self) -> torch.device:
+        if self.device_name == "cuda" and not torch.cuda.is_available():
+            raise ValueError("detector.device=cuda but no CUDA device is visible; use "
+                             "detector.device=auto or cpu")
         if self.device_name == "auto":
             return torch.device("cuda" if torch.cuda.is_available() else "cpu")
         return torch.device(self.device_name)
