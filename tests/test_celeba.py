@@ -370,3 +370,12 @@ def test_training_end_to_end(tiny_cfg, tree, tmp_path, overrides):
         assert manifest["sizes"] == {"train": 10, "unlabeled": 20, "val": 10, "test": 8}
     else:
         assert manifest["sizes"] == SIZES
+
+
+def test_images_without_landmarks_are_skipped_and_counted(tree):
+    folder = tree / "celeba"
+    edit_line(folder / LANDMARKS_WILD_FILE, 4, lambda s: None)                 # 000002.jpg
+    data = make(tree, images="img_celeba", crop="align", on_error="skip").build()
+    assert data.skipped == 1
+    kept = {p for split in (data.train, data.val, data.test) for p in split.table.image_paths}
+    assert "img_celeba/000002.jpg" not in kept and "img_celeba/000003.jpg" in kept

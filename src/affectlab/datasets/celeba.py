@@ -58,7 +58,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image
 
-from affectlab.datasets.alignment import TEMPLATES, align_face, template
+from affectlab.datasets.alignment import TEMPLATES, template
 from affectlab.datasets.base import (DataError, FaceData, FaceImageDataset, LabelTable,
                                      empty_labels)
 from affectlab.datasets.real import DatasetIndex, OnDiskDataset, Problems, SplitManifest
@@ -258,31 +258,25 @@ class CelebAImages(FaceImageDataset):
         table: the split's labels.
         image_size: output side (square).
         crop: ``center`` (largest centred square: 178×178 of the 178×218 aligned crops, the
-            usual attribute-recognition recipe), ``bbox`` (square of side max(w, h) centred on
-            the in-the-wild box; outside the image is black), or ``align`` (five-point
-            similarity warp onto ``template``).
-        geometry: {image file name ``NNNNNN.jpg``: (4,) box or (10,) landmarks}; for bbox/align.
-        template: alignment template name (:data:`~affectlab.datasets.alignment.TEMPLATES`).
+            usual attribute-recognition recipe) or ``bbox`` (square of side max(w, h) centred
+            on the in-the-wild box; outside the image is black). ``align`` is the shared
+            five-point alignment (:class:`~affectlab.datasets.real.FaceCrops`).
+        geometry: {image file name ``NNNNNN.jpg``: (4,) box}; for bbox.
     """
 
     def __init__(self, table: LabelTable, *, image_size: int, crop: str,
-                 geometry: dict[str, np.ndarray] | None = None,
-                 template: str = "arcface_112") -> None:
+                 geometry: dict[str, np.ndarray] | None = None) -> None:
         super().__init__(table, image_size=image_size)
         self.crop = crop
         self.geometry = geometry or {}
-        self.template = template
 
     def _geometry(self, row: int) -> np.ndarray:
         # the annotation files always name the .jpg, also for the PNG folder
         return self.geometry[Path(self.table.image_paths[row]).stem + ".jpg"]
 
     def transform(self, img: Image.Image, row: int) -> Image.Image:
-        """Crop (or align) one RGB image and bring it to ``image_size`` × ``image_size``."""
+        """Crop one RGB image and bring it to ``image_size`` × ``image_size``."""
         size = self.image_size
-        if self.crop == "align":
-            points = self._geometry(row).reshape(5, 2)
-            return align_face(img, points, self.template, size=size)
         if self.crop == "center":
             w, h = img.size
             side = min(w, h)
@@ -348,6 +342,9 @@ class CelebA(OnDiskDataset):
                              f"{BBOX_FILE} are in the in-the-wild images, not in {images}")
         if crop == "align" and template not in TEMPLATES:
             raise ValueError(f"dataset.template={template!r}: use one of {sorted(TEMPLATES)}")
+        if crop == "align":   # by the five landmarks of the list files (landmark_points)
+            self.configure_crop(crop, ("align",), template=template, align_size=None,
+                                detector=None)
         if image_size < 1:
             raise ValueError(f"dataset.image_size={image_size}: must be positive")
         for key, value, least in (("seed", seed, 0), ("num_labeled", num_labeled, 1),
@@ -563,16 +560,36 @@ class CelebA(OnDiskDataset):
         return np.array(taken[0], dtype=np.int64), np.array(taken[1], dtype=np.int64)
 
     # ---------------------------------------------------------------- build
+    def landmark_points(self, table: LabelTable) -> np.ndarray:
+        """``crop=align``: the five points of each image from the landmark list file."""
+        path = self.root / self._geometry_file()
+        geometry = read_geometry(path, LANDMARK_NAMES)
+        # the annotation files always name the .jpg, also for the PNG folder
+        names = [Path(p).stem + ".jpg" for p in table.image_paths]
+        missing = [name for name in names if name not in geometry]
+        if missing and self.problems.policy == "raise":
+            raise DataError(f"{path.name} has no line for {len(missing)} image(s) of the "
+                            f"splits, e.g. {missing[0]}; dataset.crop=align needs one for every "
+                            "image (or dataset.on_error=skip leaves them out).")
+        points = np.full((len(table), 5, 2), np.nan)
+        for row, name in enumerate(names):
+            if name in geometry:
+                points[row] = geometry[name].reshape(5, 2)
+            else:
+                self.problems.report(f"{path.name} has no line for {name}; dataset.crop=align "
+                                     "needs one for every image")
+        return points
+
     def _cropped(self, splits: list[FaceImageDataset | None],
                  image_size: int) -> list[FaceImageDataset | None]:
         """``splits`` read through :class:`CelebAImages` at ``image_size`` (unchanged for
-        ``crop=none``)."""
-        if self.crop == "none":
+        ``crop=none``, and for ``align``, which the base's reading already applied)."""
+        if self.crop in ("none", "align"):
             return splits
         geometry = None
         if self._geometry_file():
             path = self.root / self._geometry_file()
-            geometry = read_geometry(path, BBOX_NAMES if self.crop == "bbox" else LANDMARK_NAMES)
+            geometry = read_geometry(path, BBOX_NAMES)
             missing = [name for split in splits if split is not None
                        for name in (Path(p).stem + ".jpg" for p in split.table.image_paths)
                        if name not in geometry]
@@ -582,7 +599,7 @@ class CelebA(OnDiskDataset):
                                 "for every image.")
         return [None if split is None else
                 CelebAImages(split.table, image_size=image_size, crop=self.crop,
-                             geometry=geometry, template=self.template) for split in splits]
+                             geometry=geometry) for split in splits]
 
     def build(self) -> FaceData:
         """The base's build, with the images read through :class:`CelebAImages` when cropping."""
