@@ -31,8 +31,8 @@ from omegaconf import OmegaConf
 
 from affectlab.metrics import average_precision, best_thresholds, multilabel_metrics
 from affectlab.results import mean_std
-from affectlab.train import build
-from affectlab.trainer import Trainer
+from affectlab.checkpoints import load_run
+from affectlab.train import build_trainer
 from affectlab.utils import atomic_write_text
 
 PERCENT = 100.0
@@ -51,17 +51,13 @@ class RunAnalysis:
 
 def analyze_run(run_dir: Path, task: str, device: str) -> RunAnalysis:
     """Load ``run_dir``'s best checkpoint and measure its val-tuned and threshold-free test F1/AP."""
-    cfg = OmegaConf.load(run_dir / "config_resolved.yaml")
-    cfg.trainer.device = device
-    cfg.trainer.resume = None
-    data, method, trainer = build(cfg)
-    method.setup(data)
-    checkpoint_path = run_dir / "checkpoints" / "best.pt"
-    Trainer.load_method_state(method, Trainer.load_checkpoint(checkpoint_path), checkpoint_path)
-    method.to(trainer.device)
+    loaded = load_run(run_dir, device=device)
+    data = loaded.data
+    trainer = build_trainer(OmegaConf.merge(loaded.config, {"trainer": {"device": device,
+                                                                         "resume": None}}))
 
     def predict(split):
-        outputs, targets = trainer.predict_split(method, data, split)
+        outputs, targets = trainer.predict_split(loaded.method, data, split)
         return outputs[task], targets[task], targets[f"{task}_mask"]
 
     val_score, val_true, val_mask = predict(data.val)

@@ -73,8 +73,7 @@ def run_cli(args: list[str], cwd: Path, timeout: int = 300) -> subprocess.Comple
 def run_interrupted(cfg: DictConfig, run_dir: Path, interrupt_at_call: int,
                     monkeypatch: pytest.MonkeyPatch) -> dict:
     """Run ``cfg`` but press Ctrl-C at the n-th training forward; return the saved last.pt."""
-    import torch
-
+    from affectlab.checkpoints import load_checkpoint
     from affectlab.train import run
     from affectlab.trainer import Trainer
 
@@ -97,14 +96,16 @@ def run_interrupted(cfg: DictConfig, run_dir: Path, interrupt_at_call: int,
     with pytest.raises(KeyboardInterrupt):
         run(cfg, run_dir)
     monkeypatch.undo()
-    return torch.load(run_dir / "checkpoints/last.pt", weights_only=False)
+    return load_checkpoint(run_dir / "checkpoints/last.pt")
 
 
 def same_final_weights(run_a: Path, run_b: Path) -> bool:
     """Whether two runs' last.pt hold bit-identical method weights."""
     import torch
 
-    a = torch.load(run_a / "checkpoints/last.pt", weights_only=False)["method"]
-    b = torch.load(run_b / "checkpoints/last.pt", weights_only=False)["method"]
+    from affectlab.checkpoints import load_checkpoint
+
+    a = load_checkpoint(run_a / "checkpoints/last.pt")["method"]
+    b = load_checkpoint(run_b / "checkpoints/last.pt")["method"]
     return a.keys() == b.keys() and all(
         torch.equal(a[k], b[k]) if isinstance(a[k], torch.Tensor) else a[k] == b[k] for k in a)

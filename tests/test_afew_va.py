@@ -233,7 +233,7 @@ def test_build_through_train_py_gives_va_batches(tree, tmp_path, tiny_cfg):
 
     root, _ = tree
     cfg = tiny_cfg("dataset=afew_va", f"dataset.root={root}", f"dataset.image_size={SIZE}",
-                   f"dataset.cache_dir={tmp_path / 'cache'}", "method=baseline",
+                   f"dataset.cache_dir={tmp_path / 'cache'}", "method=baseline", "method.tasks=[au]",
                    "trainer.batch_size=4")
     data, method, trainer = build(cfg)
     batch = trainer._prepare(next(iter(trainer._loader(data.train, None, 4))), data, train=True)
@@ -241,5 +241,5 @@ def test_build_through_train_py_gives_va_batches(tree, tmp_path, tiny_cfg):
     np.testing.assert_allclose(batch["va"].numpy(), data.train.table.va[:4])
     assert batch["va_mask"].all() and not batch["expr_mask"].any()
     assert (batch["va"].abs() <= 1).all()
-    with pytest.raises(ValueError, match="has no 'au' labels"):
+    with pytest.raises(ValueError, match="method.tasks has 'au', but dataset"):
         method.setup(data)

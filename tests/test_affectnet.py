@@ -277,7 +277,7 @@ def test_build_through_train_py_gives_expression_and_va_batches(tree, tmp_path, 
 
     root, written = tree
     cfg = tiny_cfg("dataset=affectnet", f"dataset.root={root}", f"dataset.image_size={SIZE}",
-                   f"dataset.cache_dir={tmp_path / 'cache'}", "method=baseline",
+                   f"dataset.cache_dir={tmp_path / 'cache'}", "method=baseline", "method.tasks=[au]",
                    "trainer.batch_size=4")
     data, method, trainer = build(cfg)
     batch = next(iter(trainer._loader(data.train, None, 4)))
@@ -290,5 +290,5 @@ def test_build_through_train_py_gives_expression_and_va_batches(tree, tmp_path, 
     data.manifest.save(tmp_path / "split_manifest.json")
     saved = json.loads((tmp_path / "split_manifest.json").read_text())
     assert saved["sizes"] == {"train": 27, "val": 3, "test": 10}
-    with pytest.raises(ValueError, match="has no 'au' labels"):
+    with pytest.raises(ValueError, match="method.tasks has 'au', but dataset"):
         method.setup(data)          # the AU baseline refuses clearly, naming expr and va

@@ -348,15 +348,15 @@ def test_index_cache_is_reused_and_refreshed(tree, monkeypatch):
 
 # ----------------------------------------------------------------------------- end to end
 @pytest.mark.parametrize("overrides", [
-    ["method=baseline"],
-    ["method=mlcr", "dataset.protocol=semi_supervised", "dataset.num_labeled=10",
+    ["method=baseline", "method.tasks=[attr]"],
+    ["method=mlcr", "method.task=attr", "dataset.protocol=semi_supervised", "dataset.num_labeled=10",
      "dataset.num_unlabeled=20", "dataset.num_test=8", "method.step_two_start=1"],
 ], ids=["baseline-official", "mlcr-semi_supervised"])
 def test_training_end_to_end(tiny_cfg, tree, tmp_path, overrides):
     from affectlab.train import run
 
     cfg = tiny_cfg("dataset=celeba", f"dataset.root={tree}", "dataset.image_size=32",
-                   f"dataset.cache_dir={tmp_path / 'cache'}", "method.task=attr",
+                   f"dataset.cache_dir={tmp_path / 'cache'}",
                    "trainer.monitor=val/attr/f1_mean", "trainer.max_steps=2", *overrides)
     metrics = run(cfg, tmp_path / "run")
     saved = json.loads((tmp_path / "run" / "metrics.json").read_text())

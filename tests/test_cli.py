@@ -104,9 +104,9 @@ def test_torchrun_two_processes_share_each_epoch(tmp_path, data_root, method):
 
 
 def test_constructor_validation_is_one_clear_line(tmp_path, data_root):
-    result = run_cli(tiny_args(data_root) + ["method=baseline", "method.label_weighting=balanced"],
+    result = run_cli(tiny_args(data_root) + ["method=baseline", "method.heads.au.weighting=balanced"],
                      cwd=tmp_path)
     assert result.returncode == 2
-    assert "method.label_weighting='balanced': use none or inverse_frequency" in (
+    assert "method.heads.au.weighting='balanced': use none, frequency or selective" in (
         result.stderr + result.stdout)
     assert "Traceback" not in result.stderr

@@ -35,7 +35,7 @@ def test_expression_and_va_sets_train_through_the_real_loader(tiny_cfg, tmp_path
     module.write_layout(layout_faces(12, 4, seed=5, image_size=32), root)
     metrics = run(tiny_cfg(f"dataset={name}", f"dataset.root={root}",
                            f"dataset.cache_dir={tmp_path / 'cache'}", *TINY,
-                           f"method.task={task}", f"trainer.monitor={monitor}"),
+                           f"method.tasks=[{task}]", f"trainer.monitor={monitor}"),
                   tmp_path / "run")
     assert metrics["steps"] == 2 and set(metrics["tasks"]) == {task}
     if task == "expr":
@@ -47,9 +47,10 @@ def test_expression_and_va_sets_train_through_the_real_loader(tiny_cfg, tmp_path
 def test_a_task_the_dataset_lacks_is_named(tiny_cfg, tmp_path):
     root = tmp_path / "afew_va"
     afew_va.write_layout(layout_faces(12, 4, seed=5, image_size=32), root)
-    with pytest.raises(ValueError, match="has no 'expr' labels"):
+    with pytest.raises(ValueError, match=r"method.tasks has 'expr', but dataset 'afew_va' labels "
+                                         r"\['va'"):
         run(tiny_cfg("dataset=afew_va", f"dataset.root={root}",
-                     f"dataset.cache_dir={tmp_path / 'cache'}", *TINY, "method.task=expr"),
+                     f"dataset.cache_dir={tmp_path / 'cache'}", *TINY, "method.tasks=[expr]"),
             tmp_path / "run")
-    with pytest.raises(InstantiationException, match="method.task='pose'"):
-        run(tiny_cfg("method.task=pose", "trainer.max_steps=1"), tmp_path / "run2")
+    with pytest.raises(InstantiationException, match="unknown task 'pose'"):
+        run(tiny_cfg("method.tasks=[pose]", "trainer.max_steps=1"), tmp_path / "run2")

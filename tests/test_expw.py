@@ -261,7 +261,7 @@ def test_build_through_train_py_gives_expression_batches(tree, tmp_path, tiny_cf
 
     root, _ = tree
     cfg = tiny_cfg("dataset=expw", f"dataset.root={root}", f"dataset.image_size={SIZE}",
-                   f"dataset.cache_dir={tmp_path / 'cache'}", "method=baseline",
+                   f"dataset.cache_dir={tmp_path / 'cache'}", "method=baseline", "method.tasks=[au]",
                    "trainer.batch_size=4")
     data, method, trainer = build(cfg)
     batch = trainer._prepare(next(iter(trainer._loader(data.train, None, 4))), data, train=True)
@@ -269,5 +269,5 @@ def test_build_through_train_py_gives_expression_batches(tree, tmp_path, tiny_cf
     assert batch["expr"].tolist() == data.train.table.expr[:4].tolist()
     assert batch["expr_mask"].all() and not batch["va_mask"].any()
     assert (batch["subject"] == -1).all()
-    with pytest.raises(ValueError, match="has no 'au' labels"):
+    with pytest.raises(ValueError, match="method.tasks has 'au', but dataset"):
         method.setup(data)

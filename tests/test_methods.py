@@ -37,12 +37,13 @@ def test_baseline_step_has_finite_loss_and_gradients_on_every_parameter():
     method = make_baseline()
     method.setup(table_data(np.eye(3), np.ones((3, 3), dtype=bool)))
     losses = method(batch())
-    assert set(losses) == {"loss"} and torch.isfinite(losses["loss"])
+    assert set(losses) == {"loss", "au"} and torch.isfinite(losses["loss"])
     losses["loss"].backward()
     for name, param in method.named_parameters():
         assert param.grad is not None and param.grad.abs().sum() > 0, name
-    probs = method.predict(batch()["image"])["au"]
+    probs = method.predict(batch())["au"]
     assert probs.shape == (4, 3) and torch.all((probs >= 0) & (probs <= 1))
+    assert method.label_names == {"au": ["AU0", "AU1", "AU2"]}
 
 
 def test_baseline_ignores_masked_labels():
@@ -55,20 +56,23 @@ def test_baseline_ignores_masked_labels():
     assert torch.equal(method(b)["loss"], method(flipped)["loss"])
 
 
-def test_inverse_frequency_weighting_comes_from_the_labelled_split():
+def test_frequency_weighting_comes_from_the_labelled_split():
     au = np.array([[1, 1], [0, 1], [0, 0], [0, 0]])
-    method = make_baseline(label_weighting="inverse_frequency")
+    method = make_baseline(heads={"au": {"weighting": "frequency"}})
     method.setup(table_data(au, np.ones_like(au, dtype=bool)))
     # positive rates 1/4 and 1/2 → weights ∝ (4, 2), mean 1
-    assert torch.allclose(method.label_weights, torch.tensor([4 / 3, 2 / 3]))
+    assert torch.allclose(method.heads.heads["au"].label_weights, torch.tensor([4 / 3, 2 / 3]))
     unweighted = make_baseline()
     unweighted.setup(table_data(au, np.ones_like(au, dtype=bool)))
-    assert torch.equal(unweighted.label_weights, torch.ones(2))
+    assert torch.equal(unweighted.heads.heads["au"].label_weights, torch.ones(2))
 
 
 def test_baseline_rejects_unknown_options_and_tasks():
-    with pytest.raises(ValueError, match="label_weighting"):
-        make_baseline(label_weighting="balanced")
-    method = make_baseline(task="attr")
-    with pytest.raises(ValueError, match="no 'attr' labels"):
+    with pytest.raises(ValueError, match=r"method.heads.au.weighting='balanced'"):
+        make_baseline(heads={"au": {"weighting": "balanced"}})
+    with pytest.raises(ValueError, match="unknown task 'pose'"):
+        make_baseline(tasks=["pose"])
+    method = make_baseline(tasks=["attr"])
+    with pytest.raises(ValueError, match=r"method.tasks has 'attr', but dataset 'table' labels "
+                                         r"\['au'\]"):
         method.setup(table_data(np.eye(3), np.ones((3, 3), dtype=bool)))

@@ -432,9 +432,14 @@ def test_evaluate_tasks_thresholds_and_subset():
     outputs, targets, names = _split(1)
     res = M.evaluate_tasks({"au": outputs["au"]}, targets, names, thresholds={"au": 0.2})
     assert set(res) == {"au"}
+    # the top-level keys stay at 0.5; the thresholds and the metrics at them go under "tuned"
     ref = M.multilabel_metrics(targets["au"], outputs["au"], targets["au_mask"], threshold=0.2)
-    assert res["au"]["f1"] == ref["f1"]
-    assert res["au"]["f1"] != M.evaluate_tasks({"au": outputs["au"]}, targets)["au"]["f1"]
+    at_half = M.evaluate_tasks({"au": outputs["au"]}, targets)["au"]
+    assert res["au"]["tuned"]["f1"] == ref["f1"]
+    assert res["au"]["f1"] == at_half["f1"] != ref["f1"]
+    assert res["au"]["thresholds"] == [0.2] * len(ref["f1"])
+    assert "tuned" not in at_half and "thresholds" not in at_half
+    assert res["au"]["tuned"]["emotionet2020"] == M.emotionet2020_score(ref)
 
 
 def test_evaluate_tasks_skips_tasks_without_valid_entries():

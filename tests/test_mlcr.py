@@ -203,7 +203,7 @@ def test_two_views_start_different_and_prediction_is_their_mean():
     images = make_batch()["image"]
     z1, z2 = method.view_logits(images)
     expected = (torch.sigmoid(z1) + torch.sigmoid(z2)) / 2
-    assert torch.allclose(method.predict(images)["au"], expected)
+    assert torch.allclose(method.predict({"image": images})["au"], expected)
 
 
 def test_switching_the_gcn_on_keeps_the_step_one_classifiers():
@@ -211,10 +211,10 @@ def test_switching_the_gcn_on_keeps_the_step_one_classifiers():
     method.eval()
     images = make_batch()["image"]
     assert not method.gcn_active
-    before = method.predict(images)["au"]
+    before = method.predict({"image": images})["au"]
     method.after_optimizer_step(2)  # 3 steps done → step two
     assert method.gcn_active
-    assert torch.allclose(method.predict(images)["au"], before, atol=1e-6)
+    assert torch.allclose(method.predict({"image": images})["au"], before, atol=1e-6)
     # the paper's non-residual form smooths the classifiers along the graph instead
     paper = make_mlcr(gcn_residual=False)
     raw = torch.cat([paper.heads[0].weight, paper.heads[0].bias[:, None]], 1)
@@ -414,7 +414,7 @@ def test_tiny_mlcr_run_writes_au_f1(tiny_cfg, tmp_path):
     keys = set().union(*events)
     assert {"train/loss", "train/supervised", "train/multi_view",
             "train/co_regularization"} <= keys
-    last = torch.load(run_dir / "checkpoints/last.pt", weights_only=False)["method"]
+    last = torch.load(run_dir / "checkpoints/last.pt", weights_only=True)["method"]
     assert int(last["_extra_state"]) == 3 and "gcn.h0" in last
     assert metrics["tasks"] == saved["tasks"]
 

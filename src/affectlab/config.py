@@ -52,7 +52,10 @@ def check_config(node: DictConfig, where: str) -> None:
     if target_path is None:
         raise ConfigError(f"config '{where}' has no _target_: name the class it configures.")
     try:
-        target = get_class(target_path) if target_path[0].isupper() or "." in target_path else None
+        # a class (Capitalised last name) or a function; asking get_class for a function logs
+        # an error of Hydra's own
+        last = target_path.rsplit(".", 1)[-1]
+        target = get_class(target_path) if last[:1].isupper() else None
     except Exception:
         target = None
     if target is None:

@@ -43,12 +43,50 @@ def inverse_frequency_weights(targets: torch.Tensor, mask: torch.Tensor,
     return weights * (len(weights) / weights.sum())
 
 
-def masked_cross_entropy(logits: torch.Tensor, targets: torch.Tensor,
-                         mask: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy over the samples whose label is valid. logits (N, K), targets (N,), mask (N,)."""
-    per_sample = F.cross_entropy(logits.float(), targets.clamp_min(0), reduction="none")
+def masked_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor,
+                         class_weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Cross-entropy over the samples whose label is valid:
+
+        L = Σ_n m_n · w_{y_n} · CE(z_n, y_n) / Σ_n m_n
+
+    logits (N, K), targets (N,) class indices, mask (N,) bool, class_weights optional (K,)
+    (1 when None). 0 (with a gradient path) when no sample is valid.
+    """
+    targets = targets.clamp(0, logits.shape[1] - 1)
+    per_sample = F.cross_entropy(logits.float(), targets, reduction="none")
+    if class_weights is not None:
+        per_sample = per_sample * class_weights.to(per_sample)[targets]
     mask = mask.to(per_sample.dtype)
     return (per_sample * mask).sum() / mask.sum().clamp_min(1.0)
+
+
+def va_bin_indices(values: torch.Tensor, bins: int) -> torch.Tensor:
+    """Index of the equal-width bin of [−1, 1] holding each value: ⌊(v + 1) / 2 · B⌋, with
+    v = 1 in the last bin. values (N, D) → int64 (N, D) in [0, B)."""
+    index = torch.floor((values.float().clamp(-1.0, 1.0) + 1.0) / 2.0 * bins).long()
+    return index.clamp_max(bins - 1)
+
+
+def masked_ccc_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Σ_d (1 − CCC_d) over the valid samples, per column d of (N, D) predictions:
+
+        CCC = 2 s_xy / (s_x² + s_y² + (μ_x − μ_y)²)   (population moments, as in metrics.ccc)
+
+    mask (N,) bool. A batch with fewer than two valid samples gives 0 (with a gradient path):
+    the CCC of one sample is undefined.
+    """
+    weight = mask.to(torch.float32)[:, None]
+    count = weight.sum()
+    if count < 2:
+        return (pred.float() * 0.0).sum()
+    x, y = pred.float(), target.float()
+    mx = (x * weight).sum(0) / count
+    my = (y * weight).sum(0) / count
+    dx, dy = (x - mx) * weight, (y - my) * weight
+    vx, vy = (dx * dx).sum(0) / count, (dy * dy).sum(0) / count
+    cov = (dx * dy).sum(0) / count
+    ccc = 2.0 * cov / (vx + vy + (mx - my) ** 2).clamp_min(1e-8)
+    return (1.0 - ccc).sum()
 
 
 def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

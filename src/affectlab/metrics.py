@@ -46,6 +46,10 @@ ABAW_EXPR_ACC_WEIGHT: float = 0.33
 DEFAULT_THRESHOLD_CANDIDATES: np.ndarray = np.linspace(0.05, 0.95, 19)
 
 MULTILABEL_TASKS: tuple[str, ...] = ("au", "attr")
+#: Criteria :func:`best_thresholds` can tune per-label thresholds for.
+THRESHOLD_CRITERIA: tuple[str, ...] = ("f1", "emotionet")
+#: Every task :func:`evaluate_tasks` knows, in report order.
+EVALUATED_TASKS: tuple[str, ...] = ("au", "expr", "va", "attr", "identity")
 
 
 # --------------------------------------------------------------------------------------------
@@ -207,8 +211,9 @@ def best_thresholds(
     y_score: ArrayLike,
     mask: Optional[ArrayLike] = None,
     candidates: ArrayLike = DEFAULT_THRESHOLD_CANDIDATES,
+    criterion: str = "f1",
 ) -> np.ndarray:
-    """Per-label threshold maximising the positive-class F1 (as in :func:`multilabel_metrics`).
+    """Per-label threshold maximising a criterion of :func:`multilabel_metrics`.
 
     Meant for tuning on a validation split and applying the result on the test split.
 
@@ -216,6 +221,8 @@ def best_thresholds(
         y_true: (N, C) in {0, 1}; y_score: (N, C); mask: (N, C) or (N,) bool or None.
         candidates: (T,) thresholds to try (default 0.05, 0.10, ..., 0.95); a prediction is
             positive iff ``y_score >= t``.
+        criterion: ``f1`` (the positive-class F1 2TP / (2TP + FP + FN)) or ``emotionet``
+            (the EmotioNet challenge's per-label ½ (F1 + accuracy)).
 
     Ties (several candidates with the same F1, including labels where every candidate gives
     F1 = 0, e.g. with no valid entries) go to the candidate closest to 0.5, and between two
@@ -225,6 +232,8 @@ def best_thresholds(
     Returns:
         float64 array (C,) of chosen thresholds. Cost: T passes over (N, C).
     """
+    if criterion not in THRESHOLD_CRITERIA:
+        raise ValueError(f"threshold criterion {criterion!r}: use one of {THRESHOLD_CRITERIA}")
     y_true, y_score, valid = _multilabel_inputs(y_true, y_score, mask, "best_thresholds")
     cand = np.asarray(candidates, dtype=np.float64).ravel()
     if cand.size == 0:
@@ -235,14 +244,18 @@ def best_thresholds(
     cand = cand[order]
     pos = (y_true == 1) & valid
     n_pos = np.count_nonzero(pos, axis=0)
-    f1 = np.empty((cand.size, y_true.shape[1]), dtype=np.float64)
+    n_valid = np.count_nonzero(valid, axis=0)
+    score = np.empty((cand.size, y_true.shape[1]), dtype=np.float64)
     for i, t in enumerate(cand):
         pred = (y_score >= t) & valid
         tp = np.count_nonzero(pred & pos, axis=0)
         n_pred = np.count_nonzero(pred, axis=0)
         # 2TP + FP + FN = n_pred + n_pos
-        f1[i] = _safe_div(2 * tp, n_pred + n_pos)
-    return cand[np.argmax(f1, axis=0)]
+        score[i] = _safe_div(2 * tp, n_pred + n_pos)
+        if criterion == "emotionet":
+            # TP + TN = n_valid − FP − FN = n_valid − n_pred − n_pos + 2 TP
+            score[i] = 0.5 * (score[i] + _safe_div(n_valid - n_pred - n_pos + 2 * tp, n_valid))
+    return cand[np.argmax(score, axis=0)]
 
 
 def average_precision(
@@ -473,6 +486,52 @@ def _task_mask(targets: Mapping[str, Any], task: str, shape: tuple[int, ...]) ->
     return np.asarray(m, dtype=bool)
 
 
+def identity_metrics(
+    subjects: ArrayLike, probs: ArrayLike, classes: Sequence[Union[int, str]]
+) -> dict[str, Any]:
+    """Top-1 accuracy of an identity classifier over the samples whose subject is a class.
+
+    Args:
+        subjects: (N,) subject ids (−1: unknown).
+        probs: (N, S) scores over the S classes.
+        classes: the S subject ids of the classes, in column order.
+
+    Returns ``{"acc": float, "num_valid": int}``: samples of subjects outside ``classes``
+    (identity-disjoint splits) are not counted; ``acc`` is 0.0 when none is left.
+    """
+    ids = np.asarray([int(c) for c in classes], dtype=np.int64)
+    subjects = np.asarray(subjects, dtype=np.int64)
+    probs = np.asarray(probs)
+    known = np.isin(subjects, ids) & (subjects >= 0)
+    if not known.any() or ids.size == 0:
+        return {"acc": 0.0, "num_valid": 0}
+    predicted = ids[np.argmax(probs[known], axis=1)]
+    return {"acc": float(np.mean(predicted == subjects[known])), "num_valid": int(known.sum())}
+
+
+def task_criterion(task: str, metrics: Mapping[str, Any]) -> float:
+    """The challenge criterion of one task, the number ``val/score`` averages:
+
+    au: EmotioNet 2020 / ABAW ½ (F1 + acc) (means over AUs); expr: ABAW 0.67 F1 + 0.33 acc;
+    va: mean CCC; attr: mean accuracy (the CelebA convention); identity: top-1 accuracy.
+    """
+    if task == "au":
+        return emotionet2020_score(metrics)
+    if task == "expr":
+        return abaw_expr_score(metrics)
+    if task == "va":
+        return abaw_va_score(metrics)
+    if task == "attr":
+        return float(metrics["acc_mean"])
+    return float(metrics["acc"])
+
+
+def overall_score(task_metrics: Mapping[str, Mapping[str, Any]]) -> float:
+    """Mean of the evaluated tasks' criteria (:func:`task_criterion`); 0.0 with no task."""
+    values = [task_criterion(t, m) for t, m in task_metrics.items() if t in EVALUATED_TASKS]
+    return float(np.mean(values)) if values else 0.0
+
+
 def evaluate_tasks(
     outputs: Mapping[str, ArrayLike],
     targets: Mapping[str, ArrayLike],
@@ -484,31 +543,43 @@ def evaluate_tasks(
     Args:
         outputs: stacked predictions of a whole split, any subset of
             ``{"au": probs (N, C), "expr": logits or probs (N, K), "va": (N, 2),
-            "attr": probs (N, A)}``. Other keys are ignored.
+            "attr": probs (N, A), "identity": probs (N, S)}``. Other keys are ignored.
         targets: ``{"au": (N, C), "au_mask": (N, C) bool, "expr": (N,), "expr_mask": (N,) bool,
-            "va": (N, 2), "va_mask": (N,) bool, "attr": (N, A), "attr_mask": (N, A) bool}``;
-            a missing ``<task>_mask`` means all valid.
-        label_names: optional ``{task: names}`` (e.g. AU names, ``EXPRESSIONS``).
-        thresholds: optional ``{"au": float or (C,), "attr": float or (A,)}``; default 0.5.
+            "va": (N, 2), "va_mask": (N,) bool, "attr": (N, A), "attr_mask": (N, A) bool,
+            "subject": (N,)}``; a missing ``<task>_mask`` means all valid.
+        label_names: optional ``{task: names}`` (e.g. AU names, ``EXPRESSIONS``); for
+            ``identity`` the subject ids of the S classes (required to evaluate it).
+        thresholds: optional ``{"au": float or (C,), "attr": float or (A,)}`` tuned thresholds.
 
     A task is skipped when its mask has no True entry (including zero-width tasks).
 
     Returns:
-        ``{"au": multilabel_metrics(...) + {"emotionet2020", "abaw"},
-        "expr": expression_metrics(...) + {"abaw"}, "va": va_metrics(...) + {"abaw"},
-        "attr": multilabel_metrics(...)}`` for the evaluated tasks; only plain Python values.
+        ``{"au": multilabel_metrics(...) at 0.5 + {"emotionet2020", "abaw", "average_precision",
+        "ap_mean", "criterion"} + (with thresholds) {"thresholds", "tuned": the same metrics
+        at them}, "expr": expression_metrics(...) + {"abaw", "criterion"}, "va":
+        va_metrics(...) + {"abaw", "criterion"}, "attr": like au, "identity":
+        identity_metrics(...) + {"criterion"}}`` for the evaluated tasks; plain Python values.
     """
     label_names = label_names or {}
     thresholds = thresholds or {}
     if not isinstance(thresholds, Mapping):
         raise TypeError("evaluate_tasks: thresholds must be a dict {task: threshold(s)}")
     results: dict[str, dict[str, Any]] = {}
-    for task in ("au", "expr", "va", "attr"):
+    for task in EVALUATED_TASKS:
         if task not in outputs or outputs[task] is None:
+            continue
+        out = np.asarray(outputs[task])
+        if task == "identity":
+            if "subject" not in targets or not label_names.get("identity"):
+                continue
+            m = identity_metrics(targets["subject"], out, label_names["identity"])
+            if not m["num_valid"]:
+                continue
+            m["criterion"] = task_criterion(task, m)
+            results[task] = m
             continue
         if task not in targets:
             raise KeyError(f"evaluate_tasks: outputs has {task!r} but targets has no {task!r}")
-        out = np.asarray(outputs[task])
         tgt = np.asarray(targets[task])
         mask = _task_mask(targets, task, tgt.shape if task != "va" else tgt.shape[:1])
         if not mask.any():
@@ -516,14 +587,27 @@ def evaluate_tasks(
         if task in MULTILABEL_TASKS:
             if out.ndim != 2 or out.shape[1] == 0:
                 continue
-            m = multilabel_metrics(
-                tgt, out, mask, threshold=thresholds.get(task, 0.5), names=label_names.get(task)
-            )
+            names = label_names.get(task)
+            m = multilabel_metrics(tgt, out, mask, threshold=0.5, names=names)
             if not any(m["num_valid"]):
                 continue
+            ap = average_precision(tgt, out, mask)
+            has = np.asarray(m["num_valid"]) > 0
+            m["average_precision"] = _to_list(ap)
+            m["ap_mean"] = _mean_over(ap, has)
             if task == "au":
                 m["emotionet2020"] = emotionet2020_score(m)
                 m["abaw"] = abaw_au_score(m)
+            if thresholds.get(task) is not None:
+                thr = np.broadcast_to(np.asarray(thresholds[task], dtype=np.float64),
+                                      (out.shape[1],))
+                tuned = multilabel_metrics(tgt, out, mask, threshold=thr, names=names)
+                if task == "au":
+                    tuned["emotionet2020"] = emotionet2020_score(tuned)
+                    tuned["abaw"] = abaw_au_score(tuned)
+                tuned["criterion"] = task_criterion(task, tuned)
+                m["thresholds"] = _to_list(thr)
+                m["tuned"] = tuned
         elif task == "expr":
             m = expression_metrics(
                 tgt, out, mask, num_classes=out.shape[1], names=label_names.get(task)
@@ -532,6 +616,7 @@ def evaluate_tasks(
         else:
             m = va_metrics(tgt, out, mask)
             m["abaw"] = abaw_va_score(m)
+        m["criterion"] = task_criterion(task, m)
         results[task] = m
     return results
 

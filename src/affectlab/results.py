@@ -77,3 +77,52 @@ def markdown_table(rows: list[Row], task: str = "au") -> str:
         cells = " | ".join(f"{v:.1f}" for v in per_label)
         lines.append(f"| {row.name} | {len(row.runs)} | {cells} | {mean:.1f} ± {std:.1f} |")
     return "\n".join(lines)
+
+
+# Columns of a stage summary: (header, task, how to read one run's number).
+SUMMARY_COLUMNS: tuple[tuple[str, str, Any], ...] = (
+    ("AU F1@0.5", "au", lambda m: m["f1_mean"]),
+    ("AU F1@thr", "au", lambda m: m["tuned"]["f1_mean"] if "tuned" in m else None),
+    ("AU AP", "au", lambda m: m["ap_mean"]),
+    ("attr F1@0.5", "attr", lambda m: m["f1_mean"]),
+    ("attr acc", "attr", lambda m: m["acc_mean"]),
+    ("expr F1", "expr", lambda m: m["f1_macro"]),
+    ("expr acc", "expr", lambda m: m["acc"]),
+    ("CCC V", "va", lambda m: m["ccc_valence"]),
+    ("CCC A", "va", lambda m: m["ccc_arousal"]),
+    ("identity acc", "identity", lambda m: m["acc"]),
+)
+
+
+def stage_summary(results: dict[str, list[dict[str, Any]]], title: str = "") -> tuple[str, str]:
+    """Markdown and CSV of ``{row name: [metrics.json of each seed]}``: per row the number of
+    runs and, in %, mean ± std over them of each column some row has (:data:`SUMMARY_COLUMNS`:
+    AU F1 at 0.5, at the tuned thresholds, AP; expression F1/accuracy; CCCs; ...) and of
+    ``score``. A cell a row has no value for is "–"."""
+    def value(run: dict[str, Any], task: str, read: Any) -> float | None:
+        metrics = run.get("tasks", {}).get(task)
+        return None if metrics is None else read(metrics)
+
+    columns = [c for c in SUMMARY_COLUMNS if any(
+        value(run, c[1], c[2]) is not None for runs in results.values() for run in runs)]
+    header = ["row", "runs", *[c[0] for c in columns], "score"]
+    lines = ([f"{title}", ""] if title else []) + [
+        "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    csv = [",".join(["row", "runs", *[f"{c[0]} mean,{c[0]} std" for c in columns],
+                     "score mean,score std"])]
+    for name, runs in results.items():
+        cells, csv_cells = [], []
+        for _, task, read in [*columns, ("score", None, None)]:
+            values = [run.get("score") if task is None else value(run, task, read)
+                      for run in runs]
+            values = [v for v in values if v is not None]
+            if not values:
+                cells.append("–")
+                csv_cells.append(",")
+                continue
+            mean, std = mean_std([100 * v for v in values])
+            cells.append(f"{mean:.1f} ± {std:.1f}")
+            csv_cells.append(f"{mean:.2f},{std:.2f}")
+        lines.append(f"| {name} | {len(runs)} | " + " | ".join(cells) + " |")
+        csv.append(",".join([name, str(len(runs)), *csv_cells]))
+    return "\n".join(lines) + "\n", "\n".join(csv) + "\n"

@@ -24,11 +24,13 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 
+from affectlab.checkpoints import CheckpointError, init_from
 from affectlab.config import ConfigError, instantiate_checked
 from affectlab.datasets.base import DataError, FaceData
 from affectlab.datasets.preprocess import use_crops
+from affectlab.datasets.transforms import InputTransform
 from affectlab.methods.base import Method
-from affectlab.trainer import CheckpointError, Trainer
+from affectlab.trainer import Trainer
 from affectlab.utils import atomic_write_json, resolve_device, seed_everything
 
 log = logging.getLogger("affectlab")
@@ -61,31 +63,52 @@ def _git_sha() -> str | None:
         return None
 
 
-def format_results(metrics: dict[str, Any]) -> str:
-    """A readable table of the test metrics: per-label F1/accuracy and the means per task."""
-    lines = [f"Test results — method={metrics['method']} dataset={metrics['dataset']} "
-             f"seed={metrics['seed']} (best epoch {metrics['best_epoch']})"]
-    for task, values in metrics["tasks"].items():
+def format_task_lines(tasks: dict[str, Any]) -> list[str]:
+    """Per task a readable block: per label F1 at 0.5, F1 at the tuned thresholds, the
+    thresholds, accuracy and AP, and the means; the criteria of the other tasks."""
+    lines = []
+    for task, values in tasks.items():
         if "f1" in values:
+            tuned = values.get("tuned")
             width = max(len(label) for label in values["labels"])
-            lines.append(f"  {task}: {'label':<{width}}  F1     Acc")
-            for label, f1, acc in zip(values["labels"], values["f1"], values["acc"]):
-                lines.append(f"  {'':{len(task)}}  {label:<{width}}  {f1:.3f}  {acc:.3f}")
-            lines.append(f"  {'':{len(task)}}  {'mean':<{width}}  {values['f1_mean']:.3f}  "
-                         f"{values['acc_mean']:.3f}")
+            lines.append(f"  {task}: {'label':<{width}}  F1@0.5  F1@thr  thr   Acc    AP")
+            for c, label in enumerate(values["labels"]):
+                tuned_cells = (f"{tuned['f1'][c]:.3f}   {values['thresholds'][c]:.2f}"
+                               if tuned else "  –       – ")
+                lines.append(f"  {'':{len(task)}}  {label:<{width}}  {values['f1'][c]:.3f}   "
+                             f"{tuned_cells}  {values['acc'][c]:.3f}  "
+                             f"{values['average_precision'][c]:.3f}")
+            tuned_mean = f"{tuned['f1_mean']:.3f}        " if tuned else "  –          "
+            lines.append(f"  {'':{len(task)}}  {'mean':<{width}}  {values['f1_mean']:.3f}   "
+                         f"{tuned_mean}{values['acc_mean']:.3f}  {values['ap_mean']:.3f}")
         elif "f1_macro" in values:
             lines.append(f"  {task}: macro F1 {values['f1_macro']:.3f}  acc {values['acc']:.3f}")
         elif "ccc_valence" in values:
             lines.append(f"  {task}: CCC valence {values['ccc_valence']:.3f}  "
                          f"arousal {values['ccc_arousal']:.3f}")
+        elif task == "identity":
+            lines.append(f"  {task}: top-1 accuracy {values['acc']:.3f} over "
+                         f"{values['num_valid']} faces of trained identities")
+    return lines
+
+
+def format_results(metrics: dict[str, Any]) -> str:
+    """A readable table of a run's test metrics (:func:`format_task_lines`), its score and
+    training throughput."""
+    lines = [f"Test results — method={metrics['method']} dataset={metrics['dataset']} "
+             f"seed={metrics['seed']} (best epoch {metrics['best_epoch']})",
+             *format_task_lines(metrics["tasks"])]
+    if metrics.get("score") is not None:
+        lines.append(f"  score (mean of the tasks' criteria): {metrics['score']:.3f}")
     lines.append(f"  training throughput: {metrics['throughput_images_per_s']:.0f} images/s on "
                  f"{metrics['device']}")
     return "\n".join(lines)
 
 
 def build_data(cfg: DictConfig, *, crops: bool = True) -> FaceData:
-    """The dataset of a composed config, with its pool (``pool``) and, when ``crops`` and
-    ``preprocessed`` is set, reading the crops written by ``scripts/preprocess.py``."""
+    """The dataset of a composed config, with its pool (``pool``), its input transform
+    (``augment``) and, when ``crops`` and ``preprocessed`` is set, reading the crops written by
+    ``scripts/preprocess.py``."""
     data = instantiate_checked(cfg.dataset, "dataset").build()
     if cfg.get("pool") is not None:
         # an unlabelled pool from elsewhere replaces the dataset's own (configs/pool/)
@@ -93,21 +116,30 @@ def build_data(cfg: DictConfig, *, crops: bool = True) -> FaceData:
             image_size=data.train.image_size)
     if crops and cfg.get("preprocessed"):
         data = use_crops(data, cfg.preprocessed)
+    augment = instantiate_checked(cfg.augment, "augment") if cfg.get("augment") else None
+    data.transform = InputTransform(mean=data.mean, std=data.std, augment=augment)
     return data
+
+
+def build_method(cfg: DictConfig) -> Method:
+    """The method of a composed config, its networks not yet set up (sized by the data)."""
+    model_factory = instantiate_checked(cfg.model, "model", _partial_=True)
+    return instantiate_checked(cfg.method, "method", model=model_factory)
+
+
+def build_trainer(cfg: DictConfig) -> Trainer:
+    """The trainer of a composed config, with its optimizer, schedule and sampler."""
+    sampler = cfg.get("sampler")
+    return instantiate_checked(
+        cfg.trainer, "trainer", seed=cfg.seed,
+        optimizer=instantiate_checked(cfg.optim.optimizer, "optim.optimizer", _partial_=True),
+        scheduler=instantiate_checked(cfg.optim.scheduler, "optim.scheduler"),
+        sampler=instantiate_checked(sampler, "sampler") if sampler is not None else None)
 
 
 def build(cfg: DictConfig) -> tuple[FaceData, Method, Trainer]:
     """Data, method (networks not yet set up) and trainer of a composed training config."""
-    data = build_data(cfg)
-    model_factory = instantiate_checked(cfg.model, "model", _partial_=True)
-    model_factory().forward_features  # fail here, not mid-setup, if the model cannot be built
-    method = instantiate_checked(cfg.method, "method", model=model_factory)
-    trainer = instantiate_checked(
-        cfg.trainer, "trainer", seed=cfg.seed,
-        optimizer=instantiate_checked(cfg.optim.optimizer, "optim.optimizer", _partial_=True),
-        scheduler=instantiate_checked(cfg.optim.scheduler, "optim.scheduler"),
-        augment=instantiate_checked(cfg.augment, "augment") if cfg.get("augment") else None)
-    return data, method, trainer
+    return build_data(cfg), build_method(cfg), build_trainer(cfg)
 
 
 def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
@@ -130,19 +162,25 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         "hostname": platform.node(), "argv": sys.argv, "data": data.summary(),
     }, run_dir / "run_info.json")
 
+    if cfg.get("init_from") and not cfg.trainer.get("resume"):
+        method.prepare(data)
+        init_from(method, cfg.init_from, list(cfg.get("init_parts") or ["backbone"]),
+                  model_config=resolved.get("model"))
     result = trainer.fit(method, data, run_dir, config=resolved)
     if not trainer.is_main:
         return result
     metrics = {
         "method": cfg.method.name, "dataset": cfg.dataset.name, "seed": cfg.seed, "split": "test",
-        "tasks": result["test"], "monitor": result["monitor"], "best_value": result["best_value"],
+        "tasks": result["test"], "score": result["score"], "monitor": result["monitor"],
+        "best_value": result["best_value"],
         "best_epoch": result["best_epoch"], "epochs": result["epochs"], "steps": result["steps"],
         "train_time_s": result["train_time_s"],
         "throughput_images_per_s": result["throughput_images_per_s"],
         "device": str(trainer.device), "resumed_from": cfg.trainer.get("resume"),
         "split_protocol": data.manifest.protocol if data.manifest is not None else None,
         "split_checksum": data.manifest.checksum() if data.manifest is not None else None,
-        "skipped_problems": data.skipped,
+        "skipped_problems": data.skipped, "sampler": result["sampler"],
+        "init_from": cfg.get("init_from"),
     }
     atomic_write_json(metrics, run_dir / "metrics.json")
     log.info("\n%s", format_results(metrics))
@@ -174,3 +212,7 @@ def main(cfg: DictConfig) -> float | None:
         if distributed and dist.is_initialized():
             dist.destroy_process_group()
     return metrics.get("best_value")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,10 +1,11 @@
 """The one training loop every method runs through.
 
-The trainer owns devices, precision, data loading, augmentation, optimizer and schedule,
-gradient clipping, evaluation, best-checkpoint selection, checkpoints and resume, logging
-(TensorBoard, ``metrics.jsonl``, the console) and, under ``torchrun``, data parallelism. A
-method only turns batches into loss terms and images into predictions
-(:mod:`affectlab.methods.base`).
+The trainer owns devices, precision, data loading (its sampler comes from the ``sampler``
+config group), optimizer and schedule, gradient clipping, evaluation, best-checkpoint
+selection, per-label threshold search, checkpoints and resume, logging (TensorBoard,
+``metrics.jsonl``, the console) and, under ``torchrun``, data parallelism. A method only turns
+batches into loss terms and predictions (:mod:`affectlab.methods.base`); the data owns its
+inputs and their transforms (``FaceData.transform``: augmentation, normalisation, views).
 
 Loop unit: epochs over the labelled training split (incomplete last batch dropped); when the
 method needs unlabelled data, a batch of the unlabelled pool is drawn alongside every labelled
@@ -31,21 +32,19 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader
 from torch.utils.tensorboard import SummaryWriter
 
-from affectlab.datasets.base import FaceData, FaceImageDataset
-from affectlab.datasets.samplers import EpochSampler, InfiniteSampler
-from affectlab.datasets.transforms import BatchAugment, normalize
+from affectlab.checkpoints import (CheckpointError, class_path, load_checkpoint,
+                                   load_method_state)
+from affectlab.datasets.base import TARGET_KEYS, FaceData, FaceImageDataset
+from affectlab.datasets.samplers import EpochSampler, InfiniteSampler, uniform_epochs
 from affectlab.methods.base import Method
-from affectlab.metrics import evaluate_tasks, flatten_metrics
+from affectlab.metrics import (MULTILABEL_TASKS, THRESHOLD_CRITERIA, best_thresholds,
+                               evaluate_tasks, flatten_metrics, overall_score)
 from affectlab.schedules import Constant
 from affectlab.utils import atomic_torch_save, resolve_device, rng_state, set_rng_state
 
 log = logging.getLogger(__name__)
 
-TARGET_KEYS = ("au", "au_mask", "expr", "expr_mask", "va", "va_mask", "attr", "attr_mask")
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint that cannot be used for this run, with the reason and the fix."""
+__all__ = ["Trainer", "CheckpointError", "RunLogger", "predict_split", "search_thresholds"]
 
 
 class RunLogger:
@@ -89,9 +88,14 @@ class Trainer:
         log_every_steps: how often training losses go to TensorBoard and ``metrics.jsonl``.
         progress_bar: show a tqdm bar (epoch, step, loss, images/s).
         seed: seeds data order and augmentation.
+        threshold_criterion: after training, per-label thresholds of each multi-label task
+            are searched on the validation split for this criterion (``f1``, or ``emotionet``:
+            ½ (F1 + accuracy)), stored with the best checkpoint and applied in the test
+            metrics' ``tuned`` entries; ``none`` skips the search.
         optimizer: factory ``params -> torch.optim.Optimizer`` (Hydra ``_partial_``).
         scheduler: a schedule from :mod:`affectlab.schedules`.
-        augment: training augmentation; None trains on un-augmented images.
+        sampler: factory ``(table, batch_size=, seed=, rank=, world_size=) -> EpochSampler``
+            of the training split (the ``sampler`` config group; default: uniform epochs).
     """
 
     def __init__(
@@ -107,20 +111,24 @@ class Trainer:
         precision: str = "auto",
         grad_clip_norm: float | None = None,
         eval_every_epochs: int = 1,
-        monitor: str = "val/au/f1_mean",
+        monitor: str = "val/score",
         monitor_mode: str = "max",
         resume: str | None = None,
         log_every_steps: int = 10,
         progress_bar: bool = True,
         seed: int = 0,
+        threshold_criterion: str = "f1",
         optimizer: Callable[..., torch.optim.Optimizer],
         scheduler: Constant | None = None,
-        augment: BatchAugment | None = None,
+        sampler: Callable[..., EpochSampler] | None = None,
     ) -> None:
         if monitor_mode not in ("max", "min"):
             raise ValueError(f"trainer.monitor_mode={monitor_mode!r}: use max or min")
         if precision not in ("auto", "bf16", "fp32"):
             raise ValueError(f"trainer.precision={precision!r}: use auto, bf16 or fp32")
+        if threshold_criterion not in (*THRESHOLD_CRITERIA, "none"):
+            raise ValueError(f"trainer.threshold_criterion={threshold_criterion!r}: use "
+                             f"{', '.join(THRESHOLD_CRITERIA)} or none")
         if max_epochs < 1 and not max_steps:
             raise ValueError("trainer.max_epochs must be ≥ 1 (or set trainer.max_steps)")
         self.max_epochs = max_epochs
@@ -139,7 +147,9 @@ class Trainer:
         self.seed = seed
         self.optimizer_factory = optimizer
         self.schedule = scheduler or Constant()
-        self.augment = augment
+        self.sampler_factory = sampler or uniform_epochs
+        self.threshold_criterion = threshold_criterion
+        self._data: FaceData | None = None     # the data of the fit in progress
 
         self.world_size = int(os.environ.get("WORLD_SIZE", 1))
         self.rank = int(os.environ.get("RANK", 0))
@@ -173,25 +183,9 @@ class Trainer:
 
     def _prepare(self, batch: dict[str, torch.Tensor], data: FaceData, train: bool,
                  views: int = 1) -> dict[str, torch.Tensor]:
-        """Move to the device, augment (training) and normalise.
-
-        With ``views`` > 1 (``Method.augmented_views``), each image is augmented ``views`` times
-        independently: ``batch["image_views"]`` is (views, N, 3, H, W) and ``batch["image"]``
-        its first copy.
-        """
-        batch = self._to_device(batch)
-        images = batch["image"]
-        if not train or self.augment is None:
-            batch["image"] = normalize(images, data.mean, data.std)
-            if train and views > 1:
-                batch["image_views"] = batch["image"].expand(views, *batch["image"].shape)
-            return batch
-        copies = [normalize(self.augment.augment(images), data.mean, data.std)
-                  for _ in range(views)]
-        batch["image"] = copies[0]
-        if views > 1:
-            batch["image_views"] = torch.stack(copies)
-        return batch
+        """Move to the device and apply the data's own transform (augmentation, normalisation,
+        ``views`` copies; :class:`~affectlab.datasets.transforms.InputTransform`)."""
+        return data.transform(self._to_device(batch), train=train, views=views)
 
     def _better(self, value: float, best: float | None) -> bool:
         if best is None or math.isnan(best):
@@ -202,33 +196,23 @@ class Trainer:
     @torch.no_grad()
     def predict_split(self, method: Method, data: FaceData,
                       dataset: FaceImageDataset) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-        """Stacked predictions and targets over a whole split."""
-        was_training = method.training
-        method.eval()
+        """Stacked predictions and targets over a whole split (see :func:`predict_split`)."""
         loader = self._loader(dataset, None, self.eval_batch_size)
-        outputs: dict[str, list[np.ndarray]] = {}
-        targets: dict[str, list[np.ndarray]] = {k: [] for k in TARGET_KEYS}
-        for batch in loader:
-            batch = self._prepare(batch, data, train=False)
-            with self._autocast():
-                predictions = method.predict(batch["image"])
-            for task, value in predictions.items():
-                outputs.setdefault(task, []).append(value.float().cpu().numpy())
-            for key in TARGET_KEYS:
-                targets[key].append(batch[key].cpu().numpy())
-        method.train(was_training)
-        return ({k: np.concatenate(v) for k, v in outputs.items()},
-                {k: np.concatenate(v) for k, v in targets.items()})
+        return predict_split(method, loader, lambda b: self._prepare(b, data, train=False),
+                             self._autocast)
 
-    def evaluate(self, method: Method, data: FaceData, dataset: FaceImageDataset) -> dict[str, Any]:
+    def evaluate(self, method: Method, data: FaceData, dataset: FaceImageDataset,
+                 thresholds: dict[str, Any] | None = None) -> dict[str, Any]:
         """Metrics of every task the method predicts, on one split (see :mod:`affectlab.metrics`)."""
         outputs, targets = self.predict_split(method, data, dataset)
-        return evaluate_tasks(outputs, targets, data.label_names)
+        names = {**data.label_names, **method.label_names}
+        return evaluate_tasks(outputs, targets, names, thresholds)
 
     # -------------------------------------------------------------- checkpoints
     def _random_state(self) -> dict[str, Any]:
+        transform = self._data.transform if self._data is not None else None
         return {"rng": rng_state(),
-                "augment": self.augment.state_dict() if self.augment is not None else None}
+                "augment": transform.state_dict() if transform is not None else None}
 
     def _checkpoint(self, method: Method, optimizer: torch.optim.Optimizer, scheduler: Any,
                     position: dict[str, Any], config: dict[str, Any] | None,
@@ -239,40 +223,11 @@ class Trainer:
             "scheduler": scheduler.state_dict(),
             **(random_state or self._random_state()),
             "config": config,
-            "method_class": f"{type(method).__module__}.{type(method).__qualname__}",
+            "method_class": class_path(method),
+            "label_names": method.label_names,
+            "thresholds": method.thresholds,
             **position,
         }
-
-    @staticmethod
-    def load_checkpoint(path: str | Path) -> dict[str, Any]:
-        """Read a checkpoint, with a clear error for a missing or unreadable file."""
-        path = Path(path)
-        if not path.is_file():
-            raise CheckpointError(f"checkpoint not found: {path}. Point trainer.resume at an "
-                                  "existing checkpoints/last.pt of a run.")
-        try:
-            return torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as err:  # a truncated or foreign file: say which and what to do
-            raise CheckpointError(f"cannot read checkpoint {path} ({type(err).__name__}: {err}). "
-                                  "The file is damaged or not an affectlab checkpoint.") from None
-
-    @staticmethod
-    def load_method_state(method: Method, checkpoint: dict[str, Any], path: str | Path) -> None:
-        """Load weights into ``method``, refusing checkpoints of another method or model."""
-        expected = f"{type(method).__module__}.{type(method).__qualname__}"
-        if checkpoint.get("method_class") != expected:
-            raise CheckpointError(f"checkpoint {path} was written by method "
-                                  f"{checkpoint.get('method_class')}, but this run uses {expected}. "
-                                  "Resume with the same method config.")
-        try:
-            method.load_state_dict(checkpoint["method"])
-        except RuntimeError as err:
-            saved = (checkpoint.get("config") or {}).get("model", {})
-            first_line = str(err).splitlines()[1:3]
-            raise CheckpointError(f"checkpoint {path} does not fit this model (it was saved with "
-                                  f"model={saved}): {' '.join(s.strip() for s in first_line)}. "
-                                  "Resume with the model config the checkpoint was trained "
-                                  "with.") from None
 
     def _restore(self, method: Method, optimizer: torch.optim.Optimizer, scheduler: Any,
                  position: dict[str, Any], ckpt_dir: Path) -> dict[str, Any]:
@@ -281,12 +236,11 @@ class Trainer:
         The resumed run writes into its own run directory; the interrupted run's ``best.pt``
         is copied there so that best-checkpoint selection continues where it stopped.
         """
-        checkpoint = self.load_checkpoint(self.resume)
-        self.load_method_state(method, checkpoint, self.resume)
+        checkpoint = load_checkpoint(self.resume)
+        load_method_state(method, checkpoint, self.resume)
         optimizer.load_state_dict(checkpoint["optimizer"])
         scheduler.load_state_dict(checkpoint["scheduler"])
-        if self.augment is not None and checkpoint.get("augment"):
-            self.augment.load_state_dict(checkpoint["augment"])
+        self._data.transform.load_state_dict(checkpoint.get("augment"))
         set_rng_state(checkpoint["rng"])
         best_source = Path(self.resume).with_name("best.pt")
         if self.is_main and best_source.is_file():
@@ -329,7 +283,8 @@ class Trainer:
                              f"dataset '{data.name}' has none. Pick a dataset config with an "
                              "unlabelled split.")
 
-        method.setup(data)
+        self._data = data
+        method.prepare(data)
         method.to(self.device)
         model: torch.nn.Module = method
         if self.world_size > 1:
@@ -337,12 +292,14 @@ class Trainer:
                 method, device_ids=[self.device.index] if self.device.type == "cuda" else None,
                 find_unused_parameters=method.has_idle_parameters)
 
-        sampler = EpochSampler(len(data.train), batch_size=self.batch_size, seed=self.seed,
-                               rank=self.rank, world_size=self.world_size)
+        sampler = self.sampler_factory(data.train.table, batch_size=self.batch_size,
+                                       seed=self.seed, rank=self.rank, world_size=self.world_size)
+        if sampler.summary():
+            log.info("sampler: %s", sampler.summary())
         steps_per_epoch = sampler.batches_per_epoch()
         if steps_per_epoch < 1:
-            raise ValueError(f"the training split has {len(data.train)} images, fewer than one "
-                             f"batch (trainer.batch_size={self.batch_size} × {self.world_size} "
+            raise ValueError(f"the training split has {sampler.epoch_length()} images per "
+                             f"epoch, fewer than one batch (trainer.batch_size={self.batch_size} × {self.world_size} "
                              "processes); lower trainer.batch_size.")
         total_steps = self.max_steps or self.max_epochs * steps_per_epoch
         num_epochs = math.ceil(total_steps / steps_per_epoch)
@@ -439,22 +396,36 @@ class Trainer:
             "train_time_s": round(position["train_time_s"], 3),
             "throughput_images_per_s": round(
                 position["images_seen"] / max(position["train_time_s"], 1e-9), 1),
+            "sampler": sampler.summary(),
         }
         if self.is_main:
-            best = self.load_checkpoint(ckpt_dir / "best.pt")
+            best_path = ckpt_dir / "best.pt"
+            best = load_checkpoint(best_path)
             method.load_state_dict(best["method"])
-            result["test"] = self.evaluate(method, data, data.test)
-            logger.record(flatten_metrics(result["test"], "test"), step)
+            if self.threshold_criterion != "none":
+                outputs, targets = self.predict_split(method, data, data.val)
+                method.thresholds = search_thresholds(outputs, targets, self.threshold_criterion)
+                if method.thresholds:
+                    best["thresholds"] = method.thresholds
+                    atomic_torch_save(best, best_path)
+                    log.info("per-label thresholds (%s on validation): %s",
+                             self.threshold_criterion,
+                             {t: [round(v, 2) for v in thr] for t, thr in method.thresholds.items()})
+            result["test"] = self.evaluate(method, data, data.test, method.thresholds)
+            result["score"] = overall_score(result["test"])
+            logger.record({**flatten_metrics(result["test"], "test"),
+                           "test/score": result["score"]}, step)
         logger.close()
         return result
 
     def _validate(self, method: Method, data: FaceData, optimizer: torch.optim.Optimizer,
                   scheduler: Any, position: dict[str, Any], config: dict[str, Any] | None,
                   ckpt_dir: Path, logger: RunLogger, epoch: int) -> None:
-        metrics = flatten_metrics(self.evaluate(method, data, data.val), "val")
+        task_metrics = self.evaluate(method, data, data.val)
+        metrics = {**flatten_metrics(task_metrics, "val"), "val/score": overall_score(task_metrics)}
         if self.monitor not in metrics:
             raise KeyError(f"trainer.monitor={self.monitor!r} is not among the validation "
-                           f"metrics: {sorted(k for k in metrics if k.count('/') == 2)}")
+                           f"metrics: {sorted(k for k in metrics if k.count('/') <= 2)}")
         value = metrics[self.monitor]
         logger.record(metrics, position["global_step"])
         ckpt_dir.mkdir(parents=True, exist_ok=True)
@@ -474,3 +445,42 @@ class Trainer:
         from tqdm import tqdm
 
         return tqdm(loader, desc=f"epoch {epoch + 1}/{num_epochs}", leave=False, dynamic_ncols=True)
+
+
+@torch.no_grad()
+def predict_split(method: Method, loader: Any, prepare: Callable[[dict], dict],
+                  autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+                  ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Run ``method.predict`` over every batch of ``loader`` (each passed through ``prepare``:
+    device and input transform) and stack predictions and targets (:data:`TARGET_KEYS`).
+
+    Returns ``({task: (N, ·) predictions}, {target key: (N, ·) targets})`` as numpy arrays.
+    """
+    was_training = method.training
+    method.eval()
+    outputs: dict[str, list[np.ndarray]] = {}
+    targets: dict[str, list[np.ndarray]] = {k: [] for k in TARGET_KEYS}
+    for batch in loader:
+        batch = prepare(batch)
+        with autocast():
+            predictions = method.predict(batch)
+        for task, value in predictions.items():
+            outputs.setdefault(task, []).append(value.float().cpu().numpy())
+        for key in TARGET_KEYS:
+            targets[key].append(batch[key].cpu().numpy())
+    method.train(was_training)
+    return ({k: np.concatenate(v) for k, v in outputs.items()},
+            {k: np.concatenate(v) for k, v in targets.items()})
+
+
+def search_thresholds(outputs: dict[str, np.ndarray], targets: dict[str, np.ndarray],
+                      criterion: str = "f1") -> dict[str, list[float]]:
+    """Per-label thresholds of every multi-label task in ``outputs`` with valid targets,
+    maximising ``criterion`` (:func:`affectlab.metrics.best_thresholds`) on these predictions
+    (a validation split's). Returns ``{task: [C thresholds]}``."""
+    found: dict[str, list[float]] = {}
+    for task in MULTILABEL_TASKS:
+        if task in outputs and outputs[task].shape[1] and targets[f"{task}_mask"].any():
+            found[task] = best_thresholds(targets[task], outputs[task], targets[f"{task}_mask"],
+                                          criterion=criterion).tolist()
+    return found

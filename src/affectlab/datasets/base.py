@@ -40,6 +40,8 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
+from affectlab.datasets.transforms import InputTransform
+
 # Aff-Wild2 / ABAW order, the one label order for expressions across datasets.
 EXPRESSIONS: tuple[str, ...] = (
     "neutral",
@@ -52,6 +54,10 @@ EXPRESSIONS: tuple[str, ...] = (
 )
 
 TASKS: tuple[str, ...] = ("au", "expr", "va", "attr")
+
+#: The label fields of a sample dict, gathered over a split for evaluation.
+TARGET_KEYS: tuple[str, ...] = ("au", "au_mask", "expr", "expr_mask", "va", "va_mask", "attr",
+                                "attr_mask", "subject")
 
 
 class DataError(RuntimeError):
@@ -169,6 +175,13 @@ class FaceData:
     manifest: Any = None
     skipped: int = 0          # problems skipped under dataset.on_error=skip (a line, a sample
                               # or a file left out each)
+    # what happens to a batch on the device before a method sees it (augmentation,
+    # normalisation, k views; datasets.transforms.InputTransform); default: normalise only
+    transform: Any = None
+
+    def __post_init__(self) -> None:
+        if self.transform is None:
+            self.transform = InputTransform(mean=self.mean, std=self.std)
 
     @property
     def tasks(self) -> list[str]:

@@ -8,9 +8,13 @@ Under torchrun each rank takes every ``world_size``-th index of the same permuta
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.data import Sampler
+
+from affectlab.datasets.base import LabelTable
 
 
 def _permutation(n: int, seed: int, cycle: int) -> torch.Tensor:
@@ -20,6 +24,10 @@ def _permutation(n: int, seed: int, cycle: int) -> torch.Tensor:
 
 class EpochSampler(Sampler[int]):
     """A fresh permutation per epoch, optionally starting part-way (for mid-epoch resume).
+
+    Subclasses change what an epoch holds (:meth:`epoch_indices`, :meth:`epoch_length`): the
+    sharding, the resume position and the dropped last batch stay here, so every sampler is a
+    pure function of (seed, epoch, position) and shards the same way under torchrun.
 
     Args:
         num_samples: dataset length.
@@ -38,8 +46,20 @@ class EpochSampler(Sampler[int]):
         self.epoch = 0
         self.start_batch = 0
 
+    def epoch_length(self) -> int:
+        """Indices drawn per epoch (over all ranks)."""
+        return self.num_samples
+
+    def epoch_indices(self, epoch: int) -> torch.Tensor:
+        """The dataset rows of epoch ``epoch``, in order (over all ranks)."""
+        return _permutation(self.num_samples, self.seed, epoch)
+
+    def summary(self) -> dict[str, Any]:
+        """What the sampler did to the label distribution, for the run's log (default: nothing)."""
+        return {}
+
     def batches_per_epoch(self) -> int:
-        return self.num_samples // (self.batch_size * self.world_size)
+        return self.epoch_length() // (self.batch_size * self.world_size)
 
     def set_position(self, epoch: int, start_batch: int = 0) -> None:
         """Next iteration yields epoch ``epoch`` from batch ``start_batch`` on."""
@@ -50,9 +70,178 @@ class EpochSampler(Sampler[int]):
         return (self.batches_per_epoch() - self.start_batch) * self.batch_size
 
     def __iter__(self) -> Iterator[int]:
-        order = _permutation(self.num_samples, self.seed, self.epoch)
+        order = self.epoch_indices(self.epoch)
         per_rank = order[self.rank::self.world_size][: self.batches_per_epoch() * self.batch_size]
         yield from per_rank[self.start_batch * self.batch_size:].tolist()
+
+
+def _task_labels(table: LabelTable, task: str) -> tuple[np.ndarray, np.ndarray]:
+    if task not in ("au", "attr", "expr"):
+        raise ValueError(f"sampler.task={task!r}: balance au, attr (multi-label) or expr")
+    values, mask = getattr(table, task), getattr(table, f"{task}_mask")
+    if not mask.any():
+        raise ValueError(f"sampler.task={task}: the training split has no '{task}' labels; "
+                         "balance a task the dataset labels")
+    return values, mask
+
+
+def imbalance_ratios(labels: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, float]:
+    """Charte et al. (2015)'s imbalance measures of a multi-label set.
+
+        IRLbl(c) = max_j n_j / n_c,     MeanIR = mean_c IRLbl(c)
+
+    with n_c the positives of label c among its valid entries. Labels without a positive are
+    left out (IRLbl undefined: NaN in the returned array; not counted in MeanIR).
+
+    Args: labels (N, C) in {0, 1}; mask (N, C) bool. Returns (IRLbl (C,), MeanIR).
+    """
+    positives = ((labels > 0.5) & mask).sum(0).astype(np.float64)
+    present = positives > 0
+    irlbl = np.full(labels.shape[1], np.nan)
+    if present.any():
+        irlbl[present] = positives[present].max() / positives[present]
+    mean_ir = float(np.nanmean(irlbl)) if present.any() else 1.0
+    return irlbl, mean_ir
+
+
+def ml_ros_clones(labels: np.ndarray, mask: np.ndarray, *, percentage: float,
+                  rng: np.random.Generator) -> np.ndarray:
+    """ML-ROS (Charte et al., 2015): rows to clone so that minority labels gain positives.
+
+    MeanIR is measured once on the original set; the minority labels are those with
+    IRLbl > MeanIR, each with its bag of positive rows. Round-robin over the bags, one random
+    row of the bag is cloned (every label of the clone counts again, the majority's too) and a
+    bag leaves once its label's IRLbl, re-measured on the enlarged set, is ≤ MeanIR, until
+    ⌊N · percentage / 100⌋ clones are made or no bag is left.
+
+    Args: labels (N, C) in {0, 1}; mask (N, C) bool; percentage: the clone budget in % of N;
+    rng: the draw. Returns int64 (K,) rows of the clones (each also stays once as original).
+    """
+    positive = (labels > 0.5) & mask
+    counts = positive.sum(0).astype(np.float64)
+    irlbl, mean_ir = imbalance_ratios(labels, mask)
+    bags = {c: np.flatnonzero(positive[:, c]) for c in range(labels.shape[1])
+            if counts[c] > 0 and irlbl[c] > mean_ir}
+    budget = int(len(labels) * percentage / 100)
+    clones: list[int] = []
+    while budget > 0 and bags:
+        for c in list(bags):
+            row = int(rng.choice(bags[c]))
+            clones.append(row)
+            counts += positive[row]
+            budget -= 1
+            if counts[counts > 0].max() / counts[c] <= mean_ir:
+                del bags[c]
+            if budget == 0:
+                break
+    return np.asarray(clones, dtype=np.int64)
+
+
+class MLROSSampler(EpochSampler):
+    """Epochs over the training split enlarged by ML-ROS clones (:func:`ml_ros_clones`).
+
+    The clones are drawn once per run from ``seed``; an epoch is a permutation of the
+    N + K rows (originals and clones), so every original sample is still seen once per epoch
+    and minority-label samples more often. IRLbl and MeanIR before and after are in
+    :meth:`summary` (logged and written to ``run_info.json``).
+
+    Args:
+        table: the training split's labels.
+        task: the multi-label task to balance (``au`` or ``attr``).
+        percentage: clone budget in % of the training split (Charte et al. try 10–25).
+    """
+
+    def __init__(self, table: LabelTable, *, task: str = "au", percentage: float = 25.0,
+                 batch_size: int, seed: int, rank: int = 0, world_size: int = 1) -> None:
+        if task == "expr":
+            raise ValueError("sampler=ml_ros balances a multi-label task (au, attr); use "
+                             "sampler=class_balanced for expressions")
+        if not percentage > 0:
+            raise ValueError(f"sampler.percentage={percentage}: must be > 0")
+        super().__init__(len(table), batch_size=batch_size, seed=seed, rank=rank,
+                         world_size=world_size)
+        labels, mask = _task_labels(table, task)
+        self.task = task
+        self.clones = ml_ros_clones(labels, mask, percentage=percentage,
+                                    rng=np.random.default_rng([seed, 2]))
+        self.rows = torch.from_numpy(np.concatenate([np.arange(len(table)), self.clones]))
+        before = imbalance_ratios(labels, mask)
+        rows = self.rows.numpy()
+        after = imbalance_ratios(labels[rows], mask[rows])
+        self._summary = {
+            "sampler": "ml_ros", "task": task, "percentage": percentage,
+            "clones": int(len(self.clones)), "mean_ir_before": round(before[1], 4),
+            "mean_ir_after": round(after[1], 4),
+            "irlbl_before": [None if np.isnan(v) else round(float(v), 4) for v in before[0]],
+            "irlbl_after": [None if np.isnan(v) else round(float(v), 4) for v in after[0]],
+        }
+
+    def epoch_length(self) -> int:
+        return len(self.rows)
+
+    def epoch_indices(self, epoch: int) -> torch.Tensor:
+        return self.rows[_permutation(len(self.rows), self.seed, epoch)]
+
+    def summary(self) -> dict[str, Any]:
+        return dict(self._summary)
+
+
+def balancing_weights(table: LabelTable, task: str) -> np.ndarray:
+    """Per-sample weights that equalise a task's labels in a weighted draw, (N,) float64.
+
+    - ``expr``: w_n = 1 / n_{y_n} (every class drawn equally often);
+    - ``au`` / ``attr``: w_n = max over the labels present in sample n of 1 / n_c; a sample
+      with no present label gets 1 / (number of such samples).
+
+    Samples without a label for ``task`` (unknown expression, every label masked) keep the
+    mean weight of the others, so a multi-task set keeps its share of them.
+    """
+    values, mask = _task_labels(table, task)
+    weights = np.zeros(len(table))
+    if task == "expr":
+        counts = np.bincount(values[mask], minlength=int(values[mask].max()) + 1)
+        weights[mask] = 1.0 / counts[values[mask]]
+        labelled = mask
+    else:
+        present = (values > 0.5) & mask
+        counts = present.sum(0)
+        inverse = np.where(counts > 0, 1.0 / np.maximum(counts, 1), 0.0)
+        weights = (present * inverse).max(1)
+        labelled = mask.any(1)
+        none = labelled & ~present.any(1)
+        if none.any():
+            weights[none] = 1.0 / none.sum()
+    if (~labelled).any():
+        weights[~labelled] = weights[labelled].mean()
+    return weights
+
+
+class WeightedSampler(EpochSampler):
+    """Epochs of N draws with replacement, sample n drawn with probability ∝ w_n
+    (:func:`balancing_weights` of ``task``). ``sampler=weighted`` balances AUs,
+    ``sampler=class_balanced`` expressions (every class equally often, Deng et al.)."""
+
+    def __init__(self, table: LabelTable, *, task: str = "au", batch_size: int, seed: int,
+                 rank: int = 0, world_size: int = 1) -> None:
+        super().__init__(len(table), batch_size=batch_size, seed=seed, rank=rank,
+                         world_size=world_size)
+        self.task = task
+        self.weights = torch.from_numpy(balancing_weights(table, task))
+
+    def epoch_indices(self, epoch: int) -> torch.Tensor:
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch + 104_729)
+        return torch.multinomial(self.weights, self.num_samples, replacement=True,
+                                 generator=generator)
+
+    def summary(self) -> dict[str, Any]:
+        return {"sampler": "weighted", "task": self.task}
+
+
+def uniform_epochs(table: LabelTable, *, batch_size: int, seed: int, rank: int = 0,
+                   world_size: int = 1) -> EpochSampler:
+    """``sampler=epoch`` (default): a permutation of the training split per epoch."""
+    return EpochSampler(len(table), batch_size=batch_size, seed=seed, rank=rank,
+                        world_size=world_size)
 
 
 class InfiniteSampler(Sampler[int]):

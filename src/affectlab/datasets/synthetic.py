@@ -142,6 +142,8 @@ class GenerationParams:
     va_noise: float
     au_effect_scale: float
     pool_identities: str = "new"    # new | shared: the pool's faces are the labelled subjects'
+    # population expression frequencies in EXPRESSIONS order (None: EXPRESSION_FREQUENCIES)
+    expression_frequencies: tuple[float, ...] | None = None
 
     def split_sizes(self) -> dict[str, tuple[int, int]]:
         """``{split: (subjects, images per subject)}``."""
@@ -162,6 +164,10 @@ class GenerationParams:
         fields = asdict(self)
         if fields["pool_identities"] == "new":
             del fields["pool_identities"]
+        if fields["expression_frequencies"] is None:
+            del fields["expression_frequencies"]
+        else:
+            fields["expression_frequencies"] = list(fields["expression_frequencies"])
         payload = json.dumps({"generator_version": GENERATOR_VERSION, **fields}, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
@@ -194,7 +200,10 @@ class ImageLabels:
     au_labels: dict[int, int]
 
 
-def _expression_vector() -> np.ndarray:
+def _expression_vector(frequencies: tuple[float, ...] | None = None) -> np.ndarray:
+    """Population expression frequencies in EXPRESSIONS order (default: the benchmark's)."""
+    if frequencies is not None:
+        return np.asarray(frequencies, dtype=np.float64)
     return np.array([EXPRESSION_FREQUENCIES[e] for e in EXPRESSIONS], dtype=np.float64)
 
 
@@ -220,15 +229,17 @@ def au_base_rates(params: GenerationParams) -> dict[int, float]:
     """Population rate r(a) = Σ_c π(c) [1 − (1 − p_proto(c, a))(1 − p_spont(a))] of each AU,
     before occlusion and label noise (AU43 hiding AU5 is ignored: it is a small correction)."""
     present = 1 - (1 - _prototype_matrix()) * (1 - spontaneous_rates(params))[None, :]
-    rates = _expression_vector() @ present
+    rates = _expression_vector(params.expression_frequencies) @ present
     return {au: float(r) for au, r in zip(SUPPORTED_AUS, rates)}
 
 
-def sample_subject(rng: np.random.Generator) -> Subject:
-    """Draw an identity, its expressivity and its expression distribution."""
+def sample_subject(rng: np.random.Generator,
+                   frequencies: tuple[float, ...] | None = None) -> Subject:
+    """Draw an identity, its expressivity and its expression distribution (around the
+    population ``frequencies``, default the benchmark's)."""
     face = random_face(rng)
     expressivity = float(rng.uniform(*EXPRESSIVITY_RANGE))
-    probs = rng.dirichlet(SUBJECT_EXPRESSION_CONCENTRATION * _expression_vector())
+    probs = rng.dirichlet(SUBJECT_EXPRESSION_CONCENTRATION * _expression_vector(frequencies))
     return Subject(face=face, expressivity=expressivity, expression_probs=probs)
 
 
@@ -354,11 +365,12 @@ def _generate_subject(task: tuple[GenerationParams, str, int, int, str]) -> dict
         # pool "subject" i shows labelled subject i mod n (new images of the same face): the
         # pool then carries the labelled identities, as a video's unlabelled frames would
         own = subject_index % params.num_subjects_train
-        subject = sample_subject(rng_for(params, "train", own, 0))
+        subject = sample_subject(rng_for(params, "train", own, 0), params.expression_frequencies)
         subject_id = params.first_subject_ids()["train"] + own
         first_file = (subject_index // params.num_subjects_train) * images_per_subject
     else:
-        subject = sample_subject(rng_for(params, split, subject_index, 0))
+        subject = sample_subject(rng_for(params, split, subject_index, 0),
+                                 params.expression_frequencies)
     rows = []
     pixel_sum = np.zeros(3)
     pixel_sq = np.zeros(3)
@@ -619,6 +631,7 @@ class Synthetic:
         va_noise: float = 0.12,
         au_effect_scale: float = 1.0,
         pool_identities: str = "new",
+        expression_frequencies: list[float] | None = None,
         oracle: bool = False,
         num_workers: int = 0,
     ) -> None:
@@ -652,6 +665,8 @@ class Synthetic:
             intensity_alpha=float(intensity_alpha), intensity_beta=float(intensity_beta),
             va_noise=float(va_noise), au_effect_scale=float(au_effect_scale),
             pool_identities=str(pool_identities),
+            expression_frequencies=(None if expression_frequencies is None
+                                    else tuple(float(f) for f in expression_frequencies)),
         )
         self._validate()
 
@@ -676,6 +691,12 @@ class Synthetic:
                 raise ValueError(f"dataset.{key}={getattr(p, key)} must be >= 0")
         if p.scale_jitter >= 1:
             raise ValueError(f"dataset.scale_jitter={p.scale_jitter} must be < 1")
+        freqs = p.expression_frequencies
+        if freqs is not None and (len(freqs) != len(EXPRESSIONS) or min(freqs) <= 0
+                                  or abs(sum(freqs) - 1.0) > 1e-6):
+            raise ValueError(f"dataset.expression_frequencies={list(freqs)}: give "
+                             f"{len(EXPRESSIONS)} positive frequencies summing to 1, in the "
+                             f"order {list(EXPRESSIONS)}")
         if p.intensity_alpha <= 0 or p.intensity_beta <= 0:
             raise ValueError("dataset.intensity_alpha and intensity_beta must be > 0")
         if p.pool_identities not in ("new", "shared"):

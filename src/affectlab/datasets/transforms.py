@@ -86,3 +86,47 @@ def normalize(images: torch.Tensor, mean: tuple[float, ...], std: tuple[float, .
     """Per-channel (x − mean) / std for (N, 3, H, W)."""
     mean_t, std_t = _channel_stats(tuple(mean), tuple(std), images.device, images.dtype)
     return (images - mean_t) / std_t
+
+
+class InputTransform:
+    """What the data does to a batch on the training device before a method sees it.
+
+    Per input key (today ``image``; clip and audio keys add their own rule here, not in the
+    trainer): training batches are augmented (``augment``, drawn ``views`` times
+    independently) and normalised; evaluation batches are only normalised.
+
+    With ``views`` = k > 1 (``Method.augmented_views``) the batch also gets ``image_views``
+    (k, N, 3, H, W), k independently augmented copies, and ``image`` is the first of them.
+
+    Args:
+        mean, std: per-channel normalisation of the images.
+        augment: the training augmentation (None: train on un-augmented images).
+    """
+
+    def __init__(self, *, mean: tuple[float, ...], std: tuple[float, ...],
+                 augment: BatchAugment | None = None) -> None:
+        self.mean = tuple(mean)
+        self.std = tuple(std)
+        self.augment = augment
+
+    def __call__(self, batch: dict, *, train: bool, views: int = 1) -> dict:
+        images = batch["image"]
+        if not train or self.augment is None:
+            batch["image"] = normalize(images, self.mean, self.std)
+            if train and views > 1:
+                batch["image_views"] = batch["image"].expand(views, *batch["image"].shape)
+            return batch
+        copies = [normalize(self.augment.augment(images), self.mean, self.std)
+                  for _ in range(views)]
+        batch["image"] = copies[0]
+        if views > 1:
+            batch["image_views"] = torch.stack(copies)
+        return batch
+
+    def state_dict(self) -> dict | None:
+        """The augmentation's random state (checkpointed, so resume augments identically)."""
+        return self.augment.state_dict() if self.augment is not None else None
+
+    def load_state_dict(self, state: dict | None) -> None:
+        if self.augment is not None and state:
+            self.augment.load_state_dict(state)

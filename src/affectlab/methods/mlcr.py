@@ -320,6 +320,7 @@ class MLCR(Method):
     # ------------------------------------------------------------------ setup
     def setup(self, data: FaceData) -> None:
         num_labels = label_task_size(data, self.task)
+        self.label_names = {self.task: list(data.label_names[self.task])}
         features = self.views[0].num_features
         self.heads = nn.ModuleList([nn.Linear(features, num_labels) for _ in range(2)])
         table = data.train.table
@@ -464,9 +465,13 @@ class MLCR(Method):
         return {k: v if k == "loss" else v.detach() for k, v in terms.items()}
 
     @torch.no_grad()
-    def predict(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        probs = [torch.sigmoid(z.float()) for z in self.view_logits(images)]
+    def predict(self, batch: Batch) -> dict[str, torch.Tensor]:
+        probs = [torch.sigmoid(z.float()) for z in self.view_logits(batch["image"])]
         return {self.task: (probs[0] + probs[1]) / 2}
+
+    def parts(self) -> dict[str, list[str]]:
+        """``backbone``: both views (a one-backbone run initialises each of them)."""
+        return {"backbone": ["views.0", "views.1"], "heads": ["heads"], "gcn": ["gcn"]}
 
 
 __all__ = ["MLCR", "AURelationGCN", "dependency_adjacency", "normalize_adjacency"]

@@ -1,0 +1,320 @@
+"""Task heads: per task, the output layer, its activation, its masked loss and its prediction.
+
+Every method that learns several tasks on one feature extractor owns a :class:`TaskHeads`; the
+tasks and their options come from config (``method.tasks``, ``method.loss_weights``,
+``method.heads``). One head per task:
+
+=============  ===================  ==========================  ==================================
+task           outputs (N, ·)       loss (masked)               prediction
+=============  ===================  ==========================  ==================================
+``au``/``attr``  C logits           BCE, weighting none |        σ(z), (N, C) probabilities
+                                    frequency | selective
+``expr``       K logits             cross-entropy (optionally    softmax, (N, K)
+                                    class-frequency weighted)
+``va``         2 (regression) or    MSE of tanh(z) (regression), tanh(z) or the expectation
+               2·B logits (bins)    or per-dimension CE over B   Σ_b p_b·c_b of the bin centres,
+                                    bins + (1 − CCC) (bins)      (N, 2) in [−1, 1]
+``identity``   S logits             cross-entropy over the       softmax over the S training
+                                    training subjects            subjects, (N, S)
+=============  ===================  ==========================  ==================================
+
+A head's label names (AU names, expression names, the subject ids of the identity classes)
+are kept in :attr:`TaskHeads.label_names`, saved with the method, so that evaluation and
+ensembles know what a trained network predicts without the data it was trained on.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from affectlab.datasets.base import EXPRESSIONS, FaceData
+from affectlab.losses import (inverse_frequency_weights, masked_bce_with_logits,
+                              masked_ccc_loss, masked_cross_entropy, masked_mse,
+                              selective_learning_weights, va_bin_indices)
+
+#: Every task a head exists for, in the order heads are built and reported.
+HEAD_TASKS: tuple[str, ...] = ("au", "attr", "expr", "va", "identity")
+MULTILABEL: tuple[str, ...] = ("au", "attr")
+
+
+class MultiLabelHead(nn.Module):
+    """Linear head over C binary labels (AUs, attributes); masked BCE.
+
+    ``weighting``:
+
+    - ``none``: L = Σ m·BCE / Σ m;
+    - ``frequency``: per-label weights w_c ∝ 1 / positive rate of the labelled training split
+      (mean 1, :func:`~affectlab.losses.inverse_frequency_weights`);
+    - ``selective``: Selective Learning (Hand et al., 2018): per batch and label, negatives
+      are under-sampled towards the target positive ratio ``selective_ratio`` (one value, or
+      ``"data"``: each label's positive rate in the training split, "the true distribution")
+      (:func:`~affectlab.losses.selective_learning_weights`, rule ``ratio``).
+    """
+
+    def __init__(self, features: int, num_labels: int, *, weighting: str = "none",
+                 selective_ratio: float | str = 0.5, selective_rule: str = "ratio") -> None:
+        super().__init__()
+        if weighting not in ("none", "frequency", "selective"):
+            raise ValueError(f"weighting={weighting!r}: use none, frequency or selective")
+        if selective_rule not in ("released", "ratio"):
+            raise ValueError(f"selective_rule={selective_rule!r}: use released or ratio")
+        if not (selective_ratio == "data" or (isinstance(selective_ratio, (int, float))
+                                              and 0.0 < float(selective_ratio) < 1.0)):
+            raise ValueError(f"selective_ratio={selective_ratio!r}: a value in (0, 1) or "
+                             "'data'")
+        self.linear = nn.Linear(features, num_labels)
+        self.weighting = weighting
+        self.selective_rule = selective_rule
+        self._selective_ratio = selective_ratio
+        self.register_buffer("label_weights", torch.ones(num_labels))
+        self.register_buffer("target_ratio", torch.full((num_labels,), 0.5))
+
+    def fit_statistics(self, targets: torch.Tensor, mask: torch.Tensor) -> None:
+        """Label statistics of the training split: (N, C) targets and mask."""
+        if self.weighting == "frequency":
+            eps = 1.0 / max(int(mask.sum(0).max()), 1)   # no positive: weighted as one positive
+            self.label_weights = inverse_frequency_weights(targets, mask, eps=eps)
+        if self._selective_ratio == "data":
+            rate = (targets * mask).sum(0) / mask.sum(0).clamp_min(1)
+            self.target_ratio = rate.clamp(0.01, 0.99).float()
+        else:
+            self.target_ratio = torch.full_like(self.target_ratio, float(self._selective_ratio))
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.linear(features)
+
+    def loss(self, logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        if self.weighting == "selective":
+            weights = selective_learning_weights(targets, mask, self.target_ratio,
+                                                 rule=self.selective_rule)
+            return masked_bce_with_logits(logits, targets, mask, weights)
+        weights = self.label_weights if self.weighting == "frequency" else None
+        return masked_bce_with_logits(logits, targets, mask, weights)
+
+    def predict(self, logits: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(logits.float())
+
+
+class ClassificationHead(nn.Module):
+    """Linear head over K exclusive classes (expressions, identities); masked cross-entropy.
+
+    ``weighting="frequency"`` weights class k by K·(1/n_k) / Σ_j (1/n_j) (counts of the
+    training split; classes without a sample get the weight of a class with one).
+    """
+
+    def __init__(self, features: int, num_classes: int, *, weighting: str = "none") -> None:
+        super().__init__()
+        if weighting not in ("none", "frequency"):
+            raise ValueError(f"weighting={weighting!r}: use none or frequency")
+        self.linear = nn.Linear(features, num_classes)
+        self.weighting = weighting
+        self.register_buffer("class_weights", torch.ones(num_classes))
+
+    def fit_statistics(self, classes: torch.Tensor, mask: torch.Tensor) -> None:
+        if self.weighting == "frequency":
+            counts = torch.bincount(classes[mask], minlength=self.class_weights.numel()).float()
+            inverse = 1.0 / counts.clamp_min(1.0)
+            self.class_weights = inverse * (len(inverse) / inverse.sum())
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.linear(features)
+
+    def loss(self, logits: torch.Tensor, classes: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        weights = self.class_weights if self.weighting == "frequency" else None
+        return masked_cross_entropy(logits, classes, mask, weights)
+
+    def predict(self, logits: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(logits.float(), dim=1)
+
+
+class ValenceArousalHead(nn.Module):
+    """Valence and arousal in [−1, 1].
+
+    - ``form="regression"``: 2 outputs, prediction tanh(z), loss masked MSE.
+    - ``form="bins"`` (Deng et al., 2020): per dimension B logits over B equal bins of
+      [−1, 1] with centres c_b; prediction the expectation ŷ = Σ_b softmax(z)_b c_b; loss per
+      dimension CE(z, bin of y) + ``ccc_weight`` · (1 − CCC(ŷ, y)) over the batch's valid
+      samples, summed over valence and arousal (their Eq. 3 and L_V + L_A of Eq. 4).
+    """
+
+    def __init__(self, features: int, *, form: str = "regression", bins: int = 20,
+                 ccc_weight: float = 1.0) -> None:
+        super().__init__()
+        if form not in ("regression", "bins"):
+            raise ValueError(f"form={form!r}: use regression or bins")
+        if bins < 2:
+            raise ValueError(f"bins={bins}: at least 2")
+        self.form = form
+        self.bins = bins
+        self.ccc_weight = ccc_weight
+        self.linear = nn.Linear(features, 2 if form == "regression" else 2 * bins)
+        edges = torch.linspace(-1.0, 1.0, bins + 1)
+        self.register_buffer("centres", (edges[:-1] + edges[1:]) / 2)
+
+    def fit_statistics(self, values: torch.Tensor, mask: torch.Tensor) -> None:
+        """Nothing to learn from the training split."""
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.linear(features)
+
+    def _bin_logits(self, logits: torch.Tensor) -> torch.Tensor:
+        return logits.float().view(logits.shape[0], 2, self.bins)
+
+    def predict(self, logits: torch.Tensor) -> torch.Tensor:
+        if self.form == "regression":
+            return torch.tanh(logits.float())
+        return torch.softmax(self._bin_logits(logits), dim=2) @ self.centres
+
+    def loss(self, logits: torch.Tensor, values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        if self.form == "regression":
+            return masked_mse(torch.tanh(logits.float()), values, mask)
+        per_dim = self._bin_logits(logits)
+        targets = va_bin_indices(values, self.bins)
+        loss = sum(masked_cross_entropy(per_dim[:, d], targets[:, d], mask) for d in range(2))
+        if self.ccc_weight:
+            loss = loss + self.ccc_weight * masked_ccc_loss(self.predict(logits), values, mask)
+        return loss
+
+
+def head_targets(task: str, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(targets, mask) of ``task`` in a batch; identity targets are the subject ids."""
+    if task == "identity":
+        subject = batch["subject"]
+        return subject, subject >= 0
+    return batch[task], batch[f"{task}_mask"]
+
+
+class TaskHeads(nn.Module):
+    """One head per task on a shared feature vector, built from the training data.
+
+    Args:
+        tasks: the tasks to learn, or None: every task the dataset labels (:attr:`FaceData.tasks`).
+        loss_weights: λ_t per task (default 1): L = Σ_t λ_t L_t.
+        options: per-task head options, e.g. ``{"au": {"weighting": "selective"},
+            "va": {"form": "bins"}}`` (keyword arguments of the head classes above).
+    """
+
+    def __init__(self, *, tasks: Sequence[str] | None = None,
+                 loss_weights: Mapping[str, float] | None = None,
+                 options: Mapping[str, Mapping[str, Any]] | None = None) -> None:
+        super().__init__()
+        self.requested = None if tasks is None else list(tasks)
+        for task in [*(self.requested or []), *(loss_weights or {}), *(options or {})]:
+            if task not in HEAD_TASKS:
+                raise ValueError(f"unknown task {task!r}: tasks are {list(HEAD_TASKS)}")
+        if self.requested is not None and not self.requested:
+            raise ValueError("method.tasks is empty: name at least one task")
+        self.loss_weights = {t: float(w) for t, w in (loss_weights or {}).items()}
+        self.options = {t: dict(o) for t, o in (options or {}).items()}
+        for task, task_options in self.options.items():
+            build_head(task, 1, 1, task_options)    # a bad option fails here, named
+        self.heads = nn.ModuleDict()
+        self.label_names: dict[str, list[str]] = {}
+        self.subject_ids: dict[str, torch.Tensor] = {}
+
+    @property
+    def tasks(self) -> list[str]:
+        return list(self.heads)
+
+    def setup(self, data: FaceData, features: int) -> None:
+        """Build a head per task (sized by ``data``'s labels) and fit its label statistics."""
+        available = data_tasks(data)
+        tasks = self.requested if self.requested is not None else [
+            t for t in available if t != "identity"]
+        for task in tasks:
+            if task not in available:
+                raise ValueError(f"method.tasks has '{task}', but dataset '{data.name}' labels "
+                                 f"{available} in its training split; choose from those")
+        table = data.train.table
+        for task in tasks:
+            options = self.options.get(task, {})
+            if task in MULTILABEL:
+                targets = torch.from_numpy(getattr(table, task)).float()
+                mask = torch.from_numpy(getattr(table, f"{task}_mask")).bool()
+                head = build_head(task, features, targets.shape[1], options)
+                head.fit_statistics(targets, mask)
+                names = list(data.label_names.get(task) or [str(i) for i in range(targets.shape[1])])
+            elif task == "expr":
+                names = list(data.label_names.get("expr") or EXPRESSIONS)
+                head = build_head(task, features, len(names), options)
+                head.fit_statistics(torch.from_numpy(table.expr), torch.from_numpy(table.expr_mask))
+            elif task == "va":
+                head = build_head(task, features, 2, options)
+                names = ["valence", "arousal"]
+            else:
+                subjects = np.unique(table.subject[table.subject >= 0])
+                head = build_head(task, features, len(subjects), options)
+                head.register_buffer("subject_ids", torch.from_numpy(subjects.astype(np.int64)))
+                names = [str(s) for s in subjects]
+            self.heads[task] = head
+            self.label_names[task] = names
+        unknown = set(self.loss_weights) - set(tasks)
+        if unknown:
+            raise ValueError(f"method.loss_weights names {sorted(unknown)}, which this run does "
+                             f"not learn (tasks: {tasks})")
+
+    def forward(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
+        """(N, d) features → ``{task: raw outputs (N, ·)}``."""
+        return {task: head(features) for task, head in self.heads.items()}
+
+    def losses(self, outputs: Mapping[str, torch.Tensor],
+               batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """``{"loss": Σ_t λ_t L_t, task: L_t}`` (the per-task terms unweighted)."""
+        terms: dict[str, torch.Tensor] = {}
+        for task, head in self.heads.items():
+            targets, mask = head_targets(task, batch)
+            if task == "identity":
+                targets, mask = identity_classes(head.subject_ids, targets, mask)
+            terms[task] = head.loss(outputs[task], targets, mask)
+        total = sum(self.loss_weights.get(t, 1.0) * v for t, v in terms.items())
+        return {"loss": total, **terms}
+
+    def predict(self, outputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {task: head.predict(outputs[task]) for task, head in self.heads.items()}
+
+
+def build_head(task: str, features: int, outputs: int, options: Mapping[str, Any]) -> nn.Module:
+    """The head of ``task`` (``outputs``: labels or classes; ignored for va) with its config
+    options; a wrong option is one error naming ``method.heads.<task>.<key>``."""
+    head_class = {"au": MultiLabelHead, "attr": MultiLabelHead, "expr": ClassificationHead,
+                  "identity": ClassificationHead, "va": ValenceArousalHead}[task]
+    allowed = [k for k in inspect.signature(head_class.__init__).parameters
+               if k not in ("self", "features", "num_labels", "num_classes")]
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise ValueError(f"method.heads.{task}.{unknown[0]} is not an option of the {task} head; "
+                         f"options: {allowed}")
+    try:
+        if task == "va":
+            return head_class(features, **options)
+        return head_class(features, outputs, **options)
+    except ValueError as err:
+        raise ValueError(f"method.heads.{task}.{err}") from None
+
+
+def identity_classes(subject_ids: torch.Tensor, subjects: torch.Tensor,
+                     mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Subject ids → class indices of an identity head (sorted ``subject_ids``, (S,)); samples
+    of subjects the head has no class for are masked out."""
+    position = torch.searchsorted(subject_ids, subjects.clamp_min(0))
+    position = position.clamp_max(max(subject_ids.numel() - 1, 0))
+    known = mask & (subject_ids.numel() > 0) & (subject_ids[position] == subjects)
+    return position, known
+
+
+def data_tasks(data: FaceData) -> list[str]:
+    """Tasks the training split of ``data`` labels, identity included when subjects are known."""
+    tasks = list(data.tasks)
+    if (data.train.table.subject >= 0).any():
+        tasks.append("identity")
+    return [t for t in HEAD_TASKS if t in tasks]
+
+
+__all__ = ["TaskHeads", "build_head", "MultiLabelHead", "ClassificationHead", "ValenceArousalHead",
+           "HEAD_TASKS", "MULTILABEL", "data_tasks", "identity_classes", "head_targets"]
