@@ -19,7 +19,7 @@ from affectlab.methods.ensemble import Ensemble
 from affectlab.metrics import best_thresholds
 from affectlab.train import build_data, build_method, run
 
-from .conftest import CONFIG_DIR
+from .conftest import CONFIG_DIR, TINY_DATA
 
 MARKER = "affectlab-test-pickle-ran"
 
@@ -207,3 +207,20 @@ def test_evaluate_refuses_runs_with_other_label_sets(tiny_cfg, tmp_path):
         evaluate(evaluate_cfg(f"runs=[{a},{b}]"), tmp_path / "eval")
     with pytest.raises(CheckpointError, match="not a run directory of affectlab"):
         evaluate(evaluate_cfg(f"runs=[{tmp_path}]"), tmp_path / "eval2")
+
+
+def test_evaluate_on_another_dataset_config(tiny_cfg, tmp_path, data_root):
+    a = tiny_run(tiny_cfg, tmp_path / "a", "method.tasks=[au]")
+    other_root = tmp_path / "other"
+    metrics = evaluate(evaluate_cfg(f"runs=[{a}]", "dataset=synthetic",
+                                    f"dataset.root={other_root}", "dataset.seed=7",
+                                    *[o for o in TINY_DATA]), tmp_path / "eval")
+    assert metrics["dataset"] == "synthetic" and list(other_root.iterdir())
+    own = json.loads((a / "metrics.json").read_text())["tasks"]["au"]
+    assert metrics["tasks"]["au"]["labels"] == own["labels"]
+    assert metrics["tasks"]["au"]["f1"] != own["f1"]       # other faces, other numbers
+    # a dataset whose AUs differ from the run's is refused, naming the difference
+    with pytest.raises(ValueError, match="does not fit the runs: 'au' labels differ"):
+        evaluate(evaluate_cfg(f"runs=[{a}]", "dataset=synthetic", f"dataset.root={other_root}",
+                              "dataset.seed=7", "dataset.aus=[1,2]", *TINY_DATA),
+                 tmp_path / "eval2")

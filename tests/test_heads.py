@@ -187,8 +187,11 @@ def test_identity_head_has_a_class_per_training_subject():
 
 
 def test_unknown_tasks_and_weights_are_named():
-    with pytest.raises(ValueError, match="unknown task 'pose'"):
-        TaskHeads(tasks=["pose"])
+    with pytest.raises(ValueError, match=r"unknown task 'pose': dataset 'multi' labels "
+                                         r"\['au', 'expr', 'va', 'identity'\]"):
+        make_baseline(tasks=["pose"]).setup(multitask_data())
+    with pytest.raises(ValueError, match="unknown task 'pose' in method.loss_weights"):
+        TaskHeads(loss_weights={"pose": 1.0})
     with pytest.raises(ValueError, match="method.tasks is empty"):
         TaskHeads(tasks=[])
     method = make_baseline(tasks=["au"], loss_weights={"expr": 2.0})

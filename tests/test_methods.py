@@ -70,8 +70,8 @@ def test_frequency_weighting_comes_from_the_labelled_split():
 def test_baseline_rejects_unknown_options_and_tasks():
     with pytest.raises(ValueError, match=r"method.heads.au.weighting='balanced'"):
         make_baseline(heads={"au": {"weighting": "balanced"}})
-    with pytest.raises(ValueError, match="unknown task 'pose'"):
-        make_baseline(tasks=["pose"])
+    with pytest.raises(ValueError, match=r"unknown task 'pose': dataset 'table' labels \['au'\]"):
+        make_baseline(tasks=["pose"]).setup(table_data(np.eye(3), np.ones((3, 3), dtype=bool)))
     method = make_baseline(tasks=["attr"])
     with pytest.raises(ValueError, match=r"method.tasks has 'attr', but dataset 'table' labels "
                                          r"\['au'\]"):

@@ -422,6 +422,11 @@ class Trainer:
                   scheduler: Any, position: dict[str, Any], config: dict[str, Any] | None,
                   ckpt_dir: Path, logger: RunLogger, epoch: int) -> None:
         task_metrics = self.evaluate(method, data, data.val)
+        unscored = sorted(set(method.label_names) - set(task_metrics))
+        if unscored and position["best_epoch"] is None:
+            log.warning("no validation targets for %s (e.g. identities the validation split does "
+                        "not share): not in val/score; their test metrics are skipped too",
+                        unscored)
         metrics = {**flatten_metrics(task_metrics, "val"), "val/score": overall_score(task_metrics)}
         if self.monitor not in metrics:
             raise KeyError(f"trainer.monitor={self.monitor!r} is not among the validation "

@@ -205,9 +205,10 @@ class TaskHeads(nn.Module):
                  options: Mapping[str, Mapping[str, Any]] | None = None) -> None:
         super().__init__()
         self.requested = None if tasks is None else list(tasks)
-        for task in [*(self.requested or []), *(loss_weights or {}), *(options or {})]:
+        for task in [*(loss_weights or {}), *(options or {})]:
             if task not in HEAD_TASKS:
-                raise ValueError(f"unknown task {task!r}: tasks are {list(HEAD_TASKS)}")
+                raise ValueError(f"unknown task {task!r} in method.loss_weights or method.heads: "
+                                 f"tasks are {list(HEAD_TASKS)}")
         if self.requested is not None and not self.requested:
             raise ValueError("method.tasks is empty: name at least one task")
         self.loss_weights = {t: float(w) for t, w in (loss_weights or {}).items()}
@@ -228,6 +229,9 @@ class TaskHeads(nn.Module):
         tasks = self.requested if self.requested is not None else [
             t for t in available if t != "identity"]
         for task in tasks:
+            if task not in HEAD_TASKS:
+                raise ValueError(f"method.tasks has unknown task {task!r}: dataset '{data.name}' "
+                                 f"labels {available} (tasks with heads: {list(HEAD_TASKS)})")
             if task not in available:
                 raise ValueError(f"method.tasks has '{task}', but dataset '{data.name}' labels "
                                  f"{available} in its training split; choose from those")
