@@ -40,7 +40,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from affectlab.config import ConfigError
-from affectlab.results import stage_summary
+from affectlab.results import per_label_summary, stage_summary
 from affectlab.train import CONFIG_DIR
 from affectlab.utils import atomic_write_text
 
@@ -153,6 +153,7 @@ class Runner:
                 self.run_training(stage)
         results = self.collect()
         table, csv = stage_summary(results, title=f"Recipe {self.recipe.name} — {self.out}")
+        table += "\n" + per_label_summary(results, "au")
         atomic_write_text(self.out / "summary.md", table)
         atomic_write_text(self.out / "summary.csv", csv)
         log.info("\n%s", table)

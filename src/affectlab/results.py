@@ -126,3 +126,36 @@ def stage_summary(results: dict[str, list[dict[str, Any]]], title: str = "") -> 
         lines.append(f"| {name} | {len(runs)} | " + " | ".join(cells) + " |")
         csv.append(",".join([name, str(len(runs)), *csv_cells]))
     return "\n".join(lines) + "\n", "\n".join(csv) + "\n"
+
+
+def per_label_summary(results: dict[str, list[dict[str, Any]]], task: str = "au") -> str:
+    """Markdown: per label of ``task``, F1 at 0.5 / F1 at the tuned thresholds / AP (%, means
+    over each row's runs), one line per row that has the task; "" when none has it."""
+    rows = {name: [run["tasks"][task] for run in runs if task in run.get("tasks", {})]
+            for name, runs in results.items()}
+    rows = {name: runs for name, runs in rows.items() if runs}
+    if not rows:
+        return ""
+    labels = next(iter(rows.values()))[0]["labels"]
+    header = ["row", *labels, "mean"]
+    lines = [f"{task} per label: F1 at 0.5 / F1 at validation-tuned thresholds / AP (%, mean "
+             "over runs)", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for name, runs in rows.items():
+        if [r["labels"] for r in runs] != [labels] * len(runs):
+            continue
+
+        def mean(key: str, c: int | None, runs=runs) -> str:
+            values = [(r["tuned"] if key == "tuned" else r) for r in runs]
+            if key == "tuned" and any("tuned" not in r for r in runs):
+                return "–"
+            field = {"f1": "f1", "tuned": "f1", "ap": "average_precision"}[key]
+            if c is None:
+                field = {"f1": "f1_mean", "tuned": "f1_mean", "ap": "ap_mean"}[key]
+                return f"{100 * statistics.fmean(v[field] for v in values):.1f}"
+            return f"{100 * statistics.fmean(v[field][c] for v in values):.1f}"
+
+        cells = [f"{mean('f1', c)} / {mean('tuned', c)} / {mean('ap', c)}"
+                 for c in range(len(labels))]
+        cells.append(f"{mean('f1', None)} / {mean('tuned', None)} / {mean('ap', None)}")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
