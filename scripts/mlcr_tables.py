@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import functools
 import json
 import math
 import subprocess
@@ -54,13 +53,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from hydra import compose, initialize_config_dir
-from hydra.core.override_parser.overrides_parser import OverridesParser
-from omegaconf import OmegaConf
 from PIL import Image, ImageDraw, ImageFont
 
-from affectlab.results import (NOT_PART_OF_THE_NAME, Row, configuration_name, mean_std,
-                               read_overrides)
+from affectlab.results import (Row, canonical_overrides, config_changes, configuration_name,
+                               mean_std, read_overrides)
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG_DIR = REPO / "configs"
@@ -300,52 +296,6 @@ def plan_rows(table: TableSpec, dataset: str, *, baseline: str = DEFAULT_BASELIN
 # ------------------------------------------------------------------------------ running rows
 
 
-def canonical_overrides(overrides: list[str] | tuple[str, ...]) -> list[str]:
-    """Overrides as Hydra's sweeper stores them per job (``x=false`` → ``x=False``), sorted,
-    without seed and run-location keys: the identity of a configuration."""
-    parsed = OverridesParser.create().parse_overrides(list(overrides))
-    written = [str(o.input_line) if o.is_sweep_override()
-               else f"{o.get_key_element()}={o.get_value_element_as_str()}" for o in parsed]
-    return sorted(configuration_name(written).split(" "))
-
-
-def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"a": {"b": 1}}`` → ``{"a.b": 1}`` (lists stay values)."""
-    flat: dict[str, Any] = {}
-    for key, value in config.items():
-        if isinstance(value, dict):
-            flat.update(flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
-# Keys that say where or how fast a run goes, not what it computes (results.NOT_PART_OF_THE_NAME)
-RUN_LOCATION_KEYS = tuple(k.rstrip("=.") for k in NOT_PART_OF_THE_NAME if k != "seed=")
-
-
-@functools.lru_cache(maxsize=None)
-def composed_config(overrides: tuple[str, ...]) -> dict[str, Any]:
-    """The resolved config ``python train.py <overrides>`` would run now, flattened."""
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        config = compose("train", overrides=list(overrides))
-    return flatten(OmegaConf.to_container(config, resolve=True))
-
-
-def config_changes(run_dir: Path, row: PlannedRow, seed: int) -> list[str]:
-    """Keys whose value in the run's ``config_resolved.yaml`` differs from what ``row`` gives
-    now (a preset or default edited since the run); run-location keys are ignored."""
-    resolved_file = run_dir / "config_resolved.yaml"
-    if not resolved_file.is_file():
-        return []
-    then = flatten(yaml.safe_load(resolved_file.read_text()) or {})
-    now = composed_config((*row.overrides, f"seed={seed}"))
-    changed = sorted(key for key in then.keys() | now.keys()
-                     if then.get(key) != now.get(key)
-                     and not key.startswith(RUN_LOCATION_KEYS))
-    return [f"{key}: {then.get(key)!r} then, {now.get(key)!r} now" for key in changed]
-
-
 def finished_runs(row_dir: Path, row: PlannedRow) -> dict[int, dict[str, Any]]:
     """metrics.json of the finished runs in ``row_dir``, by seed (the first one per seed).
 
@@ -362,7 +312,7 @@ def finished_runs(row_dir: Path, row: PlannedRow) -> dict[int, dict[str, Any]]:
                 f"{' '.join(found)}\n  expected: {' '.join(expected)}\n"
                 "Use another --out (or move that run away).")
         metrics = json.loads(path.read_text())
-        changes = config_changes(path.parent, row, int(metrics["seed"]))
+        changes = config_changes(path.parent, row.overrides, int(metrics["seed"]))
         if changes:
             raise TableError(
                 f"{path.parent} ran with other values than row '{row.name}' gives now (a preset "

@@ -58,6 +58,12 @@ def test_pretrain_finetune_ensemble_chain_end_to_end(tmp_path, data_root, monkey
 
     monkeypatch.setattr(Runner, "call", must_not_run)
     runner(tiny_recipe(data_root), out).run()
+    # an edited recipe does not reuse runs made with other settings
+    edited = tiny_recipe(data_root)
+    edited["stages"]["expr"]["overrides"].append("method.heads.expr.weighting=frequency")
+    with pytest.raises(RecipeError, match="expr/seed0 is a finished run of another "
+                                          "configuration"):
+        runner(edited, out).run()
 
 
 def test_an_unfinished_run_is_kept_aside_and_missing_stages_are_named(tmp_path, data_root,

@@ -9,7 +9,8 @@ evaluates earlier stages' runs together (``python -m affectlab.evaluate``): one 
 every listed run, or (``per_seed: true``) one per seed of the runs of that seed.
 
 Finished stages (every seed's ``metrics.json`` written) are skipped when the recipe is started
-again, so an interrupted chain continues where it stopped; a run directory left without
+again, so an interrupted chain continues where it stopped (a finished run of another
+configuration — the recipe or a preset edited since — is refused, never silently reused); a run directory left without
 ``metrics.json`` (killed) is moved aside to ``<dir>.incomplete-<n>`` (never deleted) and run
 again. At the end ``<out>/summary.md`` and ``summary.csv`` tabulate every stage (mean ± std over
 seeds; AU rows with F1 at 0.5, F1 at the validation-tuned thresholds and AP).
@@ -40,7 +41,8 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from affectlab.config import ConfigError
-from affectlab.results import per_label_summary, stage_summary
+from affectlab.results import (canonical_overrides, config_changes, per_label_summary,
+                               read_overrides, stage_summary)
 from affectlab.train import CONFIG_DIR
 from affectlab.utils import atomic_write_text
 
@@ -159,11 +161,32 @@ class Runner:
         log.info("\n%s", table)
         return results
 
+    def training_overrides(self, stage: Stage) -> list[str]:
+        """What ``train.py`` runs for ``stage`` (seed and run location aside)."""
+        overrides = [*self.overrides, *stage.overrides]
+        if stage.init_from:
+            overrides.append(f"init_from={(self.out / stage.init_from).resolve()}/seed${{seed}}")
+        return overrides
+
+    def check_finished(self, stage: Stage, run_dir: Path, seed: int) -> None:
+        """Refuse to reuse a finished run of another configuration (other overrides, or a
+        preset or default edited since it ran)."""
+        overrides = self.training_overrides(stage)
+        found = canonical_overrides(read_overrides(run_dir))
+        expected = canonical_overrides(overrides)
+        changes = ([f"overrides: {' '.join(found)} then, {' '.join(expected)} now"]
+                   if found != expected else config_changes(run_dir, overrides, seed))
+        if changes:
+            raise RecipeError(f"{run_dir} is a finished run of another configuration than stage "
+                              f"'{stage.name}' gives now ({'; '.join(changes)[:600]}). Use "
+                              "another out= (or move that run away).")
+
     def run_training(self, stage: Stage) -> None:
         todo = []
         for seed in self.seeds:
             run_dir = seed_dir(self.out, stage.name, seed)
             if finished(run_dir):
+                self.check_finished(stage, run_dir, seed)
                 continue
             if run_dir.exists():
                 move_aside(run_dir)
@@ -173,11 +196,10 @@ class Runner:
             return
         if stage.init_from:
             self.require(stage, stage.init_from, todo)
-        command = [self.python, "-m", "affectlab.train", "--multirun", *self.overrides,
-                   *stage.overrides, *self.launcher, f"seed={','.join(map(str, todo))}",
+        command = [self.python, "-m", "affectlab.train", "--multirun",
+                   *self.training_overrides(stage), *self.launcher,
+                   f"seed={','.join(map(str, todo))}",
                    f"hydra.sweep.dir={self.out / stage.name}", "hydra.sweep.subdir=seed${seed}"]
-        if stage.init_from:
-            command.append(f"init_from={(self.out / stage.init_from).resolve()}/seed${{seed}}")
         self.call(stage, command)
         missing = [s for s in todo if not finished(seed_dir(self.out, stage.name, s))]
         if missing:

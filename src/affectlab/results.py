@@ -1,4 +1,5 @@
-"""Gathering ``metrics.json`` files of many runs into mean ± std tables.
+"""Gathering ``metrics.json`` files of many runs into mean ± std tables, and telling whether
+a finished run is the configuration a table row or recipe stage asks for.
 
 Runs are grouped by their Hydra overrides with ``seed`` removed, so a multirun over
 ``experiment=a,b seed=0,1,2`` gives one row per experiment with the spread over seeds.
@@ -6,6 +7,7 @@ Runs are grouped by their Hydra overrides with ``seed`` removed, so a multirun o
 
 from __future__ import annotations
 
+import functools
 import json
 import statistics
 from dataclasses import dataclass
@@ -13,6 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from hydra import compose, initialize_config_dir
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import OmegaConf
+
+CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "configs")
 
 
 # Overrides that change where or how fast a run goes, not what it computes.
@@ -51,6 +58,52 @@ def configuration_name(overrides: list[str]) -> str:
     """The overrides that change what a run computes (seed and run-location keys dropped)."""
     kept = [o for o in overrides if not o.startswith(NOT_PART_OF_THE_NAME)]
     return " ".join(kept) or "defaults"
+
+
+def canonical_overrides(overrides: list[str] | tuple[str, ...]) -> list[str]:
+    """Overrides as Hydra's sweeper stores them per job (``x=false`` → ``x=False``), sorted,
+    without seed and run-location keys: the identity of a configuration."""
+    parsed = OverridesParser.create().parse_overrides(list(overrides))
+    written = [str(o.input_line) if o.is_sweep_override()
+               else f"{o.get_key_element()}={o.get_value_element_as_str()}" for o in parsed]
+    return sorted(configuration_name(written).split(" "))
+
+
+def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` → ``{"a.b": 1}`` (lists stay values)."""
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+# Keys that say where or how fast a run goes, not what it computes
+RUN_LOCATION_KEYS = tuple(k.rstrip("=.") for k in NOT_PART_OF_THE_NAME if k != "seed=")
+
+
+@functools.lru_cache(maxsize=None)
+def composed_config(overrides: tuple[str, ...]) -> dict[str, Any]:
+    """The resolved config ``python train.py <overrides>`` would run now, flattened."""
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        config = compose("train", overrides=list(overrides))
+    return flatten(OmegaConf.to_container(config, resolve=True))
+
+
+def config_changes(run_dir: Path, overrides: list[str] | tuple[str, ...], seed: int) -> list[str]:
+    """Keys whose value in the run's ``config_resolved.yaml`` differs from what ``overrides``
+    give now (a preset or default edited since the run); run-location keys are ignored."""
+    resolved_file = run_dir / "config_resolved.yaml"
+    if not resolved_file.is_file():
+        return []
+    then = flatten(yaml.safe_load(resolved_file.read_text()) or {})
+    now = composed_config((*overrides, f"seed={seed}"))
+    changed = sorted(key for key in then.keys() | now.keys()
+                     if then.get(key) != now.get(key)
+                     and not key.startswith(RUN_LOCATION_KEYS))
+    return [f"{key}: {then.get(key)!r} then, {now.get(key)!r} now" for key in changed]
 
 
 def _run_name(run_dir: Path) -> str:
