@@ -119,6 +119,16 @@ def test_init_from_loads_exactly_the_named_parts(tiny_cfg, tmp_path):
     assert "heads.heads.au.linear.weight" in report["new"]
 
 
+def test_a_head_over_other_labels_starts_new(tiny_cfg, tmp_path):
+    source = tiny_run(tiny_cfg, tmp_path / "three", "method.tasks=[au]", "dataset.aus=[1,2,4]")
+    cfg = tiny_cfg("method.tasks=[au]")
+    data, method = build_data(cfg), build_method(cfg)
+    method.prepare(data)
+    report = init_from(method, source, ["all"])
+    assert "heads.heads.au.linear.weight" in report["new"]          # 3 vs 12 AUs
+    assert report["loaded"] and all(n.startswith("backbone.") for n in report["loaded"])
+
+
 def test_init_from_a_one_backbone_run_fills_both_mlcr_views(tiny_cfg, tmp_path):
     source = tiny_run(tiny_cfg, tmp_path / "au", "method.tasks=[au]")
     metrics = run(tiny_cfg("method=mlcr", "trainer.max_steps=1", f"init_from={source}",

@@ -92,8 +92,8 @@ def test_ccc_loss_hand_values():
     target = torch.tensor([[0.1, -0.2], [0.4, 0.3], [-0.5, 0.6]])
     every = torch.ones(3, dtype=torch.bool)
     assert masked_ccc_loss(target, target, every).item() == pytest.approx(0.0, abs=1e-6)
-    # the negated series has CCC = −1 on each column: Σ_d (1 − (−1)) = 4 (means are not 0 here,
-    # so compute the reference with the metric's estimator)
+    # the negated series: CCC < 0 on each column (not −1: the means are not 0), so the
+    # reference is the metric's own estimator
     from affectlab.metrics import ccc
     expected = sum(1 - ccc(target[:, d].numpy(), -target[:, d].numpy()) for d in range(2))
     assert masked_ccc_loss(-target, target, every).item() == pytest.approx(expected, rel=1e-5)

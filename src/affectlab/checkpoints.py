@@ -155,7 +155,8 @@ def init_from(method: Any, source: str | Path, parts: Sequence[str] = ("backbone
     loaded and what starts new is logged and returned.
 
     Raises :class:`CheckpointError` naming both architectures (``model_config``: this run's
-    model config, for the message) when nothing of a part matches.
+    model config, for the message) when nothing of the backbone matches; another part (a head)
+    that matches nothing starts new with a warning.
     """
     path = checkpoint_of(source)
     checkpoint = load_checkpoint(path)
@@ -194,12 +195,16 @@ def init_from(method: Any, source: str | Path, parts: Sequence[str] = ("backbone
                     matched_here += 1
                 else:
                     report["new"].append(name)
-        if matched_here == 0:
+        if matched_here == 0 and part != "backbone":
+            log.warning("init_from %s: nothing of '%s' has the shape it has here (other labels?): "
+                        "it starts new", path, part)
+        elif matched_here == 0:
             raise CheckpointError(
                 f"init_from={source}: nothing of '{part}' matches. The source is {source_class} "
                 f"with model={_model_name(source_config)}; this run is {class_path(method)} with "
                 f"model={_model_name({'model': model_config or {}})}. Tensors that "
-                f"could not be matched: {report['new'][:6]}{' …' if len(report['new']) > 6 else ''}."
+                f"could not be matched: {report['new'][:6]}"
+                f"{' …' if len(report['new']) > 6 else ''}."
                 " Use the same model family (or init_parts that both have).")
     report["new"] += [n for n in own if n not in update and n not in report["new"]]
     method.load_state_dict({**own, **update})

@@ -105,8 +105,8 @@ def evaluate(cfg: DictConfig, out_dir: str | Path) -> dict[str, Any]:
         "device": str(device),
     }
     atomic_write_json(metrics, Path(out_dir) / "metrics.json")
-    log.info("\n%s", "\n".join([f"{'Ensemble of ' + str(len(runs)) + ' runs' if len(runs) > 1 else runs[0]}"
-                                f" on {data.name} {cfg.split}", *format_task_lines(tasks),
+    what = f"Ensemble of {len(runs)} runs" if len(runs) > 1 else runs[0]
+    log.info("\n%s", "\n".join([f"{what} on {data.name} {cfg.split}", *format_task_lines(tasks),
                                 f"  score: {metrics['score']:.3f}"]))
     return metrics
 

@@ -10,8 +10,8 @@ every listed run, or (``per_seed: true``) one per seed of the runs of that seed.
 
 Finished stages (every seed's ``metrics.json`` written) are skipped when the recipe is started
 again, so an interrupted chain continues where it stopped (a finished run of another
-configuration — the recipe or a preset edited since — is refused, never silently reused); a run directory left without
-``metrics.json`` (killed) is moved aside to ``<dir>.incomplete-<n>`` (never deleted) and run
+configuration — the recipe or a preset edited since — is refused, never silently reused); a
+run directory left without ``metrics.json`` (killed) is moved aside to ``<dir>.incomplete-<n>`` (never deleted) and run
 again. At the end ``<out>/summary.md`` and ``summary.csv`` tabulate every stage (mean ± std over
 seeds; AU rows with F1 at 0.5, F1 at the validation-tuned thresholds and AP).
 

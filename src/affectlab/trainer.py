@@ -299,8 +299,9 @@ class Trainer:
         steps_per_epoch = sampler.batches_per_epoch()
         if steps_per_epoch < 1:
             raise ValueError(f"the training split has {sampler.epoch_length()} images per "
-                             f"epoch, fewer than one batch (trainer.batch_size={self.batch_size} × {self.world_size} "
-                             "processes); lower trainer.batch_size.")
+                             f"epoch, fewer than one batch (trainer.batch_size="
+                             f"{self.batch_size} × {self.world_size} processes); lower "
+                             "trainer.batch_size.")
         total_steps = self.max_steps or self.max_epochs * steps_per_epoch
         num_epochs = math.ceil(total_steps / steps_per_epoch)
 
@@ -408,9 +409,10 @@ class Trainer:
                 if method.thresholds:
                     best["thresholds"] = method.thresholds
                     atomic_torch_save(best, best_path)
+                    rounded = {t: [round(v, 2) for v in thr]
+                               for t, thr in method.thresholds.items()}
                     log.info("per-label thresholds (%s on validation): %s",
-                             self.threshold_criterion,
-                             {t: [round(v, 2) for v in thr] for t, thr in method.thresholds.items()})
+                             self.threshold_criterion, rounded)
             result["test"] = self.evaluate(method, data, data.test, method.thresholds)
             result["score"] = overall_score(result["test"])
             logger.record({**flatten_metrics(result["test"], "test"),
@@ -454,7 +456,7 @@ class Trainer:
 
 @torch.no_grad()
 def predict_split(method: Method, loader: Any, prepare: Callable[[dict], dict],
-                  autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+                  autocast: Callable[[], Any] = contextlib.nullcontext,
                   ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Run ``method.predict`` over every batch of ``loader`` (each passed through ``prepare``:
     device and input transform) and stack predictions and targets (:data:`TARGET_KEYS`).

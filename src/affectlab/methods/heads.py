@@ -243,7 +243,8 @@ class TaskHeads(nn.Module):
                 mask = torch.from_numpy(getattr(table, f"{task}_mask")).bool()
                 head = build_head(task, features, targets.shape[1], options)
                 head.fit_statistics(targets, mask)
-                names = list(data.label_names.get(task) or [str(i) for i in range(targets.shape[1])])
+                names = list(data.label_names.get(task)
+                             or [str(i) for i in range(targets.shape[1])])
             elif task == "expr":
                 names = list(data.label_names.get("expr") or EXPRESSIONS)
                 head = build_head(task, features, len(names), options)
