@@ -197,3 +197,15 @@ def test_unknown_tasks_and_weights_are_named():
     method = make_baseline(tasks=["au"], loss_weights={"expr": 2.0})
     with pytest.raises(ValueError, match=r"loss_weights names \['expr'\]"):
         method.setup(multitask_data())
+
+
+def test_identity_pretraining_without_shared_identities_keeps_the_latest_epoch(tiny_cfg,
+                                                                               tmp_path):
+    from affectlab.train import run
+
+    # the synthetic splits are subject-exclusive: no validation face has a trained identity
+    metrics = run(tiny_cfg("method.tasks=[identity]", "trainer.max_epochs=3",
+                           "trainer.eval_every_epochs=1"), tmp_path / "run")
+    assert metrics["best_epoch"] == 3 and metrics["tasks"] == {}
+    best = torch.load(tmp_path / "run/checkpoints/best.pt", weights_only=True)
+    assert best["label_names"]["identity"] == [str(s) for s in range(4)]

@@ -425,25 +425,30 @@ class Trainer:
                   ckpt_dir: Path, logger: RunLogger, epoch: int) -> None:
         task_metrics = self.evaluate(method, data, data.val)
         unscored = sorted(set(method.label_names) - set(task_metrics))
-        if unscored and position["best_epoch"] is None:
+        first = position["best_epoch"] is None
+        if unscored and first:
             log.warning("no validation targets for %s (e.g. identities the validation split does "
-                        "not share): not in val/score; their test metrics are skipped too",
-                        unscored)
+                        "not share): not in val/score; their test metrics are skipped too%s",
+                        unscored, "" if task_metrics else
+                        ". Nothing is left to select on: best.pt follows the latest epoch")
         metrics = {**flatten_metrics(task_metrics, "val"), "val/score": overall_score(task_metrics)}
-        if self.monitor not in metrics:
+        if self.monitor not in metrics and task_metrics:
             raise KeyError(f"trainer.monitor={self.monitor!r} is not among the validation "
                            f"metrics: {sorted(k for k in metrics if k.count('/') <= 2)}")
-        value = metrics[self.monitor]
+        value = metrics.get(self.monitor, math.nan)
         logger.record(metrics, position["global_step"])
         ckpt_dir.mkdir(parents=True, exist_ok=True)
-        if self._better(value, position["best_value"]):
-            position.update(best_value=value, best_epoch=epoch + 1)
+        # without any validation signal (identity pre-training on identity-disjoint splits)
+        # the latest weights are the best there is
+        if self._better(value, position["best_value"]) or not task_metrics:
+            position.update(best_value=value if task_metrics else None, best_epoch=epoch + 1)
             atomic_torch_save(self._checkpoint(method, optimizer, scheduler, position, config),
                               ckpt_dir / "best.pt")
         atomic_torch_save(self._checkpoint(method, optimizer, scheduler, position, config),
                           ckpt_dir / "last.pt")
         log.info("epoch %d  step %d  %s = %.4f  (best %.4f at epoch %s)", epoch + 1,
-                 position["global_step"], self.monitor, value, position["best_value"],
+                 position["global_step"], self.monitor, value,
+                 math.nan if position["best_value"] is None else position["best_value"],
                  position["best_epoch"])
 
     def _progress(self, loader: DataLoader, epoch: int, num_epochs: int) -> Any:
