@@ -195,6 +195,8 @@ def test_evaluate_one_run_reproduces_its_metrics_and_an_ensemble_runs(tiny_cfg, 
     one = evaluate(evaluate_cfg(f"runs=[{a}]", "thresholds=members", "batch_size=16"),
                    tmp_path / "eval_a")
     assert json.loads((tmp_path / "eval_a/metrics.json").read_text()) == one
+    with pytest.raises(ValueError, match="eval_a already holds an evaluation"):
+        evaluate(evaluate_cfg(f"runs=[{a}]"), tmp_path / "eval_a")
     for key in ("f1", "acc", "average_precision", "thresholds"):
         assert one["tasks"]["au"][key] == pytest.approx(trained["tasks"]["au"][key], abs=1e-6)
     assert one["tasks"]["au"]["tuned"]["f1"] == pytest.approx(

@@ -110,3 +110,21 @@ def test_constructor_validation_is_one_clear_line(tmp_path, data_root):
     assert "method.heads.au.weighting='balanced': use none, frequency or selective" in (
         result.stderr + result.stdout)
     assert "Traceback" not in result.stderr
+
+
+def test_evaluate_and_recipe_apps_give_one_clear_line_for_bad_input(tmp_path):
+    import subprocess
+    import sys
+
+    for module, args, expected in (
+            ("affectlab.evaluate", [f"runs=[{tmp_path / 'nowhere'}]"],
+             "has no config_resolved.yaml"),
+            ("affectlab.evaluate", ["runs=[]"], "runs=[] is empty"),
+            ("affectlab.recipe", ["recipe=multitask_synthetic", "stages=[nope]"],
+             "has no stage 'nope'")):
+        result = subprocess.run([sys.executable, "-m", module, *args,
+                                 f"hydra.run.dir={tmp_path / 'out'}"],
+                                cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        assert result.returncode == 2, result.stderr[-2000:]
+        assert expected in result.stdout + result.stderr
+        assert "Traceback" not in result.stderr

@@ -72,6 +72,9 @@ def evaluate(cfg: DictConfig, out_dir: str | Path) -> dict[str, Any]:
         raise ConfigError(f"split={cfg.split!r}: use one of {SPLITS}")
     if cfg.thresholds not in THRESHOLD_SOURCES:
         raise ConfigError(f"thresholds={cfg.thresholds!r}: use one of {THRESHOLD_SOURCES}")
+    if (Path(out_dir) / "metrics.json").exists():
+        raise ConfigError(f"{out_dir} already holds an evaluation's metrics.json; refusing to "
+                          "overwrite it. Choose another hydra.run.dir.")
     device = resolve_device(cfg.device)
     loaded = [load_run(run, device=str(device), which=cfg.checkpoint) for run in runs]
     method: Method = (loaded[0].method if len(loaded) == 1
