@@ -347,8 +347,9 @@ class Trainer:
                                                            train=True, views=views)
                     losses = self._step(model, method, batch, optimizer, scheduler, step)
                     step += 1
-                    n_images = batch["image"].shape[0] + (
-                        batch["unlabeled"]["image"].shape[0] if "unlabeled" in batch else 0)
+                    # samples (faces) this step, whatever inputs they carry
+                    n_images = len(batch["index"]) + (
+                        len(batch["unlabeled"]["index"]) if "unlabeled" in batch else 0)
                     images_in_epoch += n_images * self.world_size
                     position.update(global_step=step, batch_in_epoch=batch_index + 1)
                     # Reading loss values syncs a GPU, so it happens only every log_every_steps.
