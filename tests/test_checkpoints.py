@@ -34,6 +34,7 @@ class RunsCode:
         return (os.system, (f"touch {self.marker}",))
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")   # the plain pickle's protocol
 def test_a_checkpoint_holding_code_is_refused_before_anything_runs(tmp_path, tiny_cfg):
     marker = tmp_path / MARKER
     crafted = tmp_path / "crafted.pt"
