@@ -1,39 +1,34 @@
-"""Gathering metrics.json files into mean ± std tables."""
+"""Stage summaries of recipes: mean ± std per column over runs, per-label F1/tuned/AP."""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
-import pytest
-
-from affectlab.results import collect, markdown_table, mean_std
+from affectlab.results import per_label_summary, stage_summary
 
 
-def fake_run(root: Path, name: str, overrides: list[str], seed: int, f1: list[float]) -> None:
-    run_dir = root / name
-    (run_dir / ".hydra").mkdir(parents=True)
-    (run_dir / ".hydra/overrides.yaml").write_text(
-        "".join(f"- {o}\n" for o in overrides + [f"seed={seed}", "trainer.progress_bar=false"]))
-    metrics = {"method": "baseline", "dataset": "synthetic", "seed": seed, "split": "test",
-               "tasks": {"au": {"labels": ["AU1", "AU2"], "f1": f1,
-                                "f1_mean": sum(f1) / len(f1)}}}
-    (run_dir / "metrics.json").write_text(json.dumps(metrics))
+def au(f1: list[float], tuned: list[float], ap: list[float]) -> dict:
+    return {"labels": ["AU1", "AU2"], "f1": f1, "f1_mean": sum(f1) / 2,
+            "tuned": {"f1": tuned, "f1_mean": sum(tuned) / 2},
+            "average_precision": ap, "ap_mean": sum(ap) / 2}
 
 
-def test_runs_differing_only_in_seed_form_one_row(tmp_path):
-    fake_run(tmp_path, "0", ["experiment=a"], 0, [0.2, 0.4])
-    fake_run(tmp_path, "1", ["experiment=a"], 1, [0.4, 0.6])
-    fake_run(tmp_path, "2", ["experiment=b"], 0, [0.5, 0.5])
-    rows = {row.name: row for row in collect(tmp_path)}
-    assert set(rows) == {"experiment=a", "experiment=b"}
-    assert [r["seed"] for r in rows["experiment=a"].runs] == [0, 1]
-    table = markdown_table(list(rows.values()))
-    # experiment=a: per-AU means 30.0 and 50.0; mean F1 over seeds 40.0 ± stdev(30, 50) = 14.1
-    assert "| experiment=a | 2 | 30.0 | 50.0 | 40.0 ± 14.1 |" in table
-    assert "| experiment=b | 1 | 50.0 | 50.0 | 50.0 ± 0.0 |" in table
-
-
-def test_mean_std():
-    assert mean_std([1.0, 3.0]) == pytest.approx((2.0, 2 ** 0.5))
-    assert mean_std([5.0]) == (5.0, 0.0)
+def test_stage_summary_means_and_spreads():
+    results = {
+        "joint": [{"tasks": {"au": au([0.2, 0.4], [0.3, 0.5], [0.5, 0.5]),
+                             "expr": {"f1_macro": 0.3, "acc": 0.5}}, "score": 0.4},
+                  {"tasks": {"au": au([0.4, 0.6], [0.5, 0.7], [0.7, 0.7]),
+                             "expr": {"f1_macro": 0.5, "acc": 0.5}}, "score": 0.6}],
+        "expr": [{"tasks": {"expr": {"f1_macro": 0.4, "acc": 0.6}}, "score": 0.5}],
+    }
+    table, csv = stage_summary(results, title="t")
+    lines = table.splitlines()
+    assert lines[2] == ("| row | runs | AU F1@0.5 | AU F1@thr | AU AP | expr F1 | expr acc | "
+                        "score |")
+    # AU F1 means 0.3 and 0.5 → 40.0 ± 14.1; AP 0.5, 0.7 → 60.0 ± 14.1
+    assert lines[4] == ("| joint | 2 | 40.0 ± 14.1 | 50.0 ± 14.1 | 60.0 ± 14.1 | 40.0 ± 14.1 | "
+                        "50.0 ± 0.0 | 50.0 ± 14.1 |")
+    assert lines[5] == "| expr | 1 | – | – | – | 40.0 ± 0.0 | 60.0 ± 0.0 | 50.0 ± 0.0 |"
+    assert csv.splitlines()[2] == "expr,1,,,,,,,40.00,0.00,60.00,0.00,50.00,0.00"
+    labels = per_label_summary(results).splitlines()
+    assert labels[2] == "| row | AU1 | AU2 | mean |"
+    assert labels[4] == "| joint | 30.0 / 40.0 / 60.0 | 50.0 / 60.0 / 60.0 | 40.0 / 50.0 / 60.0 |"
+    assert per_label_summary({"expr": results["expr"]}) == ""
