@@ -8,20 +8,20 @@ One command per table of the MLCR paper / its reproduction (Chi et al., 2021):
                 =attr``; Figure 3), as a table and a bar chart PNG.
 
 Each row of a table is a list of Hydra overrides (``TABLES``, ``BASELINE_ROWS`` and
-``ABLATION_ROWS`` below). The script runs each
-row as one multirun over the seeds,
+``ABLATION_ROWS`` below). The rows run as the stages of a recipe
+(:class:`affectlab.recipe.Runner`), each one multirun over the seeds,
 
-    python train.py -m <row overrides> seed=0,1,2 hydra.sweep.dir=<out>/runs/<row slug>
+    python -m affectlab.train -m <row overrides> seed=0,1,2 hydra.sweep.dir=<out>/runs/<row slug>
 
 one row after the other, then reads the rows' ``metrics.json`` files and writes
 ``<out>/<table>.md`` and ``<out>/<table>.csv`` (and ``<out>/<table>.png`` for ``celeba``):
 per-label F1 averaged over the seeds and the average F1 as mean ± std over the seeds, in %.
 When the dataset is CK+, the reproduction's reported numbers are printed beside as extra rows.
 
-Finished runs (``metrics.json`` present) already in a row's directory are reused, so an
-interrupted table is completed by running the same command again; a run directory that
-exists is never written into again (an unfinished one is left as it is, its seed runs anew in
-``seed<k>_attempt<n>/``).
+Finished runs (``metrics.json`` present) already in a row's directory are reused when they are
+the row's configuration (else refused), so an interrupted table is completed by running the
+same command again; an unfinished run directory is moved aside to ``seed<k>.incomplete-<n>/``
+(never deleted) and its seed runs again.
 
 Examples::
 
@@ -45,8 +45,8 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import logging
 import math
-import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,12 +55,14 @@ from typing import Any
 import yaml
 from PIL import Image, ImageDraw, ImageFont
 
+from omegaconf import OmegaConf
+
+from affectlab.recipe import RecipeError, Runner
 from affectlab.results import (Row, canonical_overrides, config_changes, configuration_name,
                                mean_std, read_overrides)
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG_DIR = REPO / "configs"
-TRAIN_SCRIPT = REPO / "train.py"
 PERCENT = 100.0
 
 # ----------------------------------------------------------------------------- rows, as data
@@ -194,9 +196,6 @@ QUICK_OVERRIDES: tuple[str, ...] = (
 )
 QUICK_DATASET = "synthetic"
 QUICK_SUFFIX = "_quick"           # default --out of a smoke run, apart from the real table
-RUN_SUBDIR = "seed${seed}"        # one folder per seed inside a row's hydra.sweep.dir
-ATTEMPT_SUFFIX = "_attempt{}"     # when an unfinished seed<k>/ is in the way
-FIRST_RETRY_ATTEMPT = 2
 DECIMALS = 1                      # in the Markdown (the paper's precision)
 CSV_DECIMALS = 4
 
@@ -322,43 +321,19 @@ def finished_runs(row_dir: Path, row: PlannedRow) -> dict[int, dict[str, Any]]:
     return by_seed
 
 
-def free_subdir(row_dir: Path, seeds: list[int]) -> str:
-    """The ``hydra.sweep.subdir`` pattern whose folders do not exist yet for any of ``seeds``."""
-    suffix, attempt = "", FIRST_RETRY_ATTEMPT
-    while any((row_dir / (RUN_SUBDIR.replace("${seed}", str(s)) + suffix)).exists()
-              for s in seeds):
-        suffix, attempt = ATTEMPT_SUFFIX.format(attempt), attempt + 1
-    return RUN_SUBDIR + suffix
-
-
-def train_command(row: PlannedRow, row_dir: Path, seeds: list[int]) -> list[str]:
-    """The ``python train.py -m ...`` command of one row over ``seeds``."""
-    return [sys.executable, str(TRAIN_SCRIPT), "-m", *row.overrides,
-            "seed=" + ",".join(str(s) for s in seeds),
-            f"hydra.sweep.dir={row_dir}", f"hydra.sweep.subdir={free_subdir(row_dir, seeds)}"]
-
-
-def run_row(row: PlannedRow, row_dir: Path, seeds: list[int]) -> None:
-    """Run the seeds of ``row`` that have no finished run in ``row_dir`` (one multirun)."""
-    done = finished_runs(row_dir, row)
-    missing = [s for s in seeds if s not in done]
-    reused = [s for s in seeds if s in done]
-    if row.dropped:
-        print(f"[{row.name}] not for this row's method, left out: {' '.join(row.dropped)}")
-    if reused:
-        print(f"[{row.name}] reusing finished runs of seeds {reused} in {row_dir}")
-    if not missing:
-        return
-    command = train_command(row, row_dir, missing)
-    print(f"[{row.name}] seeds {missing}: {' '.join(command[1:])}", flush=True)
-    completed = subprocess.run(command, check=False)
-    if completed.returncode != 0:
-        raise TableError(f"row '{row.name}' failed (exit code {completed.returncode}); its logs "
-                         f"are under {row_dir}. Rerunning the command keeps the finished runs.")
-    still_missing = [s for s in seeds if s not in finished_runs(row_dir, row)]
-    if still_missing:
-        raise TableError(f"row '{row.name}': seeds {still_missing} wrote no metrics.json under "
-                         f"{row_dir}")
+def run_rows(planned: list[PlannedRow], runs_dir: Path, seeds: list[int]) -> None:
+    """Run every row's missing seeds as a recipe stage (:class:`affectlab.recipe.Runner`):
+    ``<runs_dir>/<row slug>/seed<k>/``, finished runs reused (and checked against the row's
+    configuration), an unfinished one moved aside and run again."""
+    for row in planned:
+        if row.dropped:
+            print(f"[{row.name}] not for this row's method, left out: {' '.join(row.dropped)}")
+    recipe = OmegaConf.create({"name": runs_dir.parent.name, "stages": {
+        row.slug: {"overrides": list(row.overrides)} for row in planned}})
+    try:
+        Runner(recipe, out=runs_dir, seeds=seeds, overrides=[], launcher=[]).run()
+    except RecipeError as err:
+        raise TableError(str(err)) from None
 
 
 def gather_row(row: PlannedRow, row_dir: Path, seeds: list[int]) -> Row:
@@ -640,8 +615,7 @@ def main(argv: list[str] | None = None) -> list[Path]:
     data_root = args.data_root or (QUICK_DATA_ROOT if args.quick else None)
     planned = plan_rows(spec, dataset, baseline=args.baseline, quick=args.quick,
                         data_root=data_root, extra=args.overrides)
-    for row in planned:
-        run_row(row, out / "runs" / row.slug, seeds)
+    run_rows(planned, out / "runs", seeds)
     rows = [gather_row(row, out / "runs" / row.slug, seeds) for row in planned]
     table = build_table(spec, dataset, rows, seeds=seeds, baseline=args.baseline,
                         planned=planned)
@@ -652,6 +626,7 @@ def main(argv: list[str] | None = None) -> list[Path]:
 
 
 if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         main()
     except TableError as err:

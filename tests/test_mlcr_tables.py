@@ -111,8 +111,9 @@ def test_rerun_reuses_finished_runs(quick_ablation):
     run_dirs = sorted(p for p in (out / "runs").rglob("*") if p.is_dir())
     result = run_script(args, cwd=out.parent)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.count("reusing finished runs of seeds [0, 1]") == 4
-    assert "train.py -m" not in result.stdout
+    log = result.stdout + result.stderr
+    assert log.count("finished for seeds [0, 1], skipped") == 4
+    assert "affectlab.train" not in log
     assert sorted(p for p in (out / "runs").rglob("*") if p.is_dir()) == run_dirs
 
 
