@@ -133,6 +133,25 @@ class ClassificationHead(nn.Module):
         return torch.softmax(logits.float(), dim=1)
 
 
+class IdentityHead(ClassificationHead):
+    """Softmax over the S subjects of the training split (face-recognition pre-training).
+
+    ``subject_ids`` (S,) maps classes to subject ids; a sample whose subject has no class
+    (an identity-disjoint split's strangers) is masked out of the loss.
+    """
+
+    def __init__(self, features: int, num_classes: int, *, weighting: str = "none") -> None:
+        super().__init__(features, num_classes, weighting=weighting)
+        self.register_buffer("subject_ids", torch.zeros(num_classes, dtype=torch.int64))
+
+    def fit_statistics(self, subjects: torch.Tensor, mask: torch.Tensor) -> None:
+        self.subject_ids = torch.unique(subjects[mask])
+        super().fit_statistics(*identity_classes(self.subject_ids, subjects, mask))
+
+    def loss(self, logits: torch.Tensor, subjects: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return super().loss(logits, *identity_classes(self.subject_ids, subjects, mask))
+
+
 class ValenceArousalHead(nn.Module):
     """Valence and arousal in [−1, 1].
 
@@ -217,7 +236,6 @@ class TaskHeads(nn.Module):
             build_head(task, 1, 1, task_options)    # a bad option fails here, named
         self.heads = nn.ModuleDict()
         self.label_names: dict[str, list[str]] = {}
-        self.subject_ids: dict[str, torch.Tensor] = {}
 
     @property
     def tasks(self) -> list[str]:
@@ -253,10 +271,11 @@ class TaskHeads(nn.Module):
                 head = build_head(task, features, 2, options)
                 names = ["valence", "arousal"]
             else:
-                subjects = np.unique(table.subject[table.subject >= 0])
-                head = build_head(task, features, len(subjects), options)
-                head.register_buffer("subject_ids", torch.from_numpy(subjects.astype(np.int64)))
-                names = [str(s) for s in subjects]
+                subjects = torch.from_numpy(table.subject)
+                head = build_head(task, features, len(np.unique(table.subject[table.subject >= 0])),
+                                  options)
+                head.fit_statistics(subjects, subjects >= 0)
+                names = [str(int(s)) for s in head.subject_ids]
             self.heads[task] = head
             self.label_names[task] = names
         unknown = set(self.loss_weights) - set(tasks)
@@ -273,10 +292,7 @@ class TaskHeads(nn.Module):
         """``{"loss": Σ_t λ_t L_t, task: L_t}`` (the per-task terms unweighted)."""
         terms: dict[str, torch.Tensor] = {}
         for task, head in self.heads.items():
-            targets, mask = head_targets(task, batch)
-            if task == "identity":
-                targets, mask = identity_classes(head.subject_ids, targets, mask)
-            terms[task] = head.loss(outputs[task], targets, mask)
+            terms[task] = head.loss(outputs[task], *head_targets(task, batch))
         total = sum(self.loss_weights.get(t, 1.0) * v for t, v in terms.items())
         return {"loss": total, **terms}
 
@@ -288,7 +304,7 @@ def build_head(task: str, features: int, outputs: int, options: Mapping[str, Any
     """The head of ``task`` (``outputs``: labels or classes; ignored for va) with its config
     options; a wrong option is one error naming ``method.heads.<task>.<key>``."""
     head_class = {"au": MultiLabelHead, "attr": MultiLabelHead, "expr": ClassificationHead,
-                  "identity": ClassificationHead, "va": ValenceArousalHead}[task]
+                  "identity": IdentityHead, "va": ValenceArousalHead}[task]
     allowed = [k for k in inspect.signature(head_class.__init__).parameters
                if k not in ("self", "features", "num_labels", "num_classes")]
     unknown = sorted(set(options) - set(allowed))
@@ -321,5 +337,6 @@ def data_tasks(data: FaceData) -> list[str]:
     return [t for t in HEAD_TASKS if t in tasks]
 
 
-__all__ = ["TaskHeads", "build_head", "MultiLabelHead", "ClassificationHead", "ValenceArousalHead",
+__all__ = ["TaskHeads", "build_head", "MultiLabelHead", "ClassificationHead", "IdentityHead",
+           "ValenceArousalHead",
            "HEAD_TASKS", "MULTILABEL", "data_tasks", "identity_classes", "head_targets"]
