@@ -81,7 +81,8 @@ def test_truncated_image_names_the_file(tmp_path, data_root):
 
 
 @pytest.mark.parametrize("method", [["method=baseline"],
-                                    ["method=mlcr", "method.step_two_start=2"]])  # GCN joins mid-run
+                                    ["method=mlcr", "method.step_two_start=2"],  # GCN joins mid-run
+                                    ["method=baseline", "method.tasks=[au]", "sampler=ml_ros"]])
 def test_torchrun_two_processes_share_each_epoch(tmp_path, data_root, method):
     import os
     import subprocess
@@ -99,6 +100,11 @@ def test_torchrun_two_processes_share_each_epoch(tmp_path, data_root, method):
         env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((tmp_path / "outputs/ddp/metrics.json").read_text())
+    if "sampler=ml_ros" in method:
+        # the 24 images and their ML-ROS clones, 8 per step over the 2 processes
+        epoch = 24 + metrics["sampler"]["clones"]
+        assert metrics["sampler"]["clones"] > 0 and metrics["steps"] == 2 * (epoch // 8)
+        return
     # 24 labelled images, 4 per process and step, 2 processes → 3 steps per epoch, 2 epochs
     assert metrics["steps"] == 6 and metrics["epochs"] == 2
 
