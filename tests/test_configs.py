@@ -116,3 +116,15 @@ def test_console_script_points_at_the_hydra_entry_point():
 
     scripts = {ep.name: ep.value for ep in entry_points(group="console_scripts")}
     assert scripts.get("affectlab-train") == "affectlab.train:main"
+
+
+@pytest.mark.parametrize("sampler", options("sampler"))
+def test_every_sampler_composes_and_builds_on_the_training_split(tmp_path, sampler):
+    from affectlab.train import build_data
+
+    cfg = compose_config(tmp_path, [f"sampler={sampler}", "method.tasks=[au,expr]"])
+    check_config(cfg.sampler, "sampler")
+    factory = instantiate_checked(cfg.sampler, "sampler")
+    made = factory(build_data(cfg).train.table, batch_size=4, seed=0)
+    made.set_position(0)
+    assert len(list(made)) == made.batches_per_epoch() * 4 > 0
