@@ -32,3 +32,17 @@ def test_stage_summary_means_and_spreads():
     assert labels[2] == "| row | AU1 | AU2 | mean |"
     assert labels[4] == "| joint | 30.0 / 40.0 / 60.0 | 50.0 / 60.0 / 60.0 | 40.0 / 50.0 / 60.0 |"
     assert per_label_summary({"expr": results["expr"]}) == ""
+
+
+def test_composed_config_works_inside_a_running_hydra_app():
+    """The recipe runner (a Hydra app) checks finished runs with composed_config."""
+    from hydra import initialize_config_dir
+
+    from affectlab.results import CONFIG_DIR, composed_config
+
+    composed_config.cache_clear()
+    outside = composed_config(("seed=3",))
+    composed_config.cache_clear()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        inside = composed_config(("seed=3",))
+    assert inside == outside and inside["seed"] == 3

@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
@@ -87,8 +88,12 @@ RUN_LOCATION_KEYS = tuple(k.rstrip("=.") for k in NOT_PART_OF_THE_NAME if k != "
 @functools.lru_cache(maxsize=None)
 def composed_config(overrides: tuple[str, ...]) -> dict[str, Any]:
     """The resolved config ``python train.py <overrides>`` would run now, flattened."""
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+    if GlobalHydra.instance().is_initialized():
+        # inside a Hydra app of this project (the recipe runner): its config dir is ours
         config = compose("train", overrides=list(overrides))
+    else:
+        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+            config = compose("train", overrides=list(overrides))
     return flatten(OmegaConf.to_container(config, resolve=True))
 
 
