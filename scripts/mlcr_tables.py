@@ -53,13 +53,11 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from omegaconf import OmegaConf
 from PIL import Image, ImageDraw, ImageFont
 
-from omegaconf import OmegaConf
-
 from affectlab.recipe import RecipeError, Runner
-from affectlab.results import (Row, canonical_overrides, config_changes, configuration_name,
-                               mean_std, read_overrides)
+from affectlab.results import Row, configuration_name, mean_std, run_differences
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG_DIR = REPO / "configs"
@@ -301,22 +299,15 @@ def finished_runs(row_dir: Path, row: PlannedRow) -> dict[int, dict[str, Any]]:
     Raises TableError when the folder holds a finished run of another configuration: other
     overrides, or the same overrides resolving to other values (a preset changed since).
     """
-    expected = canonical_overrides(row.overrides)
     by_seed: dict[int, dict[str, Any]] = {}
     for path in sorted(row_dir.rglob("metrics.json")) if row_dir.is_dir() else []:
-        found = canonical_overrides(read_overrides(path.parent))
-        if found != expected:
-            raise TableError(
-                f"{path.parent} is a finished run of another configuration:\n  found:    "
-                f"{' '.join(found)}\n  expected: {' '.join(expected)}\n"
-                "Use another --out (or move that run away).")
         metrics = json.loads(path.read_text())
-        changes = config_changes(path.parent, row.overrides, int(metrics["seed"]))
+        changes = run_differences(path.parent, row.overrides, int(metrics["seed"]))
         if changes:
             raise TableError(
-                f"{path.parent} ran with other values than row '{row.name}' gives now (a preset "
-                "or default changed since?):\n  " + "\n  ".join(changes)
-                + "\nUse another --out (or move that run away).")
+                f"{path.parent} ran with other values than row '{row.name}' gives now (another "
+                "configuration, or a preset or default changed since):\n  "
+                + "\n  ".join(changes) + "\nUse another --out (or move that run away).")
         by_seed.setdefault(int(metrics["seed"]), metrics)
     return by_seed
 

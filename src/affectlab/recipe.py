@@ -11,8 +11,8 @@ every listed run, or (``per_seed: true``) one per seed of the runs of that seed.
 Finished stages (every seed's ``metrics.json`` written) are skipped when the recipe is started
 again, so an interrupted chain continues where it stopped (a finished run of another
 configuration — the recipe or a preset edited since — is refused, never silently reused); a
-run directory left without ``metrics.json`` (killed) is moved aside to ``<dir>.incomplete-<n>`` (never deleted) and run
-again. At the end ``<out>/summary.md`` and ``summary.csv`` tabulate every stage (mean ± std over
+run directory left without ``metrics.json`` (killed) is moved aside to ``<dir>.incomplete-<n>``
+(never deleted) and run again. At the end ``<out>/summary.md`` and ``summary.csv`` tabulate every stage (mean ± std over
 seeds; AU rows with F1 at 0.5, F1 at the validation-tuned thresholds and AP).
 
 Recipe file::
@@ -41,8 +41,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from affectlab.config import ConfigError
-from affectlab.results import (canonical_overrides, config_changes, per_label_summary,
-                               read_overrides, stage_summary)
+from affectlab.results import per_label_summary, run_differences, stage_summary
 from affectlab.train import CONFIG_DIR
 from affectlab.utils import atomic_write_text
 
@@ -171,11 +170,7 @@ class Runner:
     def check_finished(self, stage: Stage, run_dir: Path, seed: int) -> None:
         """Refuse to reuse a finished run of another configuration (other overrides, or a
         preset or default edited since it ran)."""
-        overrides = self.training_overrides(stage)
-        found = canonical_overrides(read_overrides(run_dir))
-        expected = canonical_overrides(overrides)
-        changes = ([f"overrides: {' '.join(found)} then, {' '.join(expected)} now"]
-                   if found != expected else config_changes(run_dir, overrides, seed))
+        changes = run_differences(run_dir, self.training_overrides(stage), seed)
         if changes:
             raise RecipeError(f"{run_dir} is a finished run of another configuration than stage "
                               f"'{stage.name}' gives now ({'; '.join(changes)[:600]}). Use "

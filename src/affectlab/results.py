@@ -111,6 +111,18 @@ def config_changes(run_dir: Path, overrides: list[str] | tuple[str, ...], seed: 
     return [f"{key}: {then.get(key)!r} then, {now.get(key)!r} now" for key in changed]
 
 
+def run_differences(run_dir: Path, overrides: list[str] | tuple[str, ...],
+                    seed: int) -> list[str]:
+    """How a finished run differs from the configuration ``overrides`` give now: other
+    overrides (seed and run-location keys aside), or the same overrides resolving to other
+    values (a preset or default edited since). Empty when it is that configuration."""
+    found = canonical_overrides(read_overrides(run_dir))
+    expected = canonical_overrides(overrides)
+    if found != expected:
+        return [f"overrides: {' '.join(found)} then, {' '.join(expected)} now"]
+    return config_changes(run_dir, overrides, seed)
+
+
 def _run_name(run_dir: Path) -> str:
     return configuration_name(read_overrides(run_dir))
 

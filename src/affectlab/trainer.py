@@ -426,8 +426,7 @@ class Trainer:
                   ckpt_dir: Path, logger: RunLogger, epoch: int) -> None:
         task_metrics = self.evaluate(method, data, data.val)
         unscored = sorted(set(method.label_names) - set(task_metrics))
-        first = position["best_epoch"] is None
-        if unscored and first:
+        if unscored and position["best_epoch"] is None:      # said once, at the first validation
             log.warning("no validation targets for %s (e.g. identities the validation split does "
                         "not share): not in val/score; their test metrics are skipped too%s",
                         unscored, "" if task_metrics else
