@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Callable
@@ -71,11 +72,12 @@ def run_cli(args: list[str], cwd: Path, timeout: int = 300) -> subprocess.Comple
 
 
 def run_interrupted(cfg: DictConfig, run_dir: Path, interrupt_at_call: int,
-                    monkeypatch: pytest.MonkeyPatch) -> dict:
-    """Run ``cfg`` but press Ctrl-C at the n-th training forward; return the saved last.pt."""
+                    monkeypatch: pytest.MonkeyPatch, signum: int = signal.SIGINT) -> dict:
+    """Run ``cfg`` but send this process ``signum`` (Ctrl-C by default) during the n-th training
+    forward; the run stops after that step. Return the saved last.pt."""
     from affectlab.checkpoints import load_checkpoint
     from affectlab.train import run
-    from affectlab.trainer import Trainer
+    from affectlab.trainer import Trainer, TrainingInterrupted
 
     fit = Trainer.fit
     calls = {"n": 0}
@@ -86,14 +88,14 @@ def run_interrupted(cfg: DictConfig, run_dir: Path, interrupt_at_call: int,
         def forward(module, batch):
             calls["n"] += 1
             if calls["n"] == interrupt_at_call:
-                raise KeyboardInterrupt
+                os.kill(os.getpid(), signum)
             return original_forward(module, batch)
 
         monkeypatch.setattr(type(method), "forward", forward)
         return fit(self, method, *args, **kwargs)
 
     monkeypatch.setattr(Trainer, "fit", interrupting_fit)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(TrainingInterrupted, match=signal.Signals(signum).name):
         run(cfg, run_dir)
     monkeypatch.undo()
     return load_checkpoint(run_dir / "checkpoints/last.pt")
@@ -109,3 +111,9 @@ def same_final_weights(run_a: Path, run_b: Path) -> bool:
     b = load_checkpoint(run_b / "checkpoints/last.pt")["method"]
     return a.keys() == b.keys() and all(
         torch.equal(a[k], b[k]) if isinstance(a[k], torch.Tensor) else a[k] == b[k] for k in a)
+
+
+def tree_snapshot(root: Path) -> dict[str, bytes]:
+    """Every file under ``root`` (relative path → bytes): equal snapshots, untouched tree."""
+    return {str(path.relative_to(root)): path.read_bytes()
+            for path in sorted(root.rglob("*")) if path.is_file()}

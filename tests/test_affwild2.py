@@ -340,23 +340,54 @@ def test_expression_file_of_a_later_abaw(tree, tmp_path):
         load(root, tmp_path).build()
 
 
-def test_labelled_frame_without_a_crop(faces, tmp_path):
+def test_labelled_frames_without_a_crop_are_known_gaps_left_out_and_counted(faces, tmp_path,
+                                                                            caplog):
     root = tmp_path / "Aff-Wild2"
     written = write_layout(faces, root, labelled_without_image=2)
     lost = sorted(k for k, r in written.items() if not r["image"] and has_label(r))
     assert len(lost) == 2
-    with pytest.raises(DataError, match=r"\.txt, line 2: frame 1 is labelled but its crop "
-                                        r".*00001\.jpg is missing"):
-        load(root, tmp_path).build()
-    data = load(root, tmp_path, on_error="skip", cache_dir=str(tmp_path / "c2")).build()
-    assert data.skipped == 2
+    # by default (on_error=known_gaps) they are left out and counted, apart from problems
+    with caplog.at_level("WARNING"):
+        data = load(root, tmp_path).build()
+    assert data.known_gaps == 2 and data.skipped == 0
     assert set(rows_by_id(data)) == expected_ids(written)
-    # a whole crop folder missing: one problem for the video side
+    first = root / written[lost[0]]["files"]["au"].replace("annotations/AU_Set/Train_Set/",
+                                                           "cropped_aligned/")
+    assert (f"affwild2: left out 2 annotated frames without an image (known gap of the release; "
+            f"dataset.on_error=raise makes them errors); first: "
+            f"{first.with_suffix('')}/00001.jpg") in caplog.text
+    assert load(root, tmp_path).build().known_gaps == 2      # counted from the cached index too
+    # on_error=raise makes them errors, naming file, line and crop
+    with pytest.raises(DataError, match=r"\.txt, line 2: frame 1 is labelled but its crop "
+                                        r".*00001\.jpg is missing .*known gap of the release"):
+        load(root, tmp_path, on_error="raise", cache_dir=str(tmp_path / "c1")).build()
+    data = load(root, tmp_path, on_error="skip", cache_dir=str(tmp_path / "c2")).build()
+    assert data.known_gaps == 2 and data.skipped == 0
+    assert set(rows_by_id(data)) == expected_ids(written)
+    # a whole crop folder missing is not a gap of the release: an error unless skip
     name = written[lost[0]]["name"]
     shutil.rmtree(root / "cropped_aligned" / name)
-    data = load(root, tmp_path, on_error="skip", cache_dir=str(tmp_path / "c3")).build()
-    assert data.skipped == 2                                 # 1 (folder) + 1 (the other frame)
+    with pytest.raises(DataError, match=rf"the crop folder .*{name} does not exist"):
+        load(root, tmp_path, cache_dir=str(tmp_path / "c3")).build()
+    data = load(root, tmp_path, on_error="skip", cache_dir=str(tmp_path / "c4")).build()
+    assert data.skipped == 1 and data.known_gaps == 1        # the folder; the other frame
     assert not any(f"/{name}/" in k for k in rows_by_id(data))
+
+
+def test_a_damaged_crop_fails_by_default_and_is_skipped_with_skip(tree, tmp_path):
+    root, written = tree
+    sample = sorted(k for k, r in written.items() if r["image"] and has_label(r))[0]
+    crop = root / sample.split(":", 1)[1]
+    data = crop.read_bytes()
+    crop.write_bytes(data[:-64])                             # an interrupted copy
+    with pytest.raises(DataError, match=rf"image file {crop} is truncated: a JPEG file ends "
+                                        r"with the EOI marker FF D9"):
+        load(root, tmp_path).build()
+    data = load(root, tmp_path, on_error="skip").build()
+    assert data.skipped == 1 and data.known_gaps == 0
+    kept = [p for split in (data.train, data.val, data.test) for p in split.table.image_paths]
+    assert len(kept) == len(expected_ids(written)) - 1
+    assert crop.relative_to(root).as_posix() not in kept
 
 
 # --------------------------------------------------------------------------- cache
@@ -387,7 +418,12 @@ def test_index_is_cached_and_rebuilt_when_the_tree_changes(tree, tmp_path, monke
 
 # --------------------------------------------------------------------------- end to end
 def test_train_py_runs_on_the_affwild2_layout(masters, tmp_path, tiny_cfg):
-    root, _ = masters["abaw2021"]
+    # as in the real release, some labelled frames have no crop: the run trains by default
+    # and reports how many it left out
+    root = tmp_path / "Aff-Wild2"
+    shutil.copytree(masters["abaw2021"][0], root)
+    for video in sorted((root / "cropped_aligned").iterdir())[:2]:
+        (video / "00001.jpg").unlink()
     cfg = tiny_cfg("dataset=affwild2", f"dataset.root={root}", "dataset.image_size=32",
                    f"dataset.cache_dir={tmp_path / 'cache'}", "method=baseline",
                    "trainer.max_steps=2", "trainer.batch_size=4")
@@ -402,4 +438,4 @@ def test_train_py_runs_on_the_affwild2_layout(masters, tmp_path, tiny_cfg):
     manifest = json.loads((tmp_path / "run" / "split_manifest.json").read_text())
     assert manifest["protocol"] == "affwild2/abaw2021/official"
     assert metrics["split_checksum"] == manifest["checksum"]
-    assert metrics["skipped_problems"] == 0
+    assert metrics["skipped_problems"] == 0 and metrics["known_gaps_left_out"] == 2

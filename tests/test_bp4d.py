@@ -282,17 +282,42 @@ def test_value_outside_0_1_9_names_file_line_and_au(tree, tmp_path):
     assert data.skipped == 1 and len(loaded_codes(data)["F002"]) == FRAMES - 1
 
 
-def test_rows_without_image_are_reported_or_skipped_and_counted(tmp_path, faces):
+def test_coded_frames_without_an_image_are_known_gaps_left_out_and_counted(tmp_path, faces,
+                                                                          caplog):
     root = tmp_path / "BP4D"
     write_layout(faces, root, rows_without_image=1)     # F001/T1 gets frame 2442, no image
     (root / "BP4D-training" / "M007" / "T1" / f"{first_frame('M007', 1):04d}.jpg").unlink()
-    with pytest.raises(DataError, match=r"F001_T1.csv, line 4: frame 2442 has no image"):
-        load(root, tmp_path).build()
-    data = load(root, tmp_path, on_error="skip").build()
-    assert data.skipped == 2
+    # by default (on_error=known_gaps) they are left out and counted, apart from problems
+    with caplog.at_level("WARNING"):
+        data = load(root, tmp_path).build()
+    assert data.known_gaps == 2 and data.skipped == 0
+    assert ("bp4d: left out 2 annotated frames without an image (known gap of the release; "
+            "dataset.on_error=raise makes them errors); first: "
+            f"{root / 'BP4D-training/F001/T1/2442.jpg'}") in caplog.text
     codes = loaded_codes(data)
     assert len(codes["F001"]) == FRAMES and len(codes["M007"]) == FRAMES - 1
     assert sum(map(len, codes.values())) == 41 * FRAMES - 1
+    # on_error=raise makes them errors, naming file and line
+    with pytest.raises(DataError, match=r"F001_T1.csv, line 4: frame 2442 has no image .*known "
+                                        r"gap of the release"):
+        load(root, tmp_path, on_error="raise").build()
+    data = load(root, tmp_path, on_error="skip").build()
+    assert data.known_gaps == 2 and data.skipped == 0
+    # a sequence without its frame folder is not a gap of the release: an error by default
+    shutil.rmtree(root / "BP4D-training" / "M007" / "T1")
+    with pytest.raises(DataError, match=r"M007_T1.csv, line 2: frame \d+ has no image \(the "
+                                        r"folder .*M007/T1 does not exist\)"):
+        load(root, tmp_path).build()
+
+
+def test_a_damaged_frame_fails_by_default_and_is_skipped_with_skip(tree, tmp_path):
+    frame = tree / "BP4D-training" / "F001" / "T1" / "2440.jpg"
+    frame.write_bytes(b"")                               # a failed download
+    with pytest.raises(DataError, match=rf"image file {frame} is empty \(0 bytes\)"):
+        load(tree, tmp_path).build()
+    data = load(tree, tmp_path, on_error="skip").build()
+    assert data.skipped == 1 and data.known_gaps == 0
+    assert len(loaded_codes(data)["F001"]) == FRAMES - 1
 
 
 # ------------------------------------------------------------------------------------------
@@ -324,13 +349,16 @@ def test_index_is_cached_and_rebuilt_when_a_csv_changes(tree, tmp_path, monkeypa
 def test_index_is_rebuilt_when_a_missing_frame_appears(tmp_path, faces):
     root = tmp_path / "BP4D"
     write_layout(faces, root, rows_without_image=1)     # F001/T1: frame 2442 has no image
-    assert load(root, tmp_path, on_error="skip").build().skipped == 1
+    assert load(root, tmp_path).build().known_gaps == 1
     shutil.copy(root / "BP4D-training/F001/T1/2441.jpg", root / "BP4D-training/F001/T1/2442.jpg")
-    data = load(root, tmp_path, on_error="skip").build()
-    assert data.skipped == 0 and len(loaded_codes(data)["F001"]) == FRAMES + 1
+    data = load(root, tmp_path).build()
+    assert data.known_gaps == 0 and len(loaded_codes(data)["F001"]) == FRAMES + 1
 
 
 def test_train_py_runs_on_the_bp4d_layout(tree, tmp_path, tiny_cfg):
+    # coded frames without an image, as in the release: trained past by default, counted
+    (tree / "BP4D-training" / "M007" / "T1" / f"{first_frame('M007', 1):04d}.jpg").unlink()
+    (tree / "BP4D-training" / "F001" / "T1" / f"{first_frame('F001', 1):04d}.jpg").unlink()
     cfg = tiny_cfg("dataset=bp4d", f"dataset.root={tree}", "dataset.image_size=32",
                    f"dataset.cache_dir={tmp_path / 'cache'}", "method=baseline",
                    "trainer.max_steps=2", "trainer.batch_size=4")
@@ -341,7 +369,7 @@ def test_train_py_runs_on_the_bp4d_layout(tree, tmp_path, tiny_cfg):
     assert manifest["protocol"] == metrics["split_protocol"] == "bp4d/3-fold/fold0"
     assert metrics["split_checksum"] == manifest["checksum"]
     assert subjects_of(manifest["ids"]["test"]) == set(PARTS[2])
-    assert metrics["skipped_problems"] == 0
+    assert metrics["skipped_problems"] == 0 and metrics["known_gaps_left_out"] == 2
 
 
 # ------------------------------------------------------------------ crop=align (2DFeatures)

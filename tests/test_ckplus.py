@@ -139,15 +139,20 @@ def test_missing_root_names_the_path_and_shows_the_layout(tmp_path):
     assert "cohn-kanade-images/S005/001" in str(err.value)
 
 
-def test_malformed_line_names_file_and_line_and_skip_counts_it(tree, tmp_path):
+def test_malformed_facs_line_leaves_the_sequence_out_never_a_negative(tree, tmp_path):
     root, written = tree
     facs = first_sequence(root, "FACS")
+    # AU2 is present, its intensity garbled: dropping just the line would read AU2 as absent
     facs.write_text("   1.0000000e+00   2.0000000e+00\n   2.0000000e+00   oops\n")
     with pytest.raises(DataError, match=rf"{facs.name}, line 2: expected 2 number"):
         load(root, tmp_path).build()
     data = load(root, tmp_path, on_error="skip", cache_dir=str(tmp_path / "c2")).build()
     assert data.skipped == 1
-    assert sum(len(s) for s in (data.train, data.val, data.test)) == len(written)  # line dropped
+    rows = rows_by_id(data)
+    peak = (f"cohn-kanade-images/{facs.parent.parent.name}/{facs.parent.name}/"
+            f"{facs.name[:-len('_facs.txt')]}.png")
+    assert peak in written and peak not in rows          # left out, not labelled AU2 = 0
+    assert len(rows) == len(written) - 1
 
 
 def test_intensity_outside_the_convention_and_missing_peak_frame(tree, tmp_path):

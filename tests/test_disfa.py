@@ -237,6 +237,17 @@ def test_missing_image_is_reported_and_skipped(tree, tmp_path):
     assert data.skipped == 1 and size(data) == len(written) - 1
 
 
+def test_a_last_label_frame_without_an_image_is_a_known_gap(tree, tmp_path):
+    # the labels can run one frame past the extracted video (datasets.md §3.5)
+    root, written = tree
+    last = root / f"images/LeftVideoSN007_comp/LeftVideoSN007_comp_{FRAMES:04d}.png"
+    last.unlink()
+    data = load(root, tmp_path).build()
+    assert data.known_gaps == 1 and data.skipped == 0 and size(data) == len(written) - 1
+    with pytest.raises(DataError, match=rf"image file is missing: .*{last.name} .*known gap"):
+        load(root, tmp_path, on_error="raise").build()
+
+
 def test_bad_arguments_fail_early(tree, tmp_path):
     root, _ = tree
     for bad in ({"fold": 3}, {"val_subjects": 0}, {"val_subjects": 18},

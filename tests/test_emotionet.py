@@ -40,7 +40,7 @@ def tree(tmp_path, faces):
 def load(root: Path, tmp_path: Path, **kwargs) -> EmotioNet:
     kwargs.setdefault("cache_dir", str(tmp_path / "cache"))
     kwargs.setdefault("image_size", 32)
-    kwargs.setdefault("on_error", "skip")     # dead URLs are part of every EmotioNet download
+    # on_error: the default, known_gaps: dead URLs are part of every EmotioNet download
     for key, value in SIZES.items():
         kwargs.setdefault(key, value)
     return EmotioNet(root=str(root), **kwargs)
@@ -84,8 +84,9 @@ def test_manual_labels_equal_what_the_fixture_wrote(tree, tmp_path):
     assert sum(int((~m).sum()) for _, m in rows.values()) == unknown
     assert data.label_names == {"au": [f"AU{a}" for a in AUS]}
     assert data.tasks == ["au"]
-    # the dead URLs of the manual set are skipped and counted
-    assert data.skipped == len(labelled(written, "manual", present=False)) > 0
+    # the dead URLs of the manual set are known gaps: left out and counted by default
+    assert data.known_gaps == len(labelled(written, "manual", present=False)) > 0
+    assert data.skipped == 0
 
 
 def test_automatic_labels_equal_what_the_fixture_wrote(tmp_path, faces):
@@ -101,7 +102,8 @@ def test_automatic_labels_equal_what_the_fixture_wrote(tmp_path, faces):
     for sample_id, au_mask in rows.items():
         values, known = expected(truth[sample_id])
         assert au_mask[0].tolist() == values and au_mask[1].tolist() == known, sample_id
-    assert data.skipped == len(labelled(written, "automatic", present=False))
+    assert data.known_gaps == len(labelled(written, "automatic", present=False))
+    assert data.skipped == 0
 
 
 def test_fast_and_line_by_line_parsing_of_the_tsv_agree(tree, tmp_path, monkeypatch):
@@ -216,10 +218,10 @@ def test_malformed_lines_name_file_and_line_and_skip_counts_them(tree, tmp_path)
     csv_path.write_text("".join(lines))
     with pytest.raises(DataError, match=rf"{MANUAL_CSV}, line 3: expected 25 comma-separated "
                                         r"fields \(as in the header\), got 24"):
-        load(root, tmp_path, on_error="raise").build()
-    data = load(root, tmp_path, cache_dir=str(tmp_path / "c2")).build()
+        load(root, tmp_path).build()              # known_gaps: a malformed line is no gap
+    data = load(root, tmp_path, on_error="skip", cache_dir=str(tmp_path / "c2")).build()
     dead = len(labelled(written, "manual", present=False))
-    assert data.skipped == dead + 1
+    assert data.skipped == 1 and data.known_gaps == dead
     assert sum(len(getattr(data, s)) for s in ("train", "val", "test")) == \
         len(labelled(written, "manual")) - 1
     # the automatic TSV: a short row and a value outside {0, 1, 999}
@@ -231,13 +233,14 @@ def test_malformed_lines_name_file_and_line_and_skip_counts_them(tree, tmp_path)
     rows[3] = "\t".join(fields) + "\n"
     tsv.write_text("".join(rows))
     with pytest.raises(DataError, match=r"dataFile_1001.txt, line 2: expected 62 tab-separated"):
-        load(root, tmp_path, annotations="automatic", on_error="raise",
-             cache_dir=str(tmp_path / "c3")).build()
-    data = load(root, tmp_path, annotations="automatic", cache_dir=str(tmp_path / "c4")).build()
-    messages = "\n".join(load(root, tmp_path, annotations="automatic",
+        load(root, tmp_path, annotations="automatic", cache_dir=str(tmp_path / "c3")).build()
+    data = load(root, tmp_path, annotations="automatic", on_error="skip",
+                cache_dir=str(tmp_path / "c4")).build()
+    messages = "\n".join(load(root, tmp_path, annotations="automatic", on_error="skip",
                               cache_dir=str(tmp_path / "c4")).index().problems)
     assert "dataFile_1001.txt, line 4: AU 4 has value '2'" in messages
-    assert data.skipped == len(labelled(written, "automatic", present=False)) + 2
+    assert data.skipped == 2
+    assert data.known_gaps == len(labelled(written, "automatic", present=False))
 
 
 def test_value_outside_the_convention_is_reported(tree, tmp_path):
@@ -251,28 +254,30 @@ def test_value_outside_the_convention_is_reported(tree, tmp_path):
     csv_path.write_text("".join(lines))
     with pytest.raises(DataError, match=rf"{MANUAL_CSV}, line 2: AU 1 has value '7'; EmotioNet "
                                         r"codes 1 \(present\), 0 \(absent\), 999 \(unknown\)"):
-        load(root, tmp_path, on_error="raise").build()
-    data = load(root, tmp_path, cache_dir=str(tmp_path / "c2")).build()
-    assert data.skipped == len(labelled(written, "manual", present=False)) + 1
+        load(root, tmp_path).build()
+    data = load(root, tmp_path, on_error="skip", cache_dir=str(tmp_path / "c2")).build()
+    assert data.skipped == 1
+    assert data.known_gaps == len(labelled(written, "manual", present=False))
     assert [parse_value(v) for v in ("1", " 0 ", "999", "999.0", "'1'", "2", "", "x")] == \
         [1, 0, 999, 999, 1, None, None, None]
 
 
-def test_missing_image_stops_or_is_skipped_and_counted(tree, tmp_path):
+def test_dead_urls_are_known_gaps_left_out_by_default_and_errors_under_raise(tree, tmp_path):
     root, written = tree
     dead = sorted((t["line"], t["image"]) for t in labelled(written, "manual", False).values())
     line, image = dead[0]
     with pytest.raises(DataError, match=rf"{MANUAL_CSV}, line {line}: image file is missing: "
-                                        rf".*{Path(image).name} \(URL http://"):
+                                        rf".*{Path(image).name} \(URL http://.*known gap"):
         load(root, tmp_path, on_error="raise").build()
     data = load(root, tmp_path).build()
-    assert data.skipped == len(dead)
+    assert data.known_gaps == len(dead) and data.skipped == 0
     # a pool image removed after indexing: the listing changed, so the index is rebuilt
     pool_image = root / data.unlabeled.table.image_paths[0]
     pool_image.unlink()
     rebuilt = load(root, tmp_path).build()
     assert str(pool_image.relative_to(root)) not in rebuilt.unlabeled.table.image_paths
-    assert rebuilt.skipped == len(dead)          # not downloaded pool images are not problems
+    assert rebuilt.known_gaps == len(dead)       # not downloaded pool images are not gaps
+    assert rebuilt.skipped == 0
 
 
 def test_xlsx_needs_openpyxl_or_a_csv_export(tree, tmp_path, monkeypatch):
@@ -347,7 +352,7 @@ def test_index_is_cached_and_rebuilt_when_a_label_file_changes(tree, tmp_path, m
 def test_train_py_runs_mlcr_on_the_emotionet_layout(tree, tmp_path, tiny_cfg):
     root, _ = tree
     cfg = tiny_cfg("dataset=emotionet", f"dataset.root={root}", "dataset.image_size=32",
-                   f"dataset.cache_dir={tmp_path / 'cache'}", "dataset.on_error=skip",
+                   f"dataset.cache_dir={tmp_path / 'cache'}",
                    "dataset.num_labeled=20", "dataset.num_val=4", "dataset.num_unlabeled=10",
                    "method=mlcr", "method.step_two_start=1", "trainer.max_steps=2",
                    "trainer.batch_size=4")
@@ -358,4 +363,4 @@ def test_train_py_runs_mlcr_on_the_emotionet_layout(tree, tmp_path, tiny_cfg):
     assert manifest["protocol"] == "emotionet/mlcr/run0"
     assert manifest["sizes"] == {"train": 16, "val": 4, "test": 10, "unlabeled": 10}
     assert metrics["split_checksum"] == manifest["checksum"]
-    assert metrics["skipped_problems"] == 6
+    assert metrics["skipped_problems"] == 0 and metrics["known_gaps_left_out"] == 6

@@ -443,14 +443,14 @@ def test_trainer_draws_independent_copies_for_each_view(tiny_cfg, tmp_path, monk
 def test_interrupted_and_resumed_mlcr_run_ends_like_an_uninterrupted_one(tiny_cfg, tmp_path,
                                                                            monkeypatch,
                                                                            view_augmentation):
-    # 2 epochs × 6 steps; interrupted at the 8th forward (global step 7). Step two starts at
-    # step 7, so the first resumed step only turns the GCN on if the step count was restored.
+    # 2 epochs × 6 steps; Ctrl-C in the 7th forward stops after global step 7. Step two starts
+    # at step 7, so the first resumed step only turns the GCN on if the step count was restored.
     overrides = ["method=mlcr", "trainer.max_epochs=2", "trainer.batch_size=4",
                  "method.step_two_start=7", "trainer.eval_every_epochs=2",
                  f"method.view_augmentation={view_augmentation}"]
     reference = run(tiny_cfg(*overrides), tmp_path / "full")
 
-    last = run_interrupted(tiny_cfg(*overrides), tmp_path / "interrupted", 8, monkeypatch)
+    last = run_interrupted(tiny_cfg(*overrides), tmp_path / "interrupted", 7, monkeypatch)
     assert last["global_step"] == 7 and int(last["method"]["_extra_state"]) == 7
 
     resumed = run(tiny_cfg(*overrides, f"trainer.resume={tmp_path / 'interrupted/checkpoints/last.pt'}"),

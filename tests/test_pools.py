@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from affectlab.datasets.base import DataError
-from affectlab.datasets.ckplus import write_layout
+from affectlab.datasets.ckplus import CKPlus, write_layout
 from affectlab.datasets.image_folder import ImageFolder
 from affectlab.datasets.synthetic import layout_faces
 from affectlab.train import run
@@ -44,13 +44,46 @@ def test_image_folder_lists_images_recursively_and_draws_a_seeded_subset(lfw):
 def test_image_folder_errors_name_the_folder(tmp_path, lfw):
     with pytest.raises(DataError, match="does not exist"):
         ImageFolder(root=str(tmp_path / "missing")).pool(image_size=16)
-    (tmp_path / "empty").mkdir()
-    with pytest.raises(DataError, match="holds no images"):
+    archive = tmp_path / "lfw.tgz"
+    archive.write_bytes(b"\x1f\x8b")
+    with pytest.raises(DataError, match=r"pool.root=.*lfw.tgz is a file, not a directory: point "
+                                        r"it at the folder of face images"):
+        ImageFolder(root=str(archive)).pool(image_size=16)
+    (tmp_path / "empty" / "Nobody").mkdir(parents=True)
+    with pytest.raises(DataError, match=r"no images found under .*empty \(pool.root\).*"
+                                        r"Expected layout:\n.*<Person_Name>"):
         ImageFolder(root=str(tmp_path / "empty")).pool(image_size=16)
     with pytest.raises(DataError, match="holds only 12 images"):
         ImageFolder(root=str(lfw), num_images=50).pool(image_size=16)
     with pytest.raises(ValueError, match="pool.num_images=0"):
         ImageFolder(root=str(lfw), num_images=0)
+
+
+def test_image_folder_checks_its_images_before_training(tmp_path, lfw):
+    cache = str(tmp_path / "cache")
+    damaged = lfw / "Alan_Turing" / "Alan_Turing_0002.jpg"
+    damaged.write_bytes(damaged.read_bytes()[:-50])          # an interrupted copy
+    with pytest.raises(DataError, match=r"image file .*Alan_Turing_0002.jpg is (damaged or )?"
+                                        r"truncated"):
+        ImageFolder(root=str(lfw), cache_dir=cache).pool(image_size=16)
+    folder = ImageFolder(root=str(lfw), cache_dir=cache, on_error="skip")
+    pool = folder.pool(image_size=16)
+    assert len(pool) == 11 and len(folder.problems.messages) == 1
+    assert "Alan_Turing/Alan_Turing_0002.jpg" not in pool.table.image_paths
+    for path in lfw.rglob("*.jpg"):                          # nothing readable left
+        path.write_bytes(b"")
+    with pytest.raises(DataError, match=r"no images found under .*lfw \(pool.root\) that are "
+                                        r"readable \(12 problem\(s\) skipped"):
+        ImageFolder(root=str(lfw), cache_dir=cache, on_error="skip").pool(image_size=16)
+
+
+def test_a_dataset_pool_checks_its_images(tmp_path):
+    ckplus = tmp_path / "CK+"
+    written = write_layout(layout_faces(4, 2, seed=5, image_size=24), ckplus)
+    (ckplus / sorted(written)[0]).write_bytes(b"not a png")
+    dataset = CKPlus(root=str(ckplus), cache_dir=str(tmp_path / "cache"), image_size=24)
+    with pytest.raises(DataError, match=r"S005_001_00000003.png is not an image"):
+        dataset.pool(image_size=24)
 
 
 def test_mlcr_trains_with_a_folder_as_its_pool(tiny_cfg, tmp_path, lfw):

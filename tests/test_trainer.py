@@ -10,7 +10,7 @@ import torch
 from affectlab.trainer import CheckpointError
 from affectlab.train import run
 
-from .conftest import run_interrupted, same_final_weights
+from .conftest import run_interrupted, same_final_weights, tree_snapshot
 
 
 def test_tiny_run_writes_the_run_directory(tiny_cfg, tmp_path):
@@ -50,10 +50,10 @@ def test_max_steps_overrides_epochs(tiny_cfg, tmp_path):
 
 def test_existing_run_is_never_overwritten(tiny_cfg, tmp_path):
     run(tiny_cfg("trainer.max_steps=1"), tmp_path / "run")
-    before = (tmp_path / "run/checkpoints/last.pt").read_bytes()
-    with pytest.raises(CheckpointError, match="refusing to overwrite"):
-        run(tiny_cfg("trainer.max_steps=1"), tmp_path / "run")
-    assert (tmp_path / "run/checkpoints/last.pt").read_bytes() == before
+    before = tree_snapshot(tmp_path / "run")
+    with pytest.raises(CheckpointError, match="already holds a run.*wrote nothing there"):
+        run(tiny_cfg("trainer.max_steps=1", "seed=3"), tmp_path / "run")
+    assert tree_snapshot(tmp_path / "run") == before
 
 
 def test_interrupted_and_resumed_run_ends_like_an_uninterrupted_one(tiny_cfg, tmp_path,
@@ -61,9 +61,9 @@ def test_interrupted_and_resumed_run_ends_like_an_uninterrupted_one(tiny_cfg, tm
     overrides = ["trainer.max_epochs=3", "trainer.batch_size=4"]
     reference = run(tiny_cfg(*overrides), tmp_path / "full")
 
-    # 6 steps per epoch: the 8th forward is mid-way through epoch 2
+    # 6 steps per epoch: Ctrl-C in the 8th forward stops after step 8, mid-way through epoch 2
     last = run_interrupted(tiny_cfg(*overrides), tmp_path / "interrupted", 8, monkeypatch)
-    assert last["global_step"] == 7 and last["epoch"] == 1 and last["batch_in_epoch"] == 1
+    assert last["global_step"] == 8 and last["epoch"] == 1 and last["batch_in_epoch"] == 2
 
     resumed = run(tiny_cfg(*overrides, f"trainer.resume={tmp_path / 'interrupted/checkpoints/last.pt'}"),
                   tmp_path / "resumed")
@@ -76,8 +76,14 @@ def test_interrupted_and_resumed_run_ends_like_an_uninterrupted_one(tiny_cfg, tm
 def test_resume_from_another_model_is_refused(tiny_cfg, tmp_path):
     run(tiny_cfg("trainer.max_steps=1"), tmp_path / "small")
     last = tmp_path / "small/checkpoints/last.pt"
-    with pytest.raises(CheckpointError, match="does not fit this model"):
+    with pytest.raises(CheckpointError, match=r"other settings: model.widths: \[8, 16\] → "
+                                              r"\[8, 32\]; trainer.max_steps: 1 → None"):
         run(tiny_cfg("model.widths=[8,32]", f"trainer.resume={last}"), tmp_path / "other")
+    assert not (tmp_path / "other").exists()      # refused before anything was written
+    # a change allowed on purpose still has to fit the weights
+    with pytest.raises(CheckpointError, match="does not fit this model"):
+        run(tiny_cfg("model.widths=[8,32]", f"trainer.resume={last}",
+                     "trainer.allow_changes=[model,trainer.max_steps]"), tmp_path / "other")
 
 
 def test_resume_from_missing_or_damaged_checkpoint(tiny_cfg, tmp_path):
@@ -148,7 +154,7 @@ def test_unknown_monitor_names_the_available_metrics(tiny_cfg, tmp_path):
 
 
 def test_diverging_loss_stops_with_advice(tiny_cfg, tmp_path):
-    with pytest.raises(FloatingPointError, match="lower the learning rate"):
+    with pytest.raises(FloatingPointError, match="Lower the learning rate"):
         run(tiny_cfg("optim.optimizer.lr=1e30", "trainer.max_steps=4"), tmp_path / "run")
 
 

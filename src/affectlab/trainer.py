@@ -11,16 +11,34 @@ Loop unit: epochs over the labelled training split (incomplete last batch droppe
 method needs unlabelled data, a batch of the unlabelled pool is drawn alongside every labelled
 batch from an endless deterministic stream. ``max_steps``, when set, caps the number of
 optimizer steps and overrides ``max_epochs``.
+
+Nothing is lost and nothing is silently wrong:
+
+* SIGTERM, SIGUSR1 (what schedulers send before they kill a job) and Ctrl-C ask the loop to stop
+  at the next step boundary: ``last.pt`` is saved there and :class:`TrainingInterrupted` is
+  raised (``python train.py`` then exits with status 3 and prints the resume command). A second
+  Ctrl-C stops at once. ``checkpoint_every_steps`` bounds what SIGKILL can lose. Every resume
+  continues bit-exactly (a checkpoint is only ever written between two steps).
+* A non-finite loss term stops the run (:class:`DivergenceError`, naming the step and the term)
+  before any checkpoint holds its weights; on CUDA the check is a flag kept on the device and
+  read when the host reads anyway (logging, checkpoints), so no step waits for it.
+  ``skip_nonfinite`` skips such steps instead and counts them.
+* A resume whose configuration differs from the checkpoint's in anything that changes what is
+  trained is refused with the list of differences, unless the keys are named in
+  ``allow_changes`` (then they are applied and recorded).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import math
 import os
 import shutil
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -33,18 +51,160 @@ from torch.utils.data import DataLoader
 from torch.utils.tensorboard import SummaryWriter
 
 from affectlab.checkpoints import (CheckpointError, class_path, load_checkpoint,
-                                   load_method_state)
+                                   load_method_state, writer_alive)
 from affectlab.datasets.base import TARGET_KEYS, FaceData, FaceImageDataset
 from affectlab.datasets.samplers import EpochSampler, InfiniteSampler, uniform_epochs
 from affectlab.methods.base import Method
 from affectlab.metrics import (MULTILABEL_TASKS, THRESHOLD_CRITERIA, best_thresholds,
                                evaluate_tasks, flatten_metrics, overall_score)
+from affectlab.results import flatten
 from affectlab.schedules import Constant
 from affectlab.utils import atomic_torch_save, resolve_device, rng_state, set_rng_state
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Trainer", "CheckpointError", "RunLogger", "predict_split", "search_thresholds"]
+__all__ = ["Trainer", "CheckpointError", "DivergenceError", "TrainingInterrupted", "RunLogger",
+           "predict_split", "search_thresholds", "NonFiniteWatch", "resume_differences"]
+
+#: Trainer options that do not change what is trained: they may differ on resume.
+RESUME_FREE_KEYS = ("trainer.resume", "trainer.progress_bar", "trainer.num_workers",
+                    "trainer.log_every_steps", "trainer.eval_batch_size", "trainer.device",
+                    "trainer.checkpoint_every_steps", "trainer.allow_changes",
+                    "trainer.eval_every_epochs", "trainer.threshold_criterion", "run_name",
+                    "init_from", "init_parts", "dataset.cache_dir")
+
+
+class TrainingInterrupted(Exception):
+    """The run stopped on a signal at a step boundary; ``checkpoint`` continues it exactly."""
+
+    def __init__(self, signal_name: str, step: int, checkpoint: Path | None) -> None:
+        self.signal_name, self.step, self.checkpoint = signal_name, step, checkpoint
+        where = (f"{checkpoint} saved at step {step}" if checkpoint is not None
+                 else f"step {step} (checkpoints are written by the main process)")
+        super().__init__(f"stopped by {signal_name} at {where}")
+
+
+class DivergenceError(FloatingPointError):
+    """A loss term became NaN or ±inf; the checkpoints on disk predate it."""
+
+
+class StopRequest:
+    """While active, SIGTERM, SIGUSR1 and SIGINT only record that a stop was asked for; the
+    loop stops at the next step boundary. A second SIGINT raises ``KeyboardInterrupt`` at once
+    (for a run stuck in a step). Signal handlers can only be set from the main thread: in
+    another thread this does nothing and the signals keep their usual meaning."""
+
+    SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGUSR1")
+                    if hasattr(signal, name))
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.signum).name if self.signum is not None else ""
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if signum == signal.SIGINT and self.signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signum = signum
+        if signum == signal.SIGINT:
+            log.warning("Ctrl-C: stopping after this step and saving last.pt (press again to "
+                        "stop at once, without saving)")
+
+    def __enter__(self) -> "StopRequest":
+        if threading.current_thread() is threading.main_thread():
+            self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous = {}
+
+
+class NonFiniteWatch:
+    """Which loss terms became non-finite, and at which step first.
+
+    ``eager`` (one CPU process): every step's terms are read on the host at once. Otherwise
+    (CUDA, torchrun) the finiteness of each term is folded into flags kept on the device, at
+    the cost of a few tiny kernels and no host synchronisation; :meth:`check` reads them, and
+    the trainer calls it only where it reads the device anyway: at logged steps, before every
+    checkpoint write and at the end of each epoch. Under torchrun the first bad step of all
+    processes is combined there (one small all-reduce), so every process stops at the same
+    step; a NaN on one rank reaches every rank's weights through the gradient all-reduce, and
+    no checkpoint is written before the check.
+    """
+
+    def __init__(self, *, eager: bool, distributed: bool = False) -> None:
+        self.eager = eager
+        self.distributed = distributed
+        self.names: list[str] = []
+        self._bad: torch.Tensor | None = None     # (T,) int: term t was ever non-finite
+        self._first: torch.Tensor | None = None   # (1,) int64: first bad step, 0 while none
+
+    def finite(self, losses: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(T,) bool, on the losses' device: whether each term is finite."""
+        return torch.stack([torch.isfinite(v.detach()).all() for v in losses.values()])
+
+    def observe(self, losses: dict[str, torch.Tensor], step: int) -> None:
+        """Record the terms of ``step`` (1-based); eager: raise at once if one is non-finite."""
+        bad = (~self.finite(losses)).to(torch.int64)
+        if self._bad is None or list(losses) != self.names:
+            self.names = list(losses)
+            self._bad = torch.zeros_like(bad)
+            self._first = torch.zeros(1, dtype=torch.int64, device=bad.device)
+        newly = (bad.amax() > 0) & (self._first == 0)
+        self._first = torch.where(newly, torch.full_like(self._first, step), self._first)
+        self._bad = torch.maximum(self._bad, bad)
+        if self.eager:
+            self.check()
+
+    def check(self) -> None:
+        """Raise :class:`DivergenceError` if any term observed so far (on any process) was
+        non-finite."""
+        if self._first is None:
+            return
+        first = self._first
+        if self.distributed:
+            # the earliest bad step over processes (0, none, must not win the minimum); the
+            # terms stay this process's own: methods may log other terms on other processes
+            never = torch.iinfo(torch.int64).max
+            first = torch.where(first == 0, torch.full_like(first, never), first)
+            dist.all_reduce(first, op=dist.ReduceOp.MIN)
+            first = torch.where(first == never, torch.zeros_like(first), first)
+        if int(first) > 0:
+            self._raise(self.names, [bool(b) for b in self._bad.tolist()], int(first))
+
+    @staticmethod
+    def _raise(names: list[str], bad: list[bool], step: int) -> None:
+        terms = [n for n, b in zip(names, bad) if b]
+        # name the culprits; the total is non-finite because of them
+        terms = [n for n in terms if n != "loss"] or terms or ["(of another process)"]
+        raise DivergenceError(
+            f"loss term(s) {', '.join(terms)} became non-finite (NaN or inf), first at step "
+            f"{step}; the checkpoints on disk hold the last finite weights. Lower the learning rate "
+            "(optim.optimizer.lr), set trainer.grad_clip_norm, or set "
+            "trainer.skip_nonfinite=true to skip such steps.")
+
+
+def under(key: str, prefixes: list[str] | tuple[str, ...]) -> bool:
+    """Whether dotted ``key`` is one of ``prefixes`` or lies under one (``optim`` covers
+    ``optim.optimizer.lr``)."""
+    return any(key == p or key.startswith(p + ".") for p in prefixes)
+
+
+def resume_differences(saved: dict[str, Any] | None,
+                       current: dict[str, Any] | None) -> dict[str, tuple[Any, Any]]:
+    """Settings that differ between a checkpoint's resolved config and this run's, among those
+    that change what is trained (every key but :data:`RESUME_FREE_KEYS`), as
+    ``{dotted key: (saved, current)}``."""
+    if saved is None or current is None:
+        return {}
+    old, new = flatten(saved), flatten(current)
+    return {k: (old.get(k), new.get(k)) for k in sorted(set(old) | set(new))
+            if old.get(k) != new.get(k) and not under(k, RESUME_FREE_KEYS)}
 
 
 class RunLogger:
@@ -72,8 +232,8 @@ class Trainer:
     """Fits a :class:`~affectlab.methods.base.Method` on :class:`~affectlab.datasets.base.FaceData`.
 
     Args:
-        max_epochs: epochs over the labelled training split.
-        max_steps: optional cap on optimizer steps; overrides ``max_epochs`` when set.
+        max_epochs: epochs over the labelled training split (≥ 1).
+        max_steps: optional cap on optimizer steps (≥ 1); overrides ``max_epochs`` when set.
         batch_size: labelled images per step (per process under torchrun).
         unlabeled_batch_size: unlabelled images per step (default: ``batch_size``).
         eval_batch_size: images per evaluation batch (default: 2 × ``batch_size``).
@@ -85,7 +245,14 @@ class Trainer:
         monitor: validation metric that selects ``best.pt``, e.g. ``val/au/f1_mean``.
         monitor_mode: ``max`` or ``min``.
         resume: path to a ``last.pt`` to continue from, or None.
-        log_every_steps: how often training losses go to TensorBoard and ``metrics.jsonl``.
+        allow_changes: config keys (or prefixes, e.g. ``optim``) that may differ from the
+            resumed checkpoint's; any other difference in what is trained refuses the resume.
+        log_every_steps: how often training losses go to TensorBoard and ``metrics.jsonl``
+            (the first and the last step are always logged).
+        checkpoint_every_steps: also save ``last.pt`` every this many steps (None: at
+            validations only), bounding what a SIGKILL can lose.
+        skip_nonfinite: skip steps whose loss is NaN/inf (counted) instead of stopping; costs
+            one host synchronisation per step on CUDA.
         progress_bar: show a tqdm bar (epoch, step, loss, images/s).
         seed: seeds data order and augmentation.
         threshold_criterion: after training, per-label thresholds of each multi-label task
@@ -114,7 +281,10 @@ class Trainer:
         monitor: str = "val/score",
         monitor_mode: str = "max",
         resume: str | None = None,
+        allow_changes: list[str] | None = None,
         log_every_steps: int = 10,
+        checkpoint_every_steps: int | None = None,
+        skip_nonfinite: bool = False,
         progress_bar: bool = True,
         seed: int = 0,
         threshold_criterion: str = "f1",
@@ -129,8 +299,25 @@ class Trainer:
         if threshold_criterion not in (*THRESHOLD_CRITERIA, "none"):
             raise ValueError(f"trainer.threshold_criterion={threshold_criterion!r}: use "
                              f"{', '.join(THRESHOLD_CRITERIA)} or none")
-        if max_epochs < 1 and not max_steps:
-            raise ValueError("trainer.max_epochs must be ≥ 1 (or set trainer.max_steps)")
+        for key, value, low, meaning in (
+                ("max_steps", max_steps, 1, "optimizer steps; null trains max_epochs epochs"),
+                ("batch_size", batch_size, 1, "labelled images per step and process"),
+                ("unlabeled_batch_size", unlabeled_batch_size, 1,
+                 "unlabelled images per step; null: batch_size"),
+                ("eval_batch_size", eval_batch_size, 1,
+                 "images per evaluation batch; null: 2 × batch_size"),
+                ("num_workers", num_workers, 0, "loader processes; 0 loads in this process"),
+                ("eval_every_epochs", eval_every_epochs, 1, "epochs between validations"),
+                ("log_every_steps", log_every_steps, 1, "steps between logged losses"),
+                ("checkpoint_every_steps", checkpoint_every_steps, 1,
+                 "steps between saves of last.pt; null: at validations only")):
+            check_range(f"trainer.{key}", value, low, meaning)
+        if max_steps is None:
+            check_range("trainer.max_epochs", max_epochs, 1,
+                        "epochs over the training split, or set trainer.max_steps")
+        if grad_clip_norm is not None and not grad_clip_norm > 0:
+            raise ValueError(f"trainer.grad_clip_norm={grad_clip_norm}: must be > 0 (the largest "
+                             "global gradient norm), or null for no clipping")
         self.max_epochs = max_epochs
         self.max_steps = max_steps
         self.batch_size = batch_size
@@ -142,7 +329,10 @@ class Trainer:
         self.monitor = monitor
         self.monitor_mode = monitor_mode
         self.resume = resume
+        self.allow_changes = list(allow_changes or [])
         self.log_every_steps = log_every_steps
+        self.checkpoint_every_steps = checkpoint_every_steps
+        self.skip_nonfinite = skip_nonfinite
         self.progress_bar = progress_bar
         self.seed = seed
         self.optimizer_factory = optimizer
@@ -150,6 +340,9 @@ class Trainer:
         self.sampler_factory = sampler or uniform_epochs
         self.threshold_criterion = threshold_criterion
         self._data: FaceData | None = None     # the data of the fit in progress
+        self._resume_checkpoint: dict[str, Any] | None = None
+        self.resume_changes: dict[str, tuple[Any, Any]] = {}   # allowed, applied differences
+        self.skipped_steps = 0
 
         self.world_size = int(os.environ.get("WORLD_SIZE", 1))
         self.rank = int(os.environ.get("RANK", 0))
@@ -172,11 +365,13 @@ class Trainer:
                 persistent: bool = False) -> DataLoader:
         """``persistent``: a loader iterated once per epoch keeps its worker processes (starting
         them costs more than a small epoch); the sampler still runs in this process, so its
-        position set before each epoch is what the workers load."""
+        position set before each epoch is what the workers load. The loader draws its worker
+        seeds from a generator of its own: starting an epoch's iteration must not move the
+        global RNG, or a run resumed mid-epoch would differ from one that never stopped."""
         return DataLoader(dataset, batch_size=batch_size, sampler=sampler,
                           num_workers=self.num_workers, pin_memory=self.device.type == "cuda",
                           persistent_workers=persistent and self.num_workers > 0,
-                          drop_last=False)
+                          drop_last=False, generator=torch.Generator().manual_seed(self.seed))
 
     def _to_device(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
@@ -209,19 +404,16 @@ class Trainer:
         return evaluate_tasks(outputs, targets, names, thresholds)
 
     # -------------------------------------------------------------- checkpoints
-    def _random_state(self) -> dict[str, Any]:
-        transform = self._data.transform if self._data is not None else None
-        return {"rng": rng_state(),
-                "augment": transform.state_dict() if transform is not None else None}
-
     def _checkpoint(self, method: Method, optimizer: torch.optim.Optimizer, scheduler: Any,
-                    position: dict[str, Any], config: dict[str, Any] | None,
-                    random_state: dict[str, Any] | None = None) -> dict[str, Any]:
+                    position: dict[str, Any], config: dict[str, Any] | None) -> dict[str, Any]:
+        """Everything a resume needs, taken between two steps (so it continues exactly)."""
+        transform = self._data.transform if self._data is not None else None
         return {
             "method": method.state_dict(),
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
-            **(random_state or self._random_state()),
+            "rng": rng_state(),
+            "augment": transform.state_dict() if transform is not None else None,
             "config": config,
             "method_class": class_path(method),
             "label_names": method.label_names,
@@ -229,34 +421,107 @@ class Trainer:
             **position,
         }
 
+    def check_resume(self, config: dict[str, Any] | None) -> dict[str, Any] | None:
+        """Read ``trainer.resume`` and compare its config with ``config`` (this run's resolved
+        config): differences in what is trained are refused with their list unless
+        ``allow_changes`` names them. Called before the run writes anything; returns the
+        checkpoint (kept for :meth:`fit`), or None when not resuming."""
+        if not self.resume:
+            return None
+        if self._resume_checkpoint is None:
+            self._resume_checkpoint = load_checkpoint(self.resume)
+        differences = resume_differences(self._resume_checkpoint.get("config"), config)
+        refused = {k: v for k, v in differences.items() if not under(k, self.allow_changes)}
+        if refused:
+            listed = "; ".join(f"{k}: {old!r} → {new!r}" for k, (old, new) in refused.items())
+            raise CheckpointError(
+                f"trainer.resume={self.resume} was trained with other settings: {listed}. A "
+                "resume continues the same run: use the checkpoint's settings, or name the "
+                f"keys to change on purpose with trainer.allow_changes=[{','.join(refused)}] "
+                "(they are then applied from this step on and recorded in metrics.json).")
+        self.resume_changes = differences
+        return self._resume_checkpoint
+
     def _restore(self, method: Method, optimizer: torch.optim.Optimizer, scheduler: Any,
-                 position: dict[str, Any], ckpt_dir: Path) -> dict[str, Any]:
+                 position: dict[str, Any], ckpt_dir: Path,
+                 config: dict[str, Any] | None) -> dict[str, Any]:
         """Load ``trainer.resume`` into method, optimizer, schedule, augmentation and RNGs.
 
         The resumed run writes into its own run directory; the interrupted run's ``best.pt``
-        is copied there so that best-checkpoint selection continues where it stopped.
+        is copied there so that best-checkpoint selection continues where it stopped. Without
+        it (deleted, or never written) selection starts anew from here, with a warning.
+        Allowed changes of the optimizer or schedule (``allow_changes``) take effect now.
         """
-        checkpoint = load_checkpoint(self.resume)
+        checkpoint = self.check_resume(config)
+        fresh_groups = [{k: v for k, v in g.items() if k != "params"}
+                        for g in optimizer.param_groups]
         load_method_state(method, checkpoint, self.resume)
         optimizer.load_state_dict(checkpoint["optimizer"])
         scheduler.load_state_dict(checkpoint["scheduler"])
+        if self.resume_changes:
+            self._apply_changes(optimizer, scheduler, fresh_groups)
         self._data.transform.load_state_dict(checkpoint.get("augment"))
         set_rng_state(checkpoint["rng"])
-        best_source = Path(self.resume).with_name("best.pt")
+        source_dir = Path(self.resume).parent
+        remove_stray_temporaries(source_dir)
+        restored = {k: checkpoint[k] for k in position}
+        best_source = source_dir / "best.pt"
         if self.is_main and best_source.is_file():
             ckpt_dir.mkdir(parents=True, exist_ok=True)
             shutil.copy2(best_source, ckpt_dir / "best.pt")
+        elif restored["best_epoch"] is not None:
+            log.warning("%s names epoch %s as the best so far, but %s is gone: best-checkpoint "
+                        "selection starts anew from this step", self.resume,
+                        restored["best_epoch"], best_source)
+            restored.update(best_value=None, best_epoch=None)
         log.info("resumed from %s at epoch %d, step %d", self.resume, checkpoint["epoch"],
                  checkpoint["global_step"])
-        return {k: checkpoint[k] for k in position}
+        return restored
+
+    def _apply_changes(self, optimizer: torch.optim.Optimizer, scheduler: Any,
+                       fresh_groups: list[dict[str, Any]]) -> None:
+        """Deliberate changes on resume, applied for real: the optimizer's hyperparameters
+        (learning rate, weight decay, momentum, ...) come from this run's config, and the
+        schedule's rate at the resumed step is recomputed from the new base rates and the new
+        schedule (a changed ``max_steps`` changes its length)."""
+        for group, fresh in zip(optimizer.param_groups, fresh_groups):
+            group.update({k: v for k, v in fresh.items() if k not in ("lr", "initial_lr")})
+            group["initial_lr"] = fresh["initial_lr"]
+        scheduler.base_lrs = [g["initial_lr"] for g in optimizer.param_groups]
+        for group, base, factor in zip(optimizer.param_groups, scheduler.base_lrs,
+                                       scheduler.lr_lambdas):
+            group["lr"] = base * factor(scheduler.last_epoch)
+        scheduler._last_lr = [g["lr"] for g in optimizer.param_groups]
+        log.warning("resuming with changed settings (trainer.allow_changes): %s", "; ".join(
+            f"{k}: {old!r} → {new!r}" for k, (old, new) in self.resume_changes.items()))
 
     def _step(self, model: torch.nn.Module, method: Method, batch: dict[str, Any],
-              optimizer: torch.optim.Optimizer, scheduler: Any, step: int) -> dict[str, torch.Tensor]:
-        """One optimizer step: forward (autocast), backward, clip, step, schedule, method hook."""
+              optimizer: torch.optim.Optimizer, scheduler: Any, step: int,
+              watch: NonFiniteWatch) -> dict[str, torch.Tensor]:
+        """One optimizer step: forward (autocast), backward, clip, step, schedule, method hook.
+
+        With ``skip_nonfinite`` a step whose loss terms are not all finite (on any process)
+        updates no weights but still takes its batch and its place in the schedule."""
         with self._autocast():
             losses = model(batch)
+        if self.skip_nonfinite:
+            finite = watch.finite(losses).all().to(torch.int32)
+            if self.world_size > 1:
+                # every process skips the same steps; agreed before the backward, whose
+                # gradient all-reduce must not interleave with this one
+                dist.all_reduce(finite, op=dist.ReduceOp.MIN)
         optimizer.zero_grad(set_to_none=True)
         losses["loss"].backward()
+        if self.skip_nonfinite and not bool(finite):
+            self.skipped_steps += 1
+            log.warning("step %d: non-finite loss (%s), step skipped (%d so far)", step + 1,
+                        ", ".join(f"{k}={float(v.detach()):.3g}" for k, v in losses.items()),
+                        self.skipped_steps)
+            optimizer.zero_grad(set_to_none=True)
+            scheduler.step()
+            return losses
+        if not self.skip_nonfinite:
+            watch.observe(losses, step + 1)
         if self.grad_clip_norm:
             torch.nn.utils.clip_grad_norm_(method.parameters(), self.grad_clip_norm)
         optimizer.step()
@@ -264,13 +529,41 @@ class Trainer:
         method.after_optimizer_step(step)
         return losses
 
+    def _save_last(self, method: Method, optimizer: torch.optim.Optimizer, scheduler: Any,
+                   position: dict[str, Any], config: dict[str, Any] | None, ckpt_dir: Path,
+                   watch: NonFiniteWatch) -> Path:
+        """``last.pt`` at a step boundary, after checking that no loss went non-finite since
+        the last check (a checkpoint never holds diverged weights)."""
+        watch.check()
+        path = ckpt_dir / "last.pt"
+        if self.is_main:
+            atomic_torch_save(self._checkpoint(method, optimizer, scheduler, position, config),
+                              path)
+        return path
+
+    def _stop_requested(self, stop: StopRequest, step: int, boundary: bool) -> bool:
+        """Whether a signal asked to stop; under torchrun all processes agree (the flags are
+        combined every ``log_every_steps`` steps and at epoch ends, so they stop together)."""
+        if self.world_size == 1:
+            return stop.signum is not None
+        if not boundary and step % self.log_every_steps:
+            return False
+        flag = torch.tensor([stop.signum or 0], device=self.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        if flag.item() and stop.signum is None:
+            stop.signum = int(flag.item())
+        return bool(flag.item())
+
     # --------------------------------------------------------------------- fit
     def fit(self, method: Method, data: FaceData, run_dir: str | Path,
             config: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Train, validate every epoch, keep the best checkpoint, and test it.
+        """Train, validate every ``eval_every_epochs`` epochs, keep the best checkpoint, and
+        test it.
 
         Returns ``{"test": task metrics, "best_epoch", "best_value", "monitor", "steps",
-        "epochs", "throughput_images_per_s", "train_time_s"}``.
+        "epochs", "throughput_images_per_s", "train_time_s", "skipped_nonfinite_steps",
+        "resume_changes"}``. Raises :class:`TrainingInterrupted` (after saving ``last.pt``)
+        on SIGTERM, SIGUSR1 or Ctrl-C, :class:`DivergenceError` on a non-finite loss.
         """
         run_dir = Path(run_dir)
         ckpt_dir = run_dir / "checkpoints"
@@ -285,6 +578,7 @@ class Trainer:
 
         self._data = data
         method.prepare(data)
+        warn_labels_without_positives(data, method.label_names)
         method.to(self.device)
         model: torch.nn.Module = method
         if self.world_size > 1:
@@ -304,6 +598,10 @@ class Trainer:
                              "trainer.batch_size.")
         total_steps = self.max_steps or self.max_epochs * steps_per_epoch
         num_epochs = math.ceil(total_steps / steps_per_epoch)
+        # said every time: the schedule follows the length, so a shorter run is another run
+        log.info("training %d steps (%d epoch(s) of %d steps%s); the learning-rate schedule "
+                 "spans these %d steps", total_steps, num_epochs, steps_per_epoch,
+                 ", capped by trainer.max_steps" if self.max_steps else "", total_steps)
 
         optimizer = self.optimizer_factory(method.param_groups())
         scheduler = self.schedule.build(optimizer, steps_per_epoch=steps_per_epoch,
@@ -312,8 +610,14 @@ class Trainer:
         position = {"epoch": 0, "batch_in_epoch": 0, "global_step": 0, "best_value": None,
                     "best_epoch": None, "images_seen": 0, "train_time_s": 0.0}
         if self.resume:
-            position = self._restore(method, optimizer, scheduler, position, ckpt_dir)
+            position = self._restore(method, optimizer, scheduler, position, ckpt_dir, config)
         logger = RunLogger(run_dir if self.is_main else None)
+        if self.is_main:
+            ckpt_dir.mkdir(parents=True, exist_ok=True)
+        # eager on the CPU (reading a value there costs nothing); on CUDA, and under torchrun
+        # (where the processes must agree), read where the loop reads or syncs anyway
+        watch = NonFiniteWatch(eager=self.device.type != "cuda" and self.world_size == 1,
+                               distributed=self.world_size > 1)
 
         unlabeled_iter: Iterator[dict[str, torch.Tensor]] | None = None
         if method.needs_unlabeled:
@@ -327,103 +631,128 @@ class Trainer:
         loader = self._loader(data.train, sampler, self.batch_size, persistent=True)
         method.train()
         step = position["global_step"]
-        step_start_random_state = self._random_state()
+        first_step = step + 1
+        save = functools.partial(self._save_last, method, optimizer, scheduler,
+                                 config=config, ckpt_dir=ckpt_dir, watch=watch)
         try:
-            for epoch in range(position["epoch"], num_epochs):
-                start_batch = position["batch_in_epoch"] if epoch == position["epoch"] else 0
-                sampler.set_position(epoch, start_batch)
-                progress = self._progress(loader, epoch, num_epochs)
-                epoch_start = time.perf_counter()
-                images_in_epoch = 0
-                for batch_index, batch in enumerate(progress, start=start_batch):
+            with StopRequest() as stop:
+                for epoch in range(position["epoch"], num_epochs):
+                    start_batch = position["batch_in_epoch"] if epoch == position["epoch"] else 0
+                    sampler.set_position(epoch, start_batch)
+                    progress = self._progress(loader, epoch, num_epochs)
+                    epoch_start = time.perf_counter()
+                    images_in_epoch = 0
+
+                    def so_far() -> dict[str, Any]:
+                        """The position with this epoch's partial time and images counted."""
+                        return {**position,
+                                "train_time_s": position["train_time_s"]
+                                + time.perf_counter() - epoch_start,
+                                "images_seen": position["images_seen"] + images_in_epoch}
+
+                    for batch_index, batch in enumerate(progress, start=start_batch):
+                        if step >= total_steps:
+                            break
+                        views = method.augmented_views
+                        batch = self._prepare(batch, data, train=True, views=views)
+                        if unlabeled_iter is not None:
+                            batch["unlabeled"] = self._prepare(next(unlabeled_iter), data,
+                                                               train=True, views=views)
+                        losses = self._step(model, method, batch, optimizer, scheduler, step,
+                                            watch)
+                        step += 1
+                        # samples (faces) this step, whatever inputs they carry
+                        n_images = len(batch["index"]) + (
+                            len(batch["unlabeled"]["index"]) if "unlabeled" in batch else 0)
+                        images_in_epoch += n_images * self.world_size
+                        position.update(global_step=step, batch_in_epoch=batch_index + 1)
+                        # Reading loss values syncs a GPU, so it happens only every
+                        # log_every_steps (and at the first and the last step).
+                        if (step % self.log_every_steps == 0 or step == first_step
+                                or step == total_steps):
+                            watch.check()
+                            self._log_step(losses, optimizer, logger, progress, step, so_far())
+                        if self.checkpoint_every_steps and step % self.checkpoint_every_steps == 0:
+                            save(so_far())
+                        if step < total_steps and self._stop_requested(stop, step, False):
+                            raise TrainingInterrupted(stop.name, step, save(so_far()))
+                    position["train_time_s"] += time.perf_counter() - epoch_start
+                    position["images_seen"] += images_in_epoch
+                    position.update(epoch=epoch + 1, batch_in_epoch=0)
+                    watch.check()    # before validation writes any checkpoint
+                    last_epoch = epoch + 1 == num_epochs or step >= total_steps
+                    if self.is_main and ((epoch + 1) % self.eval_every_epochs == 0 or last_epoch):
+                        self._validate(method, data, optimizer, scheduler, position, config,
+                                       ckpt_dir, logger, epoch)
+                    elif self.checkpoint_every_steps:
+                        save(position)
+                    # asked (and agreed under torchrun) before the processes wait for the
+                    # main one's validation
+                    stopping = self._stop_requested(stop, step, True)
+                    if self.world_size > 1:
+                        dist.barrier()
+                    if stopping:
+                        raise TrainingInterrupted(stop.name, step, save(position))
                     if step >= total_steps:
                         break
-                    # An interrupt inside this step resumes from the step's start.
-                    step_start_random_state = self._random_state()
-                    views = method.augmented_views
-                    batch = self._prepare(batch, data, train=True, views=views)
-                    if unlabeled_iter is not None:
-                        batch["unlabeled"] = self._prepare(next(unlabeled_iter), data,
-                                                           train=True, views=views)
-                    losses = self._step(model, method, batch, optimizer, scheduler, step)
-                    step += 1
-                    # samples (faces) this step, whatever inputs they carry
-                    n_images = len(batch["index"]) + (
-                        len(batch["unlabeled"]["index"]) if "unlabeled" in batch else 0)
-                    images_in_epoch += n_images * self.world_size
-                    position.update(global_step=step, batch_in_epoch=batch_index + 1)
-                    # Reading loss values syncs a GPU, so it happens only every log_every_steps.
-                    if step % self.log_every_steps == 0:
-                        scalars = {f"train/{k}": float(v.detach()) for k, v in losses.items()}
-                        if not math.isfinite(scalars["train/loss"]):
-                            raise FloatingPointError(
-                                f"loss became {scalars['train/loss']} by step {step}: lower the "
-                                "learning rate (optim.optimizer.lr) or set "
-                                "trainer.grad_clip_norm.")
-                        scalars["train/lr"] = optimizer.param_groups[0]["lr"]
-                        logger.record(scalars, step)
-                        if hasattr(progress, "set_postfix"):
-                            elapsed = position["train_time_s"] + time.perf_counter() - epoch_start
-                            seen = position["images_seen"] + images_in_epoch
-                            progress.set_postfix(step=step, loss=f"{scalars['train/loss']:.4f}",
-                                                 img_s=f"{seen / max(elapsed, 1e-9):.0f}")
-                position["train_time_s"] += time.perf_counter() - epoch_start
-                position["images_seen"] += images_in_epoch
-                position.update(epoch=epoch + 1, batch_in_epoch=0)
-                last_epoch = epoch + 1 == num_epochs or step >= total_steps
-                if self.is_main and ((epoch + 1) % self.eval_every_epochs == 0 or last_epoch):
-                    self._validate(method, data, optimizer, scheduler, position, config, ckpt_dir,
-                                   logger, epoch)
-                if self.world_size > 1:
-                    dist.barrier()
-                if step >= total_steps:
-                    break
-        except KeyboardInterrupt:
-            if self.is_main:
-                ckpt_dir.mkdir(parents=True, exist_ok=True)
-                atomic_torch_save(self._checkpoint(method, optimizer, scheduler, position, config,
-                                                   step_start_random_state),
-                                  ckpt_dir / "last.pt")
-                log.warning("interrupted at step %d; continue with trainer.resume=%s", step,
-                            (ckpt_dir / "last.pt").resolve())
-            logger.close()
-            raise
-        except BaseException:
-            logger.close()
-            raise
 
-        result: dict[str, Any] = {
-            "monitor": self.monitor, "best_value": position["best_value"],
-            "best_epoch": position["best_epoch"], "steps": step, "epochs": position["epoch"],
-            "train_time_s": round(position["train_time_s"], 3),
-            "throughput_images_per_s": round(
-                position["images_seen"] / max(position["train_time_s"], 1e-9), 1),
-            "sampler": sampler.summary(),
-        }
-        if self.is_main:
-            best_path = ckpt_dir / "best.pt"
-            best = load_checkpoint(best_path)
-            method.load_state_dict(best["method"])
-            if self.threshold_criterion != "none":
-                outputs, targets = self.predict_split(method, data, data.val)
-                method.thresholds = search_thresholds(outputs, targets, self.threshold_criterion)
-                if method.thresholds:
-                    best["thresholds"] = method.thresholds
-                    atomic_torch_save(best, best_path)
-                    rounded = {t: [round(v, 2) for v in thr]
-                               for t, thr in method.thresholds.items()}
-                    log.info("per-label thresholds (%s on validation): %s",
-                             self.threshold_criterion, rounded)
-            result["test"] = self.evaluate(method, data, data.test, method.thresholds)
-            result["score"] = overall_score(result["test"])
-            logger.record({**flatten_metrics(result["test"], "test"),
-                           "test/score": result["score"]}, step)
-        logger.close()
+            result: dict[str, Any] = {
+                "monitor": self.monitor, "best_value": position["best_value"],
+                "best_epoch": position["best_epoch"], "steps": step, "epochs": position["epoch"],
+                "train_time_s": round(position["train_time_s"], 3),
+                "throughput_images_per_s": round(
+                    position["images_seen"] / max(position["train_time_s"], 1e-9), 1),
+                "sampler": sampler.summary(), "skipped_nonfinite_steps": self.skipped_steps,
+                "resume_changes": {k: list(v) for k, v in self.resume_changes.items()},
+            }
+            if self.is_main:
+                if not (ckpt_dir / "best.pt").is_file():
+                    # a resume whose best.pt was gone, at its very end: the last weights are
+                    # all there is to select from
+                    self._validate(method, data, optimizer, scheduler, position, config,
+                                   ckpt_dir, logger, position["epoch"] - 1)
+                self._test(method, data, ckpt_dir / "best.pt", result, logger, step)
+        finally:
+            logger.close()
         return result
+
+    def _log_step(self, losses: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer,
+                  logger: "RunLogger", progress: Any, step: int, position: dict[str, Any]) -> None:
+        scalars = {f"train/{k}": float(v.detach()) for k, v in losses.items()}
+        scalars["train/lr"] = optimizer.param_groups[0]["lr"]
+        logger.record(scalars, step)
+        if hasattr(progress, "set_postfix"):
+            rate = position["images_seen"] / max(position["train_time_s"], 1e-9)
+            progress.set_postfix(step=step, loss=f"{scalars['train/loss']:.4f}",
+                                 img_s=f"{rate:.0f}")
+
+    def _test(self, method: Method, data: FaceData, best_path: Path, result: dict[str, Any],
+              logger: "RunLogger", step: int) -> None:
+        """Load the best checkpoint, search thresholds on validation, test."""
+        best = load_checkpoint(best_path)
+        method.load_state_dict(best["method"])
+        if self.threshold_criterion != "none":
+            outputs, targets = self.predict_split(method, data, data.val)
+            method.thresholds = search_thresholds(outputs, targets, self.threshold_criterion)
+            if method.thresholds:
+                best["thresholds"] = method.thresholds
+                atomic_torch_save(best, best_path)
+                rounded = {t: [round(v, 2) for v in thr] for t, thr in method.thresholds.items()}
+                log.info("per-label thresholds (%s on validation): %s", self.threshold_criterion,
+                         rounded)
+        result["test"] = self.evaluate(method, data, data.test, method.thresholds)
+        result["score"] = overall_score(result["test"])
+        logger.record({**flatten_metrics(result["test"], "test"), "test/score": result["score"]},
+                      step)
 
     def _validate(self, method: Method, data: FaceData, optimizer: torch.optim.Optimizer,
                   scheduler: Any, position: dict[str, Any], config: dict[str, Any] | None,
                   ckpt_dir: Path, logger: RunLogger, epoch: int) -> None:
+        """Validate, write ``best.pt`` when the monitored value improved, then ``last.pt``.
+
+        Order matters: ``best.pt`` first, so a ``last.pt`` never names a best epoch whose
+        checkpoint was not yet written (an interrupt between the two leaves a ``last.pt`` one
+        validation older, which replays to the same point)."""
         task_metrics = self.evaluate(method, data, data.val)
         unscored = sorted(set(method.label_names) - set(task_metrics))
         if unscored and position["best_epoch"] is None:      # said once, at the first validation
@@ -457,6 +786,50 @@ class Trainer:
         from tqdm import tqdm
 
         return tqdm(loader, desc=f"epoch {epoch + 1}/{num_epochs}", leave=False, dynamic_ncols=True)
+
+
+def check_range(key: str, value: int | None, low: int, meaning: str) -> None:
+    """One message naming the key, the value and the allowed range for a count option
+    (None passes: the option's default applies)."""
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"{key}={value!r}: must be an integer ≥ {low} ({meaning})")
+
+
+def remove_stray_temporaries(folder: Path) -> None:
+    """Delete the temporaries (``.<name>.*.tmp``) that killed atomic writes left in a run's
+    checkpoint ``folder`` — once the process that wrote them is known to be gone (its
+    ``run_info.json`` names host and pid); a write still in progress is never touched."""
+    strays = list(folder.glob(".*.tmp")) if folder.is_dir() else []
+    if not strays:
+        return
+    alive = writer_alive(folder.parent)
+    if alive is not False:
+        log.warning("%s holds %d temporary file(s) of interrupted writes; left in place because "
+                    "the run that wrote them %s", folder, len(strays),
+                    "is still running" if alive else "ran on another machine")
+        return
+    for stray in strays:
+        with contextlib.suppress(OSError):
+            stray.unlink()
+            log.info("removed %s, left by a write that was killed", stray)
+
+
+def warn_labels_without_positives(data: FaceData, label_names: dict[str, list[str]]) -> None:
+    """Warn, by name, about multi-label labels (AUs, attributes) the run trains on that have
+    no positive example in the training split: their heads can only learn "absent"."""
+    table = data.train.table
+    for task in MULTILABEL_TASKS:
+        values = getattr(table, task, None)
+        if task not in label_names or values is None or not values.shape[1]:
+            continue
+        positives = (values * getattr(table, f"{task}_mask")).sum(0)
+        empty = [name for name, count in zip(label_names[task], positives) if count == 0]
+        if empty:
+            log.warning("%s: %s have no positive example among the %d training faces: they "
+                        "train as always absent (select labels with dataset.aus, or check the "
+                        "label files)", task, ", ".join(empty), len(table))
 
 
 @torch.no_grad()

@@ -133,8 +133,9 @@ class AFEWVA(BoxCroppedDataset):
         name: the dataset's name in run directories and ``metrics.json``.
         root: the folder holding the clip folders (or the part folders ``01`` … ``12``).
         image_size: side of the square network input.
-        on_error: ``raise`` or ``skip`` (bad JSON entries, unlabelled or missing frames: left
-            out and counted).
+        on_error: ``known_gaps`` (default) or ``raise`` stop at bad JSON entries and
+            unlabelled, missing or damaged frames; ``skip`` leaves them out and counts them
+            (no known gaps declared).
         cache_dir: where the parsed index is cached (keyed by the JSON files and clip folders).
         mean, std: per-channel normalisation (default ImageNet's).
         train_fraction, val_fraction: shares of the *clips* in train and val (test: the rest).
@@ -148,7 +149,7 @@ class AFEWVA(BoxCroppedDataset):
     INDEX_VERSION = 1
 
     def __init__(self, *, name: str = "afew_va", root: str, image_size: int = 112,
-                 on_error: str = "raise", cache_dir: str = "data/cache",
+                 on_error: str = "known_gaps", cache_dir: str = "data/cache",
                  mean: list[float] | None = None, std: list[float] | None = None,
                  train_fraction: float = 0.8, val_fraction: float = 0.1, seed: int = 0,
                  crop: str = "landmarks", box_margin: float = 0.2) -> None:

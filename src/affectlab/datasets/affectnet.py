@@ -161,7 +161,8 @@ class AffectNet(BoxCroppedDataset):
         name: the dataset's name in run directories and ``metrics.json``.
         root: the release folder (see the module docstring for the layout).
         image_size: side of the square network input.
-        on_error: ``raise`` or ``skip`` (bad CSV lines and missing images: left out, counted).
+        on_error: ``known_gaps`` (default) or ``raise`` stop at bad CSV lines and missing or
+            damaged images, ``skip`` leaves them out and counts them (no known gaps declared).
         cache_dir: where the parsed index is cached (keyed by the CSVs' sizes and mtimes).
         mean, std: per-channel normalisation (default ImageNet's).
         val_fraction: share of the official training set carved out (seeded) as val.
@@ -175,7 +176,7 @@ class AffectNet(BoxCroppedDataset):
     INDEX_VERSION = 1
 
     def __init__(self, *, name: str = "affectnet", root: str, image_size: int = 112,
-                 on_error: str = "raise", cache_dir: str = "data/cache",
+                 on_error: str = "known_gaps", cache_dir: str = "data/cache",
                  mean: list[float] | None = None, std: list[float] | None = None,
                  val_fraction: float = 0.1, seed: int = 0, crop: str = "box",
                  box_margin: float = 0.0) -> None:

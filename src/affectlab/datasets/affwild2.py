@@ -35,16 +35,20 @@ identity) and valence/arousal by name. The sentinels (AU −1, EXPR −1, VA −
 labels; an AU −1 masks that AU only (the real files write whole −1 lines), a −5 in either VA
 value masks the frame's VA. Any other value (an AU 2, an expression 7 — ABAW 2022's "Other" —,
 a valence of 1.3), a line with the wrong number of fields, or a header that does not name the
-release's AUs is a problem (``dataset.on_error``): ``raise`` stops with ``<file>, line <n>``,
-``skip`` drops that line's labels (for a bad header: the file's) and counts it.
+release's AUs is a problem (``dataset.on_error``): ``known_gaps`` (the default) and ``raise``
+stop with ``<file>, line <n>``; ``skip`` masks that line's labels of that task (for a bad header:
+the file's) — never turning them into negatives — and counts it.
 
 Samples: one per (official set, video side, frame) that has at least one label of the tasks read
 (``tasks``: any of ``au``, ``expr``, ``va``). A frame gets every label it has in these tasks and
 masks elsewhere — the multi-task ABAW works train on this union. Frames whose lines are all
 sentinels are not samples. ``cropped_aligned`` leaves out frames in which no face was detected,
-so the real data has labelled frames without a crop (§6.3): each is a problem (``on_error=skip``
-leaves it out and counts it — needed with a real copy); a missing crop folder is one problem for
-the whole video side. Crops without a label line (organisers' ±1 frames) are ignored.
+so the real data has labelled frames without a crop in nearly every video (§6.3): each is a
+*known gap* of the release (:meth:`~affectlab.datasets.real.Problems.known_gap`), left out and
+counted under the default ``on_error=known_gaps`` (``FaceData.known_gaps``), an error under
+``on_error=raise``. A missing crop folder is a problem (an error unless ``on_error=skip``) for
+the whole video side: the release has one for every video. Crops without a label line
+(organisers' ±1 frames) are ignored.
 
 Sample ids are ``train:cropped_aligned/<video>/00001.jpg`` and ``validation:…`` (the official set
 the labels come from, then the image path relative to the root), so that a frame listed in one
@@ -264,10 +268,10 @@ class AffWild2(OnDiskDataset):
     DEFAULT_AUS: tuple[int, ...] | None = None
     LAYOUT: str = LAYOUT
     INDEX_VERSION = 1
-    IMAGES_LISTED = True    # read_index lists every crop folder it names
 
     def __init__(self, *, name: str = "affwild2", root: str = "data/Aff-Wild2",
-                 aus: list[int] | None = None, image_size: int = 112, on_error: str = "raise",
+                 aus: list[int] | None = None, image_size: int = 112,
+                 on_error: str = "known_gaps",
                  cache_dir: str = "data/cache", mean: list[float] | None = None,
                  std: list[float] | None = None, release: str = "auto",
                  tasks: list[str] | None = None, image_dir: str = "cropped_aligned",
@@ -469,10 +473,11 @@ class AffWild2(OnDiskDataset):
             keep = np.array([int(r) + 1 in images for r in rows], dtype=bool)
             for r in rows[~keep]:
                 task = next(t for t in TASKS if t in labels.source and by_task[t][r])
-                problems.report(
-                    f"{labels.source[task]}, line {r + 2}: frame {r + 1} is labelled but its crop "
-                    f"{image_root / name / f'{r + 1:05d}.jpg'} is missing (no face detected: "
-                    "Aff-Wild2's crops leave such frames out)")
+                crop = image_root / name / f"{r + 1:05d}.jpg"
+                problems.known_gap(
+                    crop, f"{labels.source[task]}, line {r + 2}: frame {r + 1} is labelled but "
+                          f"its crop {crop} is missing (no face detected: Aff-Wild2's crops "
+                          "leave such frames out)")
             rows = rows[keep]
             relative = [f"{self.image_dir}/{name}/{images[int(r) + 1]}" for r in rows]
             paths.extend(relative)
@@ -701,7 +706,7 @@ def write_layout(faces: list[LayoutFace], root: Path, *, release: str = "abaw202
     Crops: ``image_dir/<name>/00001.jpg`` …, except frame 4 of every ``blank_every``-th side
     (0: none), whose lines are all sentinels and whose crop is missing (no face detected: not a
     problem), and frame 1 of the first ``labelled_without_image`` training sides, which is
-    labelled but has no crop (a problem for the loader). With ``extra_image`` the first side
+    labelled but has no crop (a known gap for the loader). With ``extra_image`` the first side
     has one crop more than label lines (ignored).
 
     Returns:

@@ -31,6 +31,8 @@ masks, so every batch has the same keys and methods read only the tasks they nee
 
 from __future__ import annotations
 
+import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -175,6 +177,9 @@ class FaceData:
     manifest: Any = None
     skipped: int = 0          # problems skipped under dataset.on_error=skip (a line, a sample
                               # or a file left out each)
+    known_gaps: int = 0       # labelled samples left out because the release has no image for
+                              # them (e.g. Aff-Wild2's frames without a face crop, BP4D's coded
+                              # frames without an image; datasets.real.Problems.known_gap)
     # what happens to a batch on the device before a method sees it (augmentation,
     # normalisation, k views; datasets.transforms.InputTransform); default: normalise only
     transform: Any = None
@@ -256,6 +261,66 @@ class FaceImageDataset(Dataset):
             "labeled": torch.tensor(bool(t.labeled[row])),
             "index": torch.tensor(row, dtype=torch.int64),
         }
+
+
+# How much of a file's end is read to find its format's end marker (room for padding).
+TAIL_BYTES = 1024
+# Bytes some writers append after an image's end marker (NUL padding, a newline).
+PADDING = b"\x00\r\n"
+# format (PIL's name) → the bytes a complete file ends with, and how to say so
+END_MARKERS: dict[str, tuple[bytes, str]] = {
+    "JPEG": (b"\xff\xd9", "the EOI marker FF D9"),
+    "PNG": (b"IEND\xaeB`\x82", "the IEND chunk"),   # chunk type + its fixed CRC
+}
+
+
+def image_file_problem(path: Path, size: int | None = None) -> str | None:
+    """Why ``path`` cannot be read as an image, or None: cheap checks, no decoding.
+
+    In order: the file exists and is a regular file, is not empty, its header parses
+    (``PIL.Image.open`` is lazy: it reads the header only), and it is not truncated — a JPEG
+    ends with the EOI marker ``FF D9`` and a PNG with its ``IEND`` chunk, after any trailing
+    NUL / newline padding is stripped; other formats get the header check only. A file that
+    fails the end check is decoded once before it is called truncated, since some cameras and
+    tools append data after the end marker (the decoder then proves it readable). Cost: one
+    stat (skipped when ``size`` is given), the header and the last :data:`TAIL_BYTES` bytes.
+
+    Returns:
+        A phrase completing "image file <path> ...", e.g. ``"is empty (0 bytes)"``.
+    """
+    if size is None:
+        try:
+            info = os.stat(path)
+        except FileNotFoundError:
+            return "is missing"
+        except OSError as err:
+            return f"cannot be read ({err.strerror})"
+        if not stat.S_ISREG(info.st_mode):
+            return "is not a regular file"
+        size = info.st_size
+    if size == 0:
+        return "is empty (0 bytes)"
+    try:
+        with open(path, "rb") as handle:
+            with Image.open(handle) as img:
+                kind = img.format
+            handle.seek(max(0, size - TAIL_BYTES))
+            tail = handle.read().rstrip(PADDING)
+    except FileNotFoundError:
+        return "is missing"
+    except UnidentifiedImageError:
+        return f"is not an image: its {size} bytes start with no format PIL reads"
+    except (OSError, SyntaxError, ValueError) as err:
+        return f"is damaged or truncated: PIL cannot parse its header ({err})"
+    end, described = END_MARKERS.get(kind, (b"", ""))
+    if tail.endswith(end):
+        return None
+    try:
+        with Image.open(path) as img:
+            img.load()
+    except (OSError, SyntaxError, ValueError) as err:
+        return f"is truncated: a {kind} file ends with {described}, this one does not ({err})"
+    return None
 
 
 def empty_labels(n: int, *, num_aus: int = 0, num_attrs: int = 0) -> dict[str, np.ndarray]:

@@ -139,9 +139,11 @@ class BP4D(OnDiskDataset):
             ``image_size`` square is kept).
         features_dir: folder of the ``<subject>_<task>.mat`` landmark files, under the root.
         detector: the face detector of ``crop=detect`` (``configs/detector/``).
-        on_error: ``raise`` (default) or ``skip`` for malformed lines, values outside
-            {0, 1, 9}, rows without an image, frames without landmarks (``crop=align``) and
-            subjects of the protocol that are missing.
+        on_error: ``known_gaps`` (default) leaves out coded frames the release has no image
+            of (a known gap, counted) and stops at every other problem; ``raise`` stops at
+            both; ``skip`` leaves both out. Problems: malformed lines, values outside
+            {0, 1, 9}, a missing sequence folder, damaged images, frames without landmarks
+            (``crop=align``) and subjects of the protocol that are missing.
         cache_dir: where parsed indexes are cached (keyed by root, AU files and frame folders).
         mean, std: per-channel normalisation (default: ImageNet's).
     """
@@ -151,7 +153,6 @@ class BP4D(OnDiskDataset):
     # numbering goes is unverified (§10.1): only the 12 are coded with 0/1 in every sequence,
     # so they are the AUs this module promises (and requires in every file's header).
     CODED_AUS: tuple[int, ...] = BP4D_12_AUS
-    IMAGES_LISTED = True    # read_index lists every sequence folder
     DEFAULT_AUS: tuple[int, ...] | None = BP4D_12_AUS
     LAYOUT: str = LAYOUT
 
@@ -161,7 +162,7 @@ class BP4D(OnDiskDataset):
                  au_occ_dir: str | None = None, crop: str = "none",
                  template: str = "mlcr_240", align_size: int = 240,
                  features_dir: str = "2DFeatures", detector: MTCNN | None = None,
-                 on_error: str = "raise", cache_dir: str = "data/cache",
+                 on_error: str = "known_gaps", cache_dir: str = "data/cache",
                  mean: list[float] | None = None, std: list[float] | None = None) -> None:
         if fold not in TEST_PART:
             raise ValueError(f"dataset.fold={fold}: use 0, 1 or 2 (the papers' fold1, fold2, "
@@ -235,9 +236,10 @@ class BP4D(OnDiskDataset):
 
         AU columns are selected by header name (position ≠ AU number). Every problem — a
         header that is not integers or lacks a coded AU, a malformed row, a value outside
-        {0, 1, 9}, a repeated frame, a frame without an image — goes through ``problems``
-        as ``<file>, line <n>: ...``; under ``on_error=skip`` the row (for header problems,
-        the file) is left out.
+        {0, 1, 9}, a repeated frame, a sequence without its frame folder — goes through
+        ``problems`` as ``<file>, line <n>: ...``; under ``on_error=skip`` the row (for header
+        problems, the file) is left out. A coded frame without an image in its sequence's
+        folder (BP4D's tracking failures, datasets.md §2.7) is a known gap of the release.
         """
         images = self.image_folder()
         aus = list(self.CODED_AUS)
@@ -248,14 +250,20 @@ class BP4D(OnDiskDataset):
             sequence = images / subject / task
             frame_files = _frame_files(sequence)
             relative_dir = sequence.relative_to(self.root).as_posix()
+            has_folder = sequence.is_dir()
             for line, frame, values in _read_occ_csv(csv_path, aus, problems):
                 name = frame_files.get(frame)
+                if name is None and has_folder:
+                    # BP4D codes frames it has no image of (tracking failures): a known gap
+                    problems.known_gap(
+                        sequence / _frame_name(frame, frame_files),
+                        f"{csv_path}, line {line}: frame {frame} has no image ({sequence} has "
+                        "no image of that frame; frames are named by the zero-padded frame "
+                        "number, e.g. 2440.jpg)")
+                    continue
                 if name is None:
-                    where = (f"{sequence} has no image of that frame" if sequence.is_dir()
-                             else f"the folder {sequence} does not exist")
-                    problems.report(f"{csv_path}, line {line}: frame {frame} has no image "
-                                    f"({where}; frames are named by the zero-padded frame "
-                                    "number, e.g. 2440.jpg)")
+                    problems.report(f"{csv_path}, line {line}: frame {frame} has no image (the "
+                                    f"folder {sequence} does not exist)")
                     continue
                 paths.append(f"{relative_dir}/{name}")
                 subjects.append(subject)
@@ -371,6 +379,13 @@ def _frame_files(folder: Path) -> dict[int, str]:
         if suffix.lower() in IMAGE_SUFFIXES and stem.isdigit():
             frames.setdefault(int(stem), name)   # sorted: "0643.jpg" wins over "643.jpg"
     return frames
+
+
+def _frame_name(frame: int, frame_files: dict[int, str]) -> str:
+    """The file name ``frame`` would have in a sequence holding ``frame_files`` (their padding
+    width and suffix; ``<frame>.jpg`` when it holds none)."""
+    stem, suffix = os.path.splitext(next(iter(frame_files.values()), ".jpg"))
+    return f"{frame:0{len(stem)}d}{suffix}"
 
 
 def _read_occ_csv(path: Path, aus: list[int],

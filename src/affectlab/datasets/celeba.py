@@ -300,7 +300,9 @@ class CelebA(OnDiskDataset):
         name: the dataset's name in run directories and ``metrics.json``.
         root: the ``celeba/`` folder or its parent (torchvision's ``root``).
         image_size: side of the square images fed to the network.
-        on_error: ``raise`` or ``skip`` (bad rows, missing images: left out and counted).
+        on_error: ``known_gaps`` (default) or ``raise`` stop at bad rows and missing or
+            damaged images, ``skip`` leaves them out and counts them (CelebA declares no known
+            gaps).
         cache_dir: where the parsed index is cached.
         mean, std: per-channel normalisation (default ImageNet's).
         protocol: ``official`` or ``semi_supervised``.
@@ -322,7 +324,7 @@ class CelebA(OnDiskDataset):
     INDEX_VERSION = 1
 
     def __init__(self, *, name: str = "celeba", root: str, image_size: int = 112,
-                 on_error: str = "raise", cache_dir: str = "data/cache",
+                 on_error: str = "known_gaps", cache_dir: str = "data/cache",
                  mean: list[float] | None = None, std: list[float] | None = None,
                  protocol: str = "official", images: str = "img_align_celeba",
                  crop: str = "center", template: str = "arcface_112",
@@ -567,7 +569,7 @@ class CelebA(OnDiskDataset):
         # the annotation files always name the .jpg, also for the PNG folder
         names = [Path(p).stem + ".jpg" for p in table.image_paths]
         missing = [name for name in names if name not in geometry]
-        if missing and self.problems.policy == "raise":
+        if missing and not self.problems.skips:
             raise DataError(f"{path.name} has no line for {len(missing)} image(s) of the "
                             f"splits, e.g. {missing[0]}; dataset.crop=align needs one for every "
                             "image (or dataset.on_error=skip leaves them out).")

@@ -62,10 +62,13 @@ LAYOUT = """\
   <root>/Emotion/S005/001/S005_001_00000011_emotion.txt    (or Emotion_labels/Emotion/...)"""
 
 
-def parse_numbers(path: Path, problems: Problems, columns: int) -> list[list[float]]:
-    """Rows of a CK+ label file (``columns`` numbers per non-blank line); a malformed line is
-    reported with its file and line number and left out."""
+def parse_numbers(path: Path, problems: Problems, columns: int) -> list[list[float]] | None:
+    """Rows of a CK+ label file (``columns`` numbers per non-blank line); None when a line is
+    malformed (reported with its file and line number). The whole file is then unusable, not
+    just the line: a FACS file lists the AUs present, so a dropped line would turn its AU into
+    a known absence."""
     rows = []
+    malformed = False
     for number, line in enumerate(path.read_text().splitlines(), start=1):
         tokens = line.split()
         if not tokens:
@@ -76,10 +79,11 @@ def parse_numbers(path: Path, problems: Problems, columns: int) -> list[list[flo
             values = []
         if len(values) != columns:
             problems.report(f"{path}, line {number}: expected {columns} number(s), got "
-                            f"{line.strip()!r}")
+                            f"{line.strip()!r}; the sequence is left out")
+            malformed = True
             continue
         rows.append(values)
-    return rows
+    return None if malformed else rows
 
 
 class CKPlus(OnDiskDataset):
@@ -102,12 +106,12 @@ class CKPlus(OnDiskDataset):
     """
 
     CODED_AUS = CODED_AUS
-    IMAGES_LISTED = True    # read_index finds the peak frames by listing
     DEFAULT_AUS = (1, 2, 4, 5, 6, 9, 12, 17, 20, 25, 26, 43)   # the MLCR reproduction's 12
     LAYOUT = LAYOUT
 
     def __init__(self, *, name: str = "ckplus", root: str, aus: list[int] | None = None,
-                 image_size: int = 224, on_error: str = "raise", cache_dir: str = "data/cache",
+                 image_size: int = 224, on_error: str = "known_gaps",
+                 cache_dir: str = "data/cache",
                  mean: list[float] | None = None, std: list[float] | None = None, run: int = 0,
                  train_fraction: float = 0.7, val_fraction: float = 0.1, peak_frames: int = 1,
                  min_intensity: int = 0, crop: str = "none", template: str = "mlcr_240",
@@ -212,6 +216,8 @@ class CKPlus(OnDiskDataset):
     def _au_labels(self, path: Path, problems: Problems,
                    coded: list[int]) -> tuple[np.ndarray, np.ndarray] | None:
         rows = parse_numbers(path, problems, columns=2)
+        if rows is None:
+            return None
         au = np.zeros(len(coded), dtype=np.float32)
         mask = np.ones(len(coded), dtype=bool)   # an AU not listed is absent: known
         for number, (code, intensity) in enumerate(rows, start=1):
@@ -240,7 +246,10 @@ class CKPlus(OnDiskDataset):
         if not files:
             return None
         rows = parse_numbers(files[-1], problems, columns=1)
+        if rows is None:
+            return False
         if not rows:
+            problems.report(f"{files[-1]}: the emotion file is empty (expected one code 0..7)")
             return False
         code = rows[0][0]
         if code != int(code) or not 0 <= code < len(CK_TO_EXPRESSION):

@@ -31,7 +31,8 @@ AU in every frame, so no label is unknown (every mask is True).
 
 Frames: 4,845 per subject, SN010 4,844 — a subject whose 12 files agree on a shorter count is
 normal. A sample is kept only when all 12 AU files give it a valid line; problems are reported
-through ``dataset.on_error`` (``raise``: stop with the message; ``skip``: leave out, count):
+through ``dataset.on_error`` (``known_gaps``, the default, and ``raise``: stop with the message;
+``skip``: leave out, count):
 
 * a missing AU file → the subject is left out (one report);
 * a malformed line, a repeated frame number or an intensity outside 0–5 → that frame is left
@@ -40,7 +41,10 @@ through ``dataset.on_error`` (``raise``: stop with the message; ``skip``: leave 
   are left out (one report per subject, naming each file's frame count);
 * a label frame whose image is missing → left out (reported at build time, not cached, so
   extracting the missing frames later needs no cache clearing). Extracted videos can hold one
-  frame more or less than the labels: the frames are aligned by number, extra images ignored.
+  frame more or less than the labels (datasets.md §3.5): the frames are aligned by number, extra
+  images ignored, and a subject's *last* label frame without an image is a known gap of the
+  release (left out and counted by default, an error under ``on_error=raise``); any other
+  missing frame is a problem.
 
 Protocol: the 3-fold subject-exclusive split of ME-GraphAU (``tool/DISFA_image_label_process.py``;
 same subjects in LibreFace and JAA-Net), parts :data:`PARTS`. ``fold`` = 0, 1, 2 is the papers'
@@ -194,8 +198,9 @@ class DISFA(OnDiskDataset):
     LAYOUT = LAYOUT
 
     def __init__(self, *, name: str = "disfa", root: str, aus: list[int] | None = None,
-                 image_size: int = 224, on_error: str = "raise", cache_dir: str = "data/cache",
-                 mean: list[float] | None = None, std: list[float] | None = None, fold: int = 0,
+                 image_size: int = 224, on_error: str = "known_gaps",
+                 cache_dir: str = "data/cache", mean: list[float] | None = None,
+                 std: list[float] | None = None, fold: int = 0,
                  val_subjects: int = 3, seed: int = 0, occurrence_threshold: int = 2,
                  camera: str = "left", frame_naming: str = "video",
                  image_dir: str | None = None, image_ext: str = "png", crop: str = "none",
@@ -248,6 +253,12 @@ class DISFA(OnDiskDataset):
         return {"occurrence_threshold": self.occurrence_threshold,
                 "frame_naming": self.frame_naming, "camera": self.camera,
                 "image_dir": self.image_dir, "image_ext": self.image_ext}
+
+    def missing_image_is_known_gap(self, index: DatasetIndex, row: int) -> bool:
+        """A subject's last label frame: the labels can run one frame past the frames the
+        video gives (datasets.md §3.5). Rows are by subject, then frame (:meth:`read_index`)."""
+        subject = index.table.subject
+        return row + 1 == len(subject) or subject[row + 1] != subject[row]
 
     def image_path(self, subject: str, frame: int) -> str:
         """Relative image path of label frame ``frame`` (1-based) of ``subject``."""

@@ -38,12 +38,15 @@ subject −1, so the framework cannot check that splits are subject-exclusive (n
 published protocols: the same person may appear in several images).
 
 Missing images: dead URLs are the common case (MLCR could download 20,722 of the ~24,600 manual
-images). A labelled row whose image is not on disk is a problem: ``on_error=raise`` stops with
-its file and line, ``on_error=skip`` leaves it out and counts it. The automatic set used only as
-the unlabelled pool is different: one downloads a part of its 950k images, so its rows without an
-image are simply not candidates (logged, not counted). Existence is checked from one listing of
-the image folder (not one stat per row); ``check_images=False`` skips it (benchmarks, or a
-download known to be complete; ``build()`` still checks the images of the split rows).
+images; datasets.md §4.3: "loaders must skip missing images rather than fail"). A labelled row
+whose image is not on disk is a *known gap* of the release
+(:meth:`~affectlab.datasets.real.Problems.known_gap`): the default ``on_error=known_gaps`` and
+``skip`` leave it out and count it, ``on_error=raise`` stops with its file and line. The
+automatic set used only as the unlabelled pool is different: one downloads a part of its 950k
+images, so its rows without an image are simply not candidates (logged, not counted). Existence
+is checked from one listing of the image folder (not one stat per row); ``check_images=False``
+skips it (benchmarks, or a download known to be complete); ``build()`` checks every image of the
+splits in any case (readable, not truncated), a missing one being a known gap there too.
 
 Protocol ``mlcr`` (Niu et al., NeurIPS 2019, README of the released code and the poster): the
 labelled images are the manually annotated ones that could be downloaded; 15,000 of them, drawn
@@ -74,8 +77,9 @@ Workarounds of the base class (:class:`~affectlab.datasets.real.OnDiskDataset`):
   annotation mode, image folder and name mapping, the image folders' modification times, since
   images added or removed change which rows exist) and keys files by absolute path, as the image
   folder may lie outside the root.
-- ``build()`` of the base checks every split image with one stat each; this module's own
-  existence check (while indexing) uses one listing instead.
+- ``build()`` of the base checks every split image (one stat each, cached reads); this
+  module's own existence check (while indexing) uses one listing, so that rows of dead URLs
+  are out of the index and of the protocol's draws.
 """
 
 from __future__ import annotations
@@ -96,7 +100,8 @@ from PIL import Image
 
 from affectlab.datasets.base import DataError, LabelTable, empty_labels
 from affectlab.datasets.face_detection import MTCNN
-from affectlab.datasets.real import DatasetIndex, OnDiskDataset, Problems, SplitManifest
+from affectlab.datasets.real import (INDEX_FORMAT, DatasetIndex, OnDiskDataset, Problems,
+                                     SplitManifest)
 from affectlab.datasets.synthetic import UNKNOWN, LayoutFace
 
 log = logging.getLogger(__name__)
@@ -210,14 +215,13 @@ class EmotioNet(OnDiskDataset):
     """
 
     CODED_AUS = CODED_AUS
-    # read_index lists the image folders (check_images) or was told to trust them
-    IMAGES_LISTED = True
     DEFAULT_AUS = MLCR_AUS
     LAYOUT = LAYOUT
     INDEX_VERSION = 1
 
     def __init__(self, *, name: str = "emotionet", root: str, aus: list[int] | None = None,
-                 image_size: int = 224, on_error: str = "raise", cache_dir: str = "data/cache",
+                 image_size: int = 224, on_error: str = "known_gaps",
+                 cache_dir: str = "data/cache",
                  mean: list[float] | None = None, std: list[float] | None = None,
                  annotations: str = "auto", protocol: str = "mlcr", run: int = 0,
                  num_labeled: int = 15000, num_val: int = 1000, num_test: int | None = None,
@@ -309,6 +313,10 @@ class EmotioNet(OnDiskDataset):
         _, manual, automatic = self._sources()
         return ([manual] if manual is not None else []) + automatic
 
+    def missing_image_is_known_gap(self, index: DatasetIndex, row: int) -> bool:
+        # every EmotioNet image is a URL to download, and dead URLs are the rule (module doc)
+        return True
+
     def index_options(self) -> dict[str, Any]:
         """What the index depends on besides the annotation files: the selected AUs (the index
         holds only those), the annotation mode, the image folder and name mapping, and — when
@@ -335,9 +343,9 @@ class EmotioNet(OnDiskDataset):
         for path in sorted(self.annotation_files()):
             info = path.stat()
             stats.append((str(path), info.st_size, info.st_mtime_ns))
-        payload = json.dumps([type(self).__module__, type(self).__qualname__, self.INDEX_VERSION,
-                              str(self.root), self.problems.policy, stats, self.index_options()],
-                             sort_keys=True)
+        payload = json.dumps([type(self).__module__, type(self).__qualname__, INDEX_FORMAT,
+                              self.INDEX_VERSION, str(self.root), self.problems.policy, stats,
+                              self.index_options()], sort_keys=True)
         return hashlib.sha1(payload.encode()).hexdigest()[:16]
 
     def _image_folders(self) -> list[Path]:
@@ -416,8 +424,9 @@ class EmotioNet(OnDiskDataset):
                 continue
             seen.add(relative)
             if listing is not None and not listing.has(name):
-                problems.report(f"{location}: image file is missing: {self.image_dir / name} "
-                                f"(URL {strip_quotes(url)}; download it, or leave it out)")
+                problems.known_gap(self.image_dir / name,
+                                   f"{location}: image file is missing: {self.image_dir / name} "
+                                   f"(URL {strip_quotes(url)}: a dead URL, or not downloaded)")
                 continue
             rows.paths.append(relative)
             codes.append(values)
@@ -467,9 +476,10 @@ class EmotioNet(OnDiskDataset):
                     keep[i] = False
                 elif listing is not None and not listing.has(name):
                     seen.add(relative)
-                    problems.report(f"{path}, line {line_numbers[i]}: image file is missing: "
-                                    f"{self.image_dir / name} (URL {strip_quotes(urls[i])}; "
-                                    "download it, or leave it out)")
+                    problems.known_gap(self.image_dir / name,
+                                       f"{path}, line {line_numbers[i]}: image file is missing: "
+                                       f"{self.image_dir / name} (URL {strip_quotes(urls[i])}: "
+                                       "a dead URL, or not downloaded)")
                     keep[i] = False
                 else:
                     seen.add(relative)

@@ -10,9 +10,12 @@ replaces the dataset's own unlabelled split::
 
 Every file with an image extension below ``root`` (recursively, e.g. LFW's
 ``lfw/<Person_Name>/<Person_Name>_0001.jpg``) is a candidate; ``num_images`` draws a seeded
-random subset. The images are resized to the labelled dataset's ``image_size``, or, with
-``pool.crop=detect``, aligned by the offline face detector's five points (detected once, cached
-in ``cache_dir``; images without a face are an error, or left out with ``on_error=skip``).
+random subset. The drawn images are checked readable before training (not empty, header parses,
+not truncated; cached in ``cache_dir`` by path, size and mtime: see
+:func:`~affectlab.datasets.real.readable_images`). They are resized to the labelled dataset's
+``image_size``, or, with ``pool.crop=detect``, aligned by the offline face detector's five points
+(detected once, cached in ``cache_dir``). A damaged image or one without a face is an error, or
+left out and counted with ``on_error=skip``; a folder has no known gaps.
 """
 
 from __future__ import annotations
@@ -24,9 +27,13 @@ import numpy as np
 
 from affectlab.datasets.base import DataError, FaceImageDataset, LabelTable, empty_labels
 from affectlab.datasets.face_detection import MTCNN
-from affectlab.datasets.real import FaceCrops, Problems
+from affectlab.datasets.real import (FaceCrops, Problems, check_folder, image_check_cache,
+                                     readable_images)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".tif", ".tiff", ".webp")
+LAYOUT = """\
+  <pool.root>/**/<image>.jpg|png|...     searched recursively, e.g. <pool.root>/<Person_Name>/
+                                         <Person_Name>_0001.jpg (LFW)"""
 
 
 class ImageFolder(FaceCrops):
@@ -40,14 +47,16 @@ class ImageFolder(FaceCrops):
         crop: ``none`` (resize) or ``detect`` (align by the face detector's five points).
         template, align_size: alignment template and side (None: the image size).
         detector: the face detector of ``crop=detect`` (``configs/detector/``).
-        on_error: ``raise`` or ``skip`` images in which no face is found.
-        cache_dir: where detections are cached.
+        on_error: ``known_gaps`` (default; a folder has none, so the same as ``raise``) or
+            ``raise`` stop at a damaged image or one in which no face is found (crop=detect);
+            ``skip`` leaves them out and counts them.
+        cache_dir: where image checks and detections are cached.
     """
 
     def __init__(self, *, root: str, num_images: int | None = None, seed: int = 0,
                  extensions: list[str] | None = None, crop: str = "none",
                  template: str = "arcface_112", align_size: int | None = None,
-                 detector: MTCNN | None = None, on_error: str = "raise",
+                 detector: MTCNN | None = None, on_error: str = "known_gaps",
                  cache_dir: str = "data/cache", name: str = "image_folder") -> None:
         root_path = Path(root).expanduser()
         self.root = root_path if root_path.is_absolute() else Path.cwd() / root_path
@@ -65,16 +74,15 @@ class ImageFolder(FaceCrops):
 
     def image_paths(self) -> list[str]:
         """Sorted image paths relative to ``root`` (one directory walk)."""
-        if not self.root.is_dir():
-            raise DataError(f"pool.root={self.root} does not exist: point it at a folder of face "
-                            "images (searched recursively, e.g. lfw/<Person>/<Person>_0001.jpg).")
+        check_folder(self.root, "pool.root", "face images", LAYOUT)
         found = []
         for folder, _, files in os.walk(self.root):
             relative = Path(folder).relative_to(self.root)
             found += [str(relative / f) for f in files if f.lower().endswith(self.extensions)]
         if not found:
-            raise DataError(f"pool.root={self.root} holds no images ending in "
-                            f"{', '.join(self.extensions)}.")
+            raise DataError(f"no images found under {self.root} (pool.root): no file ends in "
+                            f"{', '.join(self.extensions)} (pool.extensions). Expected layout:\n"
+                            f"{LAYOUT}")
         return sorted(found)
 
     def pool(self, image_size: int | None) -> FaceImageDataset:
@@ -87,10 +95,16 @@ class ImageFolder(FaceCrops):
             rows = np.random.default_rng(self.seed).choice(len(paths), self.num_images,
                                                            replace=False)
             paths = [paths[i] for i in sorted(rows)]
+        ok = readable_images(self.root, paths, self.problems,
+                             cache_file=image_check_cache(self.cache_dir, self.name, self.root))
+        paths = [p for p, readable in zip(paths, ok) if readable]
+        if not paths:
+            raise DataError(f"no images found under {self.root} (pool.root) that are readable "
+                            f"({self.problems.left_out()}). Expected layout:\n{LAYOUT}")
         table = LabelTable(root=self.root, image_paths=paths, **empty_labels(len(paths)))
         pool = self.face_dataset(table.unlabeled(), image_size)
         self.problems.summarize(self.name)
         return pool
 
 
-__all__ = ["ImageFolder", "IMAGE_EXTENSIONS"]
+__all__ = ["ImageFolder", "IMAGE_EXTENSIONS", "LAYOUT"]

@@ -51,7 +51,7 @@ from PIL import Image
 from affectlab.datasets.base import DataError, FaceImageDataset, LabelTable
 from affectlab.datasets.identity_sets import IdentityDataset, identity_index
 from affectlab.datasets.face_detection import MTCNN
-from affectlab.datasets.real import DatasetIndex, Problems, subject_split
+from affectlab.datasets.real import DatasetIndex, Problems, check_folder, subject_split
 
 if TYPE_CHECKING:   # the fixture writer only reads these objects; the loader needs no renderer
     from affectlab.datasets.synthetic import LayoutFace
@@ -167,10 +167,9 @@ class LFW(IdentityDataset):
     PROTOCOLS = PROTOCOLS
     LAYOUT = LAYOUT
     INDEX_VERSION = 1
-    IMAGES_LISTED = True    # rows come from listing the person folders
 
     def __init__(self, *, name: str = "lfw", root: str, image_size: int = 112,
-                 on_error: str = "raise", cache_dir: str = "data/cache",
+                 on_error: str = "known_gaps", cache_dir: str = "data/cache",
                  mean: list[float] | None = None, std: list[float] | None = None,
                  protocol: str = "identities", images: str = "lfw", seed: int = 0,
                  train_fraction: float = 0.7, val_fraction: float = 0.1, fold: int = 0,
@@ -212,9 +211,7 @@ class LFW(IdentityDataset):
 
     def check_root(self) -> None:
         self.root = self._resolve_root()
-        if not self.given_root.is_dir():
-            raise DataError(f"dataset.root={self.given_root} does not exist. Point dataset.root "
-                            f"at your copy of {self.name}, laid out as:\n{LAYOUT}")
+        check_folder(self.given_root, "dataset.root", f"your copy of {self.name}", LAYOUT)
         if not (self.root / self.images).is_dir():
             present = [f for f in IMAGE_FOLDERS
                        if (self.root / f).is_dir() or self.given_root.name == f]

@@ -344,12 +344,9 @@ class MSCeleb(IdentityDataset):
     PROTOCOLS = ("identities", "pool")
     LAYOUT = LAYOUT
     INDEX_VERSION = 1
-    # rows come from listing the identity folders, or from the record keys checked against
-    # the .idx
-    IMAGES_LISTED = True
 
     def __init__(self, *, name: str = "msceleb", root: str, image_size: int = 112,
-                 on_error: str = "raise", cache_dir: str = "data/cache",
+                 on_error: str = "known_gaps", cache_dir: str = "data/cache",
                  mean: list[float] | None = None, std: list[float] | None = None,
                  protocol: str = "identities", layout: str = "auto", images_dir: str = "imgs",
                  record: str = "train", seed: int = 0, train_fraction: float = 0.8,
@@ -423,6 +420,10 @@ class MSCeleb(IdentityDataset):
     def index_options(self) -> dict[str, Any]:
         return {"layout": self.resolved_layout(), "images_dir": self.images_dir,
                 "record": self.record}
+
+    def reads_image_files(self) -> bool:
+        # the record layout's images are records of train.rec, checked while indexing
+        return self.resolved_layout() == "folder"
 
     def image_dataset(self, table: LabelTable, image_size: int | None) -> FaceImageDataset:
         if self.resolved_layout() == "folder":

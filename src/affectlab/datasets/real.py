@@ -22,6 +22,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
+import stat
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -32,13 +37,19 @@ from affectlab.datasets.alignment import AlignedImages
 from affectlab.datasets.alignment import template as template_by_name
 from affectlab.datasets.face_detection import MTCNN, detect_landmarks
 from affectlab.datasets.base import (FaceData, FaceImageDataset, LabelTable, DataError,
-                                     check_subject_exclusive, ARRAY_FIELDS)
+                                     check_subject_exclusive, image_file_problem, ARRAY_FIELDS)
 from affectlab.utils import atomic_write, atomic_write_json, save_npz
 
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test", "unlabeled")
-ON_ERROR = ("raise", "skip")
+# dataset.on_error: known_gaps (default) leaves out what the release is known to lack and stops
+# at any other problem; raise stops at both; skip leaves both out
+ON_ERROR = ("known_gaps", "raise", "skip")
+# Bump when what every index stores changes (read by every module's cache key): old caches are
+# then rebuilt. 2: known gaps (Aff-Wild2's, BP4D's, EmotioNet's) are stored apart from skipped
+# problems.
+INDEX_FORMAT = 2
 # ImageNet statistics: the usual normalisation of pretrained backbones on real faces.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -60,24 +71,62 @@ def select_aus(coded: tuple[int, ...] | list[int], requested: list[int] | None,
 
 
 class Problems:
-    """The ``dataset.on_error`` policy: ``raise`` stops at the first problem with its message;
-    ``skip`` records it (the sample is left out), logs a summary and counts it."""
+    """The ``dataset.on_error`` policy.
 
-    def __init__(self, policy: str) -> None:
+    Two kinds of trouble reach it. A *problem* (:meth:`report`: a malformed label line, a
+    damaged image, a file that should be there and is not) stops the run with its message
+    under ``known_gaps`` (the default) and ``raise``; ``skip`` records it (the sample is left
+    out), logs a summary and counts it. A *known gap* (:meth:`known_gap`: a labelled frame the
+    release itself ships no image for — only what a dataset module declares so, e.g. Aff-Wild2's
+    frames without a face crop) is left out and counted under ``known_gaps`` and ``skip``, and
+    stops the run under ``raise``. Known gaps are counted apart from skipped problems
+    (``FaceData.known_gaps`` / ``FaceData.skipped``).
+    """
+
+    def __init__(self, policy: str = "known_gaps") -> None:
         if policy not in ON_ERROR:
-            raise ValueError(f"dataset.on_error={policy!r}: use raise or skip")
+            raise ValueError(f"dataset.on_error={policy!r}: use known_gaps (leave out only what "
+                             "the release is known to lack), raise or skip")
         self.policy = policy
-        self.messages: list[str] = []
+        self.messages: list[str] = []   # problems skipped
+        self.gaps: list[str] = []       # files of the known gaps left out
+
+    @property
+    def skips(self) -> bool:
+        """Whether problems are left out (``skip``) rather than raised."""
+        return self.policy == "skip"
 
     def report(self, message: str) -> None:
-        if self.policy == "raise":
+        if not self.skips:
             raise DataError(f"{message} (set dataset.on_error=skip to leave such samples out)")
         self.messages.append(message)
 
+    def known_gap(self, path: str | Path, message: str) -> None:
+        """A labelled sample whose image ``path`` the release is known to lack (``message``
+        says which and why): left out and counted, or an error under ``raise``."""
+        if self.policy == "raise":
+            raise DataError(f"{message} (a known gap of the release: dataset.on_error="
+                            "known_gaps, the default, leaves such frames out and counts them)")
+        self.gaps.append(str(path))
+
     def summarize(self, dataset: str) -> None:
+        if self.gaps:
+            log.warning("%s: left out %d annotated frames without an image (known gap of the "
+                        "release; dataset.on_error=raise makes them errors); first: %s", dataset,
+                        len(self.gaps), self.gaps[0])
         if self.messages:
             log.warning("%s: skipped %d problem(s) (dataset.on_error=skip); first: %s", dataset,
                         len(self.messages), self.messages[0])
+
+    def left_out(self) -> str:
+        """What was left out so far, for an error message (empty when nothing)."""
+        parts = []
+        if self.gaps:
+            parts.append(f"{len(self.gaps)} known gap(s) of the release left out, first: "
+                         f"{self.gaps[0]}")
+        if self.messages:
+            parts.append(f"{len(self.messages)} problem(s) skipped, first: {self.messages[0]}")
+        return "; ".join(parts)
 
 
 @dataclass
@@ -91,6 +140,8 @@ class DatasetIndex:
         subject_names: subject identifiers as the dataset writes them (``S005``, ``F001``).
         aus: AU numbers of the ``au`` columns.
         problems: messages of problems skipped while indexing (``on_error=skip``).
+        known_gaps: image paths of the known gaps left out while indexing (see
+            :meth:`Problems.known_gap`).
     """
 
     table: LabelTable
@@ -98,6 +149,7 @@ class DatasetIndex:
     subject_names: list[str]
     aus: list[int]
     problems: list[str] = field(default_factory=list)
+    known_gaps: list[str] = field(default_factory=list)
 
     def save(self, path: Path) -> None:
         """``path``.npz (arrays) + ``path``.json (strings), each written atomically."""
@@ -108,7 +160,8 @@ class DatasetIndex:
         ids = None if self.sample_ids == self.table.image_paths else self.sample_ids
         atomic_write_json({"root": str(self.table.root), "image_paths": self.table.image_paths,
                            "sample_ids": ids, "subject_names": self.subject_names,
-                           "aus": self.aus, "problems": self.problems}, path.with_suffix(".json"))
+                           "aus": self.aus, "problems": self.problems,
+                           "known_gaps": self.known_gaps}, path.with_suffix(".json"))
 
     @staticmethod
     def load(path: Path) -> "DatasetIndex | None":
@@ -124,7 +177,8 @@ class DatasetIndex:
         except (OSError, ValueError, KeyError):
             return None
         ids = meta["sample_ids"] if meta["sample_ids"] is not None else list(table.image_paths)
-        return DatasetIndex(table, ids, meta["subject_names"], meta["aus"], meta["problems"])
+        return DatasetIndex(table, ids, meta["subject_names"], meta["aus"], meta["problems"],
+                            meta.get("known_gaps", []))
 
     def select_aus(self, aus: list[int]) -> "DatasetIndex":
         """The index with ``au`` columns restricted to and ordered as ``aus``."""
@@ -134,7 +188,8 @@ class DatasetIndex:
                            **{name: getattr(t, name) for name in ARRAY_FIELDS
                               if name not in ("au", "au_mask")},
                            au=t.au[:, columns], au_mask=t.au_mask[:, columns])
-        return DatasetIndex(table, self.sample_ids, self.subject_names, list(aus), self.problems)
+        return DatasetIndex(table, self.sample_ids, self.subject_names, list(aus), self.problems,
+                            self.known_gaps)
 
 
 @dataclass
@@ -169,6 +224,137 @@ def check_relative_folder(key: str, value: str | None) -> None:
     if path.is_absolute() or ".." in path.parts:
         raise ValueError(f"dataset.{key}={value!r}: give a folder relative to dataset.root "
                          "(sample ids are paths relative to the root)")
+
+
+def check_folder(path: Path, key: str, what: str, layout: str = "") -> None:
+    """``key`` (e.g. ``dataset.root``) must name an existing folder: otherwise a
+    :class:`DataError` saying whether it does not exist or is a file (an archive, or one of the
+    dataset's files, given instead of the folder), what belongs there (``what``, e.g. "your
+    copy of bp4d") and, with ``layout``, how it is laid out."""
+    if path.is_dir():
+        return
+    shown = f", laid out as:\n{layout}" if layout else "."
+    if path.exists():
+        raise DataError(f"{key}={path} is a file, not a directory: point it at the folder of "
+                        f"{what} (unpacked, if it came as an archive){shown}")
+    raise DataError(f"{key}={path} does not exist. Point {key} at the folder of {what}{shown}")
+
+
+# --------------------------------------------------------------------------- image checks
+# The checks go through the paths in chunks. The work is stats and small reads: where each file
+# is slow to reach (a network file system, a cold disk) a thread pool overlaps the waits, but on
+# local, cached files the threads only contend for the GIL (3× slower on 2 cores: see
+# scripts/benchmark_image_check.py). So the first chunk runs here and times the files; the pool
+# takes the rest only when they took LATENCY_BOUND_S or more each.
+IMAGE_CHECK_THREADS = 8
+IMAGE_CHECK_CHUNK = 256
+LATENCY_BOUND_S = 250e-6
+
+
+def _in_chunks(function: Callable[[list], list], items: list, threads: int) -> list:
+    """``function`` over consecutive chunks of ``items``, results concatenated in order; in
+    ``threads`` threads when the first chunk shows the work waits on storage (see above)."""
+    chunks = [items[i:i + IMAGE_CHECK_CHUNK] for i in range(0, len(items), IMAGE_CHECK_CHUNK)]
+    if not chunks:
+        return []
+    start = time.perf_counter()
+    out = list(function(chunks[0]))
+    waits = (time.perf_counter() - start) / len(chunks[0]) >= LATENCY_BOUND_S
+    if threads <= 1 or len(chunks) <= 2 or not waits:
+        return out + [r for chunk in chunks[1:] for r in function(chunk)]
+    with ThreadPoolExecutor(min(threads, len(chunks) - 1)) as workers:
+        return out + [r for part in workers.map(function, chunks[1:]) for r in part]
+
+
+def _stat_files(paths: list[str]) -> list[tuple[int, int] | None]:
+    """``(size, mtime_ns)`` of each path; None where it is missing or not a regular file."""
+    out: list[tuple[int, int] | None] = []
+    for path in paths:
+        try:
+            info = os.stat(path)
+        except OSError:
+            out.append(None)
+            continue
+        out.append((info.st_size, info.st_mtime_ns) if stat.S_ISREG(info.st_mode) else None)
+    return out
+
+
+def image_check_key(relative: str, size: int, mtime_ns: int) -> int:
+    """64-bit key of one image file's state (its path relative to the root, size, mtime): a
+    file rewritten, truncated or replaced gets another key, so it is checked again."""
+    digest = hashlib.blake2b(f"{relative}\0{size}\0{mtime_ns}".encode(),
+                             digest_size=8).digest()
+    return int.from_bytes(digest, "little")
+
+
+def _load_keys(path: Path | None) -> np.ndarray:
+    """The sorted uint64 keys of a check cache (empty when it is missing or unreadable)."""
+    if path is None:
+        return np.zeros(0, dtype=np.uint64)
+    try:
+        keys = np.load(path, allow_pickle=False)
+    except (OSError, ValueError):
+        return np.zeros(0, dtype=np.uint64)
+    return keys if keys.dtype == np.uint64 and keys.ndim == 1 else np.zeros(0, dtype=np.uint64)
+
+
+def _save_keys(path: str, keys: np.ndarray) -> None:
+    with open(path, "wb") as f:   # np.save given a name would append .npy to the temporary
+        np.save(f, keys, allow_pickle=False)
+
+
+def readable_images(root: Path, paths: Sequence[str], problems: Problems, *,
+                    cache_file: Path | None, known_gap: Callable[[int], bool] | None = None,
+                    threads: int = IMAGE_CHECK_THREADS) -> np.ndarray:
+    """(len(paths),) bool: which of the images ``root / paths`` are readable, by the cheap
+    checks of :func:`~affectlab.datasets.base.image_file_problem` (exists, not empty, header
+    parses, not truncated), so that a bad image stops a run before it trains, not when the
+    image is first decoded. Every other one is reported to ``problems``: a missing file as a
+    known gap where ``known_gap(i)`` says the release lacks it, else as a problem; a damaged
+    file as a problem.
+
+    Files found readable are remembered in ``cache_file`` (``.npy``, sorted uint64
+    :func:`image_check_key` keys): a later call costs one stat per path (what checking that
+    the file exists cost anyway) and reads only files that are new or changed in size or
+    mtime. Measured with ``scripts/benchmark_image_check.py``.
+    """
+    full = [os.path.join(root, p) for p in paths]
+    stats = _in_chunks(_stat_files, full, threads)
+    ok = np.array([s is not None for s in stats], dtype=bool)
+    for i in np.flatnonzero(~ok):
+        message = f"image file is missing: {full[i]}"
+        if known_gap is not None and known_gap(int(i)):
+            problems.known_gap(full[i], message)
+        else:
+            problems.report(message)
+    present = np.flatnonzero(ok)
+    keys = np.array([image_check_key(paths[i], *stats[i]) for i in present], dtype=np.uint64)
+    cached = _load_keys(cache_file)
+    unchecked = ~np.isin(keys, cached)
+    todo = present[unchecked].tolist()
+    verdicts = _in_chunks(lambda rows: [image_file_problem(Path(full[i]), stats[i][0])
+                                        for i in rows], todo, threads)
+    damaged = [(i, why) for i, why in zip(todo, verdicts) if why is not None]
+    ok[[i for i, _ in damaged]] = False
+    fresh = keys[unchecked & ok[present]]
+    if cache_file is not None and len(fresh):
+        # saved before reporting: under on_error=raise the first damaged file stops the run,
+        # and the files checked good must not be read again next time
+        merged = np.union1d(cached, fresh)
+        try:
+            atomic_write(cache_file, lambda tmp: _save_keys(tmp, merged))
+        except OSError as err:   # a read-only cache is slower, not wrong
+            log.warning("cannot cache the image checks in %s (%s)", cache_file, err)
+    for i, why in damaged:
+        problems.report(f"image file {full[i]} {why}. Replace the file (download or extract "
+                        "it again), or delete it and its label row")
+    return ok
+
+
+def image_check_cache(cache_dir: Path, name: str, root: Path) -> Path:
+    """Where the image checks of ``root`` are remembered (:func:`readable_images`)."""
+    key = hashlib.sha1(str(root).encode()).hexdigest()[:16]
+    return cache_dir / f"{name}-images-{key}.npy"
 
 
 def check_split_fractions(train_fraction: float, val_fraction: float) -> None:
@@ -301,8 +487,12 @@ class OnDiskDataset(FaceCrops):
         root: the dataset as downloaded (relative paths resolve against the working directory).
         aus: AU numbers to use, in this order (None: the class's ``DEFAULT_AUS``).
         image_size: side of the square images fed to the network.
-        on_error: ``raise`` (default) or ``skip`` for malformed lines and missing images.
-        cache_dir: where parsed indexes are cached (keyed by root and annotation files).
+        on_error: what a problem (malformed line, damaged or missing image) and a known gap of
+            the release (a labelled frame it ships no image for) do (:class:`Problems`):
+            ``known_gaps`` (default) leaves the gaps out and stops at a problem, ``raise``
+            stops at both, ``skip`` leaves both out; each is counted.
+        cache_dir: where parsed indexes and image checks are cached (keyed by root and
+            annotation files; by path, size and mtime).
         mean, std: per-channel normalisation (default: ImageNet's).
     """
 
@@ -310,13 +500,9 @@ class OnDiskDataset(FaceCrops):
     DEFAULT_AUS: tuple[int, ...] | None = None
     LAYOUT: str = ""
     INDEX_VERSION = 1   # bump when a module's parsing changes: old caches are then ignored
-    # True where read_index keeps only rows whose image it found by listing their folders, and
-    # those folders key the index cache: build() then trusts the index instead of checking
-    # every image file a second time (one stat per row: seconds on large or network trees)
-    IMAGES_LISTED = False
 
     def __init__(self, *, name: str, root: str, aus: list[int] | None = None,
-                 image_size: int = 112, on_error: str = "raise",
+                 image_size: int = 112, on_error: str = "known_gaps",
                  cache_dir: str = "data/cache", mean: list[float] | None = None,
                  std: list[float] | None = None) -> None:
         self.name = name
@@ -353,6 +539,18 @@ class OnDiskDataset(FaceCrops):
         key the cache with the label files, so another value never gets a stale index."""
         return {}
 
+    def missing_image_is_known_gap(self, index: DatasetIndex, row: int) -> bool:
+        """Whether row ``row`` of ``index``, found without its image file when the splits are
+        built, is a known gap of the release (:meth:`Problems.known_gap`) rather than a
+        problem. Default: never — a module says so only where the release documents such
+        gaps (modules that find them while indexing report them there)."""
+        return False
+
+    def reads_image_files(self) -> bool:
+        """Whether the samples' ``image_paths`` are files under the root, which :meth:`build`
+        then checks (False for images inside a container file, e.g. MS-Celeb's records)."""
+        return True
+
     # -------------------------------------------------------------- provided
     def locate_folder(self, key: str, given: str | None, candidates: tuple[str, ...],
                       holds: Callable[[Path], bool], what: str, example: str = "") -> Path:
@@ -374,16 +572,14 @@ class OnDiskDataset(FaceCrops):
                         f"dataset.{key}, or lay the data out as:\n{self.LAYOUT}")
 
     def check_root(self) -> None:
-        if not self.root.is_dir():
-            raise DataError(f"dataset.root={self.root} does not exist. Point dataset.root at "
-                            f"your copy of {self.name}, laid out as:\n{self.LAYOUT}")
+        check_folder(self.root, "dataset.root", f"your copy of {self.name}", self.LAYOUT)
 
     def cache_key(self) -> str:
         stats = []
         for path in sorted(self.annotation_files()):
             info = path.stat()
             stats.append((str(path.relative_to(self.root)), info.st_size, info.st_mtime_ns))
-        payload = json.dumps([type(self).__module__, type(self).__qualname__,
+        payload = json.dumps([type(self).__module__, type(self).__qualname__, INDEX_FORMAT,
                               self.INDEX_VERSION, str(self.root), self.problems.policy, stats,
                               self.index_options()], sort_keys=True, default=str)
         return hashlib.sha1(payload.encode()).hexdigest()[:16]
@@ -392,18 +588,32 @@ class OnDiskDataset(FaceCrops):
         """The parsed layout, from the cache when the annotation files are unchanged."""
         self.check_root()
         path = self.cache_dir / f"{self.name}-{self.cache_key()}"
-        cached = DatasetIndex.load(path)
-        if cached is not None:
-            for message in cached.problems:
-                self.problems.messages.append(message)
-            return cached
-        index = self.read_index(self.problems)
-        index.problems = list(self.problems.messages)
-        try:
-            index.save(path)
-        except OSError as err:  # a read-only cache is slower, not wrong
-            log.warning("cannot cache the %s index in %s (%s)", self.name, self.cache_dir, err)
+        index = DatasetIndex.load(path)
+        if index is not None:
+            self.problems.messages.extend(index.problems)
+            self.problems.gaps.extend(index.known_gaps)
+        else:
+            index = self.read_index(self.problems)
+            index.problems = list(self.problems.messages)
+            index.known_gaps = list(self.problems.gaps)
+            try:
+                index.save(path)
+            except OSError as err:  # a read-only cache is slower, not wrong
+                log.warning("cannot cache the %s index in %s (%s)", self.name, self.cache_dir,
+                            err)
+        if not len(index.table):
+            # said here, with what was left out, rather than as a protocol's or the trainer's
+            # complaint about too few subjects or samples later
+            raise self.no_images(f"{self.name} indexed no sample")
         return index
+
+    def no_images(self, what: str) -> DataError:
+        """The error of an empty dataset or split: ``no images found under <root>`` (``what``
+        says where), what was left out on the way, and the expected layout."""
+        left_out = self.problems.left_out()
+        return DataError(f"no images found under {self.root}: {what}"
+                         f"{f' ({left_out})' if left_out else ''}. Expected layout:\n"
+                         f"{self.LAYOUT}")
 
     def aligned_index(self) -> DatasetIndex:
         """The index with its AU columns selected and ordered as ``dataset.aus``."""
@@ -411,19 +621,28 @@ class OnDiskDataset(FaceCrops):
         return index.select_aus(self.aus) if index.aus != self.aus else index
 
     def build(self) -> FaceData:
-        """Index (cached), select AUs, apply the split manifest, check images and subjects."""
+        """Index (cached), select AUs, apply the split manifest, check every image of every
+        split (:meth:`readable_rows`) and the subjects."""
         index = self.aligned_index()
         manifest = self.split(index)
         row_of = {sample_id: row for row, sample_id in enumerate(index.sample_ids)}
-        tables: dict[str, LabelTable] = {}
+        listed: dict[str, np.ndarray] = {}
         for split_name, ids in manifest.ids.items():
             unknown = [i for i in ids if i not in row_of]
             if unknown:
                 raise DataError(f"the {manifest.protocol} split lists {len(unknown)} sample(s) "
                                 f"that are not in {self.root}, e.g. {unknown[0]}.")
-            rows = np.array([row_of[i] for i in ids], dtype=np.int64)
-            rows = rows[[self._image_present(index, r) for r in rows]] if len(rows) else rows
-            tables[split_name] = index.table.subset(rows)
+            listed[split_name] = np.array([row_of[i] for i in ids], dtype=np.int64)
+        # one check over every split: one pass of the thread pool, one cache update
+        every = np.concatenate([np.zeros(0, dtype=np.int64), *listed.values()])
+        readable = set(self.readable_rows(index, every).tolist())
+        tables: dict[str, LabelTable] = {}
+        for split_name, rows in listed.items():
+            kept = np.array([r for r in rows if r in readable], dtype=np.int64)
+            if not len(kept) and split_name != "unlabeled":
+                raise self.no_images(f"the {split_name} split of {manifest.protocol} has no "
+                                     f"sample with a readable image of the {len(rows)} listed")
+            tables[split_name] = index.table.subset(kept)
         # val and test must share no subject with each other or with what is trained on; the
         # labelled and unlabelled training data may share subjects (CelebA's semi-supervised
         # subset draws both from the official training partition)
@@ -441,20 +660,25 @@ class OnDiskDataset(FaceCrops):
         self.problems.summarize(self.name)
         return FaceData(name=self.name, **splits, unlabeled=unlabeled,
                         label_names=self.label_names(), mean=self.mean, std=self.std,
-                        manifest=manifest, skipped=len(self.problems.messages))
+                        manifest=manifest, skipped=len(self.problems.messages),
+                        known_gaps=len(self.problems.gaps))
 
     def pool(self, image_size: int | None) -> FaceImageDataset:
         """This dataset as the unlabelled pool of another (``pool=<name>``; e.g. EmotioNet's
         faces for BP4D), labels hidden: its protocol's ``unlabeled`` split when it has one
-        (EmotioNet's automatic-set images), else every indexed sample whose image exists."""
+        (EmotioNet's automatic-set images), else every indexed sample; images checked as in
+        :meth:`build`."""
         index = self.aligned_index()
         ids = self.split(index).ids.get("unlabeled")
         if ids:
             row_of = {sample_id: row for row, sample_id in enumerate(index.sample_ids)}
-            candidates = [row_of[i] for i in ids]
+            candidates = np.array([row_of[i] for i in ids], dtype=np.int64)
         else:
-            candidates = range(len(index.table))
-        rows = np.array([r for r in candidates if self._image_present(index, r)], dtype=np.int64)
+            candidates = np.arange(len(index.table), dtype=np.int64)
+        rows = self.readable_rows(index, candidates)
+        if not len(rows):
+            raise self.no_images(f"{self.name} as a pool has no sample with a readable image "
+                                 f"of the {len(candidates)} candidate(s)")
         pool = self.image_dataset(index.table.subset(rows).unlabeled(), image_size)
         self.problems.summarize(self.name)
         return pool
@@ -464,16 +688,21 @@ class OnDiskDataset(FaceCrops):
         other crops, e.g. CelebA's or a face box's, overrides this)."""
         return self.face_dataset(table, image_size)
 
-    def _image_present(self, index: DatasetIndex, row: int) -> bool:
-        if self.IMAGES_LISTED:
-            return True
-        path = self.root / index.table.image_paths[row]
-        if path.is_file():
-            return True
-        self.problems.report(f"image file is missing: {path}")
-        return False
+    def readable_rows(self, index: DatasetIndex, rows: np.ndarray) -> np.ndarray:
+        """The rows of ``index`` among ``rows`` whose image is readable (cheap checks, cached
+        by path, size and mtime: :func:`readable_images`); the others are reported to
+        ``self.problems`` (a missing image as a known gap where
+        :meth:`missing_image_is_known_gap`). Unchecked where images are not files."""
+        if not len(rows) or not self.reads_image_files():
+            return rows
+        ok = readable_images(
+            self.root, [index.table.image_paths[r] for r in rows], self.problems,
+            cache_file=image_check_cache(self.cache_dir, self.name, self.root),
+            known_gap=lambda i: self.missing_image_is_known_gap(index, int(rows[i])))
+        return rows[ok]
 
 
 __all__ = ["DatasetIndex", "FaceCrops", "OnDiskDataset", "Problems", "SplitManifest", "select_aus",
-           "check_relative_folder", "check_split_fractions",
-           "subject_split", "IMAGENET_MEAN", "IMAGENET_STD"]
+           "check_folder", "check_relative_folder", "check_split_fractions", "readable_images",
+           "image_check_key", "image_check_cache", "subject_split", "IMAGENET_MEAN",
+           "IMAGENET_STD", "ON_ERROR", "INDEX_FORMAT"]

@@ -745,6 +745,21 @@ class Synthetic:
                 shutil.rmtree(temporary, ignore_errors=True)
         return meta
 
+    def check_images(self, tables: dict[str, LabelTable]) -> None:
+        """Every image of every split readable (:func:`~affectlab.datasets.real.readable_images`:
+        cheap checks, cached by path, size and mtime), so a damaged file stops the run before it
+        trains rather than when the test split is first read."""
+        from affectlab.datasets.real import Problems, readable_images
+
+        table = LabelTable.concat(list(tables.values()))
+        try:
+            readable_images(table.root, table.image_paths, Problems("raise"),
+                            cache_file=self.dataset_dir / "images_checked.npy")
+        except DataError as err:
+            message = str(err).split(" (set dataset.on_error")[0]
+            raise DataError(f"{message}. The synthetic benchmark is generated: delete "
+                            f"{self.dataset_dir} to regenerate it.") from None
+
     def build(self) -> FaceData:
         """Generate if needed, then read the labels and images back like a real dataset.
 
@@ -762,6 +777,7 @@ class Synthetic:
                 raise DataError(f"{self.dataset_dir / LABELS_FILE} has {len(table)} '{split}' rows "
                                 f"but meta.json says {expected.get(split)}; delete "
                                 f"{self.dataset_dir} to regenerate it.")
+        self.check_images(tables)
         size = self.params.image_size
         train, pool = tables["train"], tables["unlabeled"]
         if self.oracle:
