@@ -356,6 +356,28 @@ def test_unlabeled_pool_and_oracle(tmp_path):
     assert oracle.train.table.image_paths[12:] == pool.image_paths
 
 
+def test_training_on_the_pool_for_pre_training(tmp_path):
+    data = tiny(tmp_path).build()
+    pool = data.unlabeled.table
+    expr = tiny(tmp_path, train_split="pool").build()
+    assert expr.unlabeled is None and expr.train.table.image_paths == pool.image_paths
+    # the pool's own expressions and its subjects, nothing else
+    oracle = tiny(tmp_path, oracle=True).build().train.table
+    np.testing.assert_array_equal(expr.train.table.expr, oracle.expr[len(data.train):])
+    assert expr.train.table.expr_mask.all() and not expr.train.table.au_mask.any()
+    assert not expr.train.table.va_mask.any()
+    np.testing.assert_array_equal(expr.train.table.subject, pool.subject)
+    assert set(pool.subject).isdisjoint(set(data.val.table.subject) | set(data.test.table.subject))
+    # val and test as before
+    assert expr.test.table.image_paths == data.test.table.image_paths
+    identity = tiny(tmp_path, train_split="pool", pool_labels=[]).build().train.table
+    assert not (identity.expr_mask.any() or identity.au_mask.any() or identity.va_mask.any())
+    with pytest.raises(ValueError, match="dataset.train_split='labelled'"):
+        tiny(tmp_path, train_split="labelled")
+    with pytest.raises(ValueError, match=r"dataset.pool_labels=\['identity'\]"):
+        tiny(tmp_path, train_split="pool", pool_labels=["identity"])
+
+
 def test_aus_subset_and_order(tmp_path):
     full = tiny(tmp_path).build()
     subset = tiny(tmp_path, aus=[12, 1, 15]).build()

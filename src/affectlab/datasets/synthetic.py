@@ -560,6 +560,20 @@ def read_labels_csv(path: Path, aus: Sequence[int]) -> dict[str, LabelTable]:
 # The dataset.
 
 
+#: labels of the pool ``train_split=pool`` can reveal
+POOL_LABELS = ("expr", "va", "au")
+
+
+def reveal_labels(pool: LabelTable, tasks: Sequence[str]) -> LabelTable:
+    """The pool (labels kept, as generated) with only ``tasks``' labels known; every other
+    task's mask False. Subject ids stay."""
+    hidden = pool.unlabeled()
+    for task in tasks:
+        setattr(hidden, f"{task}_mask", getattr(pool, f"{task}_mask").copy())
+    hidden.labeled[:] = True
+    return hidden
+
+
 class Synthetic:
     """The synthetic face benchmark (see the module doc for the generative story).
 
@@ -589,14 +603,22 @@ class Synthetic:
         au_effect_scale: multiplies every rendered AU displacement (difficulty: < 1 subtler).
         oracle: if True, the unlabelled pool keeps its labels and joins ``train`` (the upper
             bound of semi-supervised methods); ``unlabeled`` is then None.
+        train_split: ``train`` (default) or ``pool``: train on the pool's faces instead of the
+            labelled set (pre-training stages: another, larger set of other people, as
+            MS-Celeb-1M or AffectNet are to EmotioNet); ``unlabeled`` is then None and val /
+            test are unchanged.
+        pool_labels: with ``train_split=pool``, the pool's labels revealed (``expr``, ``va``,
+            ``au``; the subject ids always are, for identity pre-training); the others stay
+            unknown.
         pool_identities: ``new`` (default: the pool's subjects are people seen nowhere else) or
             ``shared`` (pool subject i is labelled subject i mod num_subjects_train, in new
             images: the pool carries the labelled identities, like unlabelled frames of the
             labelled videos).
         num_workers: processes for the one-off generation (0: in this process).
 
-    ``aus``, ``oracle``, ``name``, ``root`` and ``num_workers`` do not change the generated
-    files; every other argument does and is part of the folder's hash.
+    ``aus``, ``oracle``, ``train_split``, ``pool_labels``, ``name``, ``root`` and
+    ``num_workers`` do not change the generated files; every other argument does and is part
+    of the folder's hash.
     """
 
     def __init__(
@@ -633,6 +655,8 @@ class Synthetic:
         pool_identities: str = "new",
         expression_frequencies: list[float] | None = None,
         oracle: bool = False,
+        train_split: str = "train",
+        pool_labels: list[str] | tuple[str, ...] = ("expr",),
         num_workers: int = 0,
     ) -> None:
         self.name = name
@@ -646,6 +670,18 @@ class Synthetic:
         if len(set(self.aus)) != len(self.aus):
             raise ValueError(f"dataset.aus lists an AU twice: {self.aus}")
         self.oracle = bool(oracle)
+        if train_split not in ("train", "pool"):
+            raise ValueError(f"dataset.train_split={train_split!r}: use train (the labelled "
+                             "set) or pool (the pool's faces, for pre-training)")
+        unknown_labels = sorted(set(pool_labels) - set(POOL_LABELS))
+        if unknown_labels:
+            raise ValueError(f"dataset.pool_labels={list(pool_labels)}: {unknown_labels} not "
+                             f"among {list(POOL_LABELS)} (subject ids are always revealed)")
+        if train_split == "pool" and oracle:
+            raise ValueError("dataset.train_split=pool and dataset.oracle=true exclude each "
+                             "other: the oracle adds the labelled pool to the labelled set")
+        self.train_split = train_split
+        self.pool_labels = tuple(pool_labels)
         self.num_workers = int(num_workers)
         self.params = GenerationParams(
             seed=int(seed), image_size=int(image_size),
@@ -783,6 +819,8 @@ class Synthetic:
         if self.oracle:
             train = LabelTable.concat([train, pool])
             unlabeled = None
+        elif self.train_split == "pool":
+            train, unlabeled = reveal_labels(pool, self.pool_labels), None
         else:
             unlabeled = FaceImageDataset(pool.unlabeled(), image_size=size) if len(pool) else None
         return FaceData(
