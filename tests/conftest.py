@@ -25,6 +25,7 @@ TINY_DATA = [
     "dataset.num_subjects_test=3", "dataset.images_per_subject_test=4",
 ]
 TINY_MODEL = ["model.widths=[8,16]"]
+TINY_DATA_IR = ["dataset.image_size=112"]   # the smallest face an IR net takes (models/irnet.py)
 # AFFECTLAB_TEST_DEVICE=cuda runs the suite's training on a GPU (CI has none: cpu)
 TEST_DEVICE = os.environ.get("AFFECTLAB_TEST_DEVICE", "cpu")
 TINY_TRAINER = ["trainer.batch_size=8", f"trainer.device={TEST_DEVICE}",
@@ -34,10 +35,11 @@ TINY_TRAINER = ["trainer.batch_size=8", f"trainer.device={TEST_DEVICE}",
 def compose_config(data_root: Path, overrides: list[str] = ()) -> DictConfig:
     """The composed training config with tiny defaults, as ``python train.py`` would see it.
 
-    The tiny sizes apply where they fit: TINY_DATA to the synthetic benchmark, TINY_MODEL to
-    the small CNN; a test of another dataset or model (named directly or by an experiment)
-    passes its own values. The shared machinery is tested with the one-network baseline (half
-    the cost of the default MLCR) unless a test names a method or an experiment.
+    The tiny sizes apply where they fit: TINY_DATA to the synthetic benchmark (with 112 px
+    faces for the IR nets, TINY_DATA_IR), TINY_MODEL to the small CNN; a test of another
+    dataset or model (named directly or by an experiment) passes its own values. The shared
+    machinery is tested with the one-network baseline (half the cost of the default MLCR)
+    unless a test names a method or an experiment.
     """
     method = ([] if any(o.startswith(("method=", "experiment=")) for o in overrides)
               else ["method=baseline"])
@@ -47,6 +49,8 @@ def compose_config(data_root: Path, overrides: list[str] = ()) -> DictConfig:
         tiny = []
         if plain.dataset.name == "synthetic":
             tiny += [f"dataset.root={data_root}", *TINY_DATA]
+            if plain.model._target_.endswith(".IRNet"):
+                tiny += TINY_DATA_IR     # IR nets are built for 112 or 224 px faces only
         if plain.model._target_.endswith(".SmallCNN"):
             tiny += TINY_MODEL
         return compose("train", overrides=[*tiny, *rest])

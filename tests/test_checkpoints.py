@@ -144,6 +144,26 @@ def test_init_from_a_one_backbone_run_fills_both_mlcr_views(tiny_cfg, tmp_path):
                 assert torch.equal(views[name.replace("backbone.", f"views.{view}.")], value)
 
 
+def test_init_from_two_runs_starts_each_mlcr_view_from_its_own(tiny_cfg, tmp_path):
+    """MLCR's two views from two different pre-trainings (identity and expression)."""
+    identity = tiny_run(tiny_cfg, tmp_path / "identity", "method.tasks=[identity]")
+    expression = tiny_run(tiny_cfg, tmp_path / "expression", "method.tasks=[expr]", "seed=1")
+    metrics = run(tiny_cfg("method=mlcr", "trainer.max_steps=1", "optim.optimizer.lr=0.0",
+                           f"init_from=[{identity},{expression}]"), tmp_path / "mlcr")
+    assert metrics["init_from"] == [str(identity), str(expression)]
+    views = load_checkpoint(tmp_path / "mlcr/checkpoints/last.pt")["method"]
+    for view, source in enumerate((identity, expression)):
+        saved = load_checkpoint(source / "checkpoints/best.pt")["method"]
+        weights = [n for n, v in saved.items() if n.startswith("backbone.")
+                   and v.dtype.is_floating_point and "running" not in n]
+        assert weights
+        for name in weights:
+            assert torch.equal(views[name.replace("backbone.", f"views.{view}.")], saved[name])
+    first = weights[0]
+    assert not torch.equal(load_checkpoint(identity / "checkpoints/best.pt")["method"][first],
+                           views[first.replace("backbone.", "views.1.")])
+
+
 def test_init_from_an_incompatible_model_names_both(tiny_cfg, tmp_path):
     source = tiny_run(tiny_cfg, tmp_path / "small", "method.tasks=[au]")
     with pytest.raises(CheckpointError, match=r"nothing of 'backbone' matches.*widths.*8, 16"):

@@ -1,5 +1,6 @@
 """Task heads: each loss against hand-computed values (masks included), predictions, several
-tasks in one network, and that every task's loss reaches the weights it should move."""
+tasks in one network, that every task's loss reaches the weights it should move, and the
+ArcFace margin of the identity head."""
 
 from __future__ import annotations
 
@@ -13,8 +14,8 @@ import torch
 from affectlab.datasets.base import FaceData, FaceImageDataset, LabelTable, empty_labels
 from affectlab.losses import masked_ccc_loss, masked_cross_entropy, va_bin_indices
 from affectlab.methods.baseline import Baseline
-from affectlab.methods.heads import (ClassificationHead, MultiLabelHead, TaskHeads,
-                                     ValenceArousalHead, identity_classes)
+from affectlab.methods.heads import (ClassificationHead, IdentityHead, MultiLabelHead,
+                                     TaskHeads, ValenceArousalHead, identity_classes)
 from affectlab.models.small_cnn import SmallCNN
 
 LN2, LN3, LN4 = math.log(2), math.log(3), math.log(4)
@@ -186,6 +187,14 @@ def test_identity_head_has_a_class_per_training_subject():
     assert method.predict(batch_of(data))["identity"].shape == (6, 3)
 
 
+def test_identity_on_a_dataset_without_subject_ids_says_so():
+    data = multitask_data()
+    data.train.table.subject[:] = -1
+    with pytest.raises(ValueError, match="dataset 'multi' has no subject ids in its training "
+                                         "split: identity pre-training needs"):
+        make_baseline(tasks=["identity"]).setup(data)
+
+
 def test_unknown_tasks_and_weights_are_named():
     with pytest.raises(ValueError, match=r"unknown task 'pose': dataset 'multi' labels "
                                          r"\['au', 'expr', 'va', 'identity'\]"):
@@ -209,3 +218,111 @@ def test_identity_pretraining_without_shared_identities_keeps_the_latest_epoch(t
     assert metrics["best_epoch"] == 3 and metrics["tasks"] == {}
     best = torch.load(tmp_path / "run/checkpoints/best.pt", weights_only=True)
     assert best["label_names"]["identity"] == [str(s) for s in range(4)]
+
+
+# ---------------------------------------------------------------- ArcFace identity margin
+def arcface_head(scale: float = 4.0, margin: float = 0.5) -> IdentityHead:
+    """A 2-class head on 2-d features: w_0 ∥ e₁, w_1 ∥ e₂ (unnormalised on purpose); the
+    classes are subjects 10 and 11."""
+    head = IdentityHead(2, 2, margin="arcface", scale=scale, angular_margin=margin)
+    with torch.no_grad():
+        head.linear.weight.copy_(torch.tensor([[2.0, 0.0], [0.0, 3.0]]))
+    head.fit_statistics(torch.tensor([10, 11]), torch.tensor([True, True]))
+    return head
+
+
+def test_arcface_logits_on_a_hand_example():
+    head = arcface_head(scale=4.0, margin=0.5)
+    # x̂₁ = (0.6, 0.8): cos θ = (0.6, 0.8); x̂₂ = (0.28, −0.96): cos θ = (0.28, −0.96)
+    features = torch.tensor([[3.0, 4.0], [1.4, -4.8]])
+    logits = head(features)
+    assert torch.allclose(logits, torch.tensor([[2.4, 3.2], [1.12, -3.84]]), atol=1e-6)
+    subjects = torch.tensor([10, 11])                       # true classes 0 and 1
+    classes, known = identity_classes(head.subject_ids, subjects, torch.tensor([True, True]))
+    margined = head.apply_margin(logits, classes, known)
+    # sample 1: cos θ_y = 0.6 > th = cos(π − 0.5) = −0.87758 → cos(θ + m)
+    #   = 0.6·cos 0.5 − 0.8·sin 0.5 = 0.14300911, · s = 0.57203643
+    # sample 2: cos θ_y = −0.96 ≤ th → cos θ − m·sin(π − m) = −0.96 − 0.23971277
+    #   = −1.19971277, · s = −4.79885108
+    assert torch.allclose(margined, torch.tensor([[0.57203643, 3.2], [1.12, -4.79885108]]),
+                          atol=1e-5)
+    # CE: softplus(3.2 − 0.57203643) = 2.69769987, softplus(1.12 + 4.79885108) = 5.92153576
+    assert head.loss(logits, subjects, torch.tensor([True, True])).item() == pytest.approx(
+        (2.69769987 + 5.92153576) / 2, rel=1e-5)
+    # a stranger (subject 12: no class) and a masked sample are left out of the loss
+    assert head.loss(torch.cat([logits, logits[:1], logits[:1]]), torch.tensor([10, 11, 12, 10]),
+                     torch.tensor([True, True, True, False])).item() == pytest.approx(
+        (2.69769987 + 5.92153576) / 2, rel=1e-5)
+
+
+def test_arcface_margin_touches_only_the_true_class():
+    torch.manual_seed(0)
+    head = IdentityHead(8, 5, margin="arcface")
+    assert (head.scale, head.angular_margin) == (64.0, 0.5)   # the published defaults
+    logits = head(torch.randn(6, 8))
+    classes = torch.tensor([0, 3, 4, 1, 2, 2])
+    known = torch.tensor([True, True, True, True, True, False])
+    margined = head.apply_margin(logits, classes, known)
+    changed = margined != logits
+    expected = torch.zeros(6, 5, dtype=torch.bool)
+    expected[torch.arange(5), classes[:5]] = True            # the unknown sample untouched
+    assert torch.equal(changed, expected)
+    # the margin lowers the true class's logit: cos(θ + m) < cos θ for θ in [0, π − m]
+    assert torch.all(margined[expected] < logits[expected])
+
+
+def test_arcface_gradient_reaches_the_features_and_the_weight():
+    torch.manual_seed(0)
+    head = IdentityHead(8, 5, margin="arcface", scale=16.0)
+    head.fit_statistics(torch.arange(5), torch.ones(5, dtype=torch.bool))
+    features = torch.randn(4, 8, requires_grad=True)
+    loss = head.loss(head(features), torch.tensor([0, 1, 2, 3]), torch.ones(4, dtype=torch.bool))
+    loss.backward()
+    assert features.grad is not None and features.grad.abs().sum() > 0
+    assert torch.isfinite(features.grad).all()
+    assert head.linear.weight.grad.abs().sum() > 0 and head.linear.bias is None
+
+
+def test_arcface_predictions_use_no_margin():
+    head = arcface_head(scale=4.0)
+    features = torch.tensor([[3.0, 4.0], [1.4, -4.8]])
+    expected = torch.softmax(torch.tensor([[2.4, 3.2], [1.12, -3.84]]), dim=1)
+    assert torch.allclose(head.predict(head(features)), expected, atol=1e-6)
+    # and through a method: predict needs no subject ids
+    data = multitask_data()
+    method = make_baseline(tasks=["identity"], heads={"identity": {"margin": "arcface"}})
+    method.setup(data)
+    batch = batch_of(data)
+    head = method.heads.heads["identity"]
+    method.eval()
+    with torch.no_grad():
+        logits = head(method.backbone.forward_features(batch["image"]))
+    assert torch.allclose(method.predict({"image": batch["image"]})["identity"],
+                          torch.softmax(logits, dim=1), atol=1e-6)
+
+
+def test_arcface_options_are_validated_and_named():
+    with pytest.raises(ValueError, match=r"method.heads.identity.margin='cosface': use none or "
+                                         r"arcface"):
+        TaskHeads(options={"identity": {"margin": "cosface"}})
+    with pytest.raises(ValueError, match=r"method.heads.identity.scale=0.0: a value > 0"):
+        TaskHeads(options={"identity": {"margin": "arcface", "scale": 0.0}})
+    with pytest.raises(ValueError, match=r"method.heads.identity.angular_margin=2.0: radians "
+                                         r"in \[0, π/2\)"):
+        TaskHeads(options={"identity": {"margin": "arcface", "angular_margin": 2.0}})
+    with pytest.raises(ValueError, match=r"method.heads.identity.scale=32: an option of "
+                                         r"margin=arcface only"):
+        TaskHeads(options={"identity": {"scale": 32}})
+    with pytest.raises(ValueError, match=r"method.heads.identity.m is not an option of the "
+                                         r"identity head; options: \['weighting', 'margin', "
+                                         r"'scale', 'angular_margin'\]"):
+        TaskHeads(options={"identity": {"margin": "arcface", "m": 0.5}})
+
+
+def test_arcface_head_runs_in_float32_under_autocast():
+    head = arcface_head(scale=64.0)
+    features = torch.tensor([[3.0, 4.0], [1.4, -4.8]])
+    with torch.autocast("cpu", dtype=torch.bfloat16):     # a bf16 matmul would be ~0.25 off
+        logits = head(features)
+    assert logits.dtype == torch.float32
+    assert torch.allclose(logits, 64.0 * torch.tensor([[0.6, 0.8], [0.28, -0.96]]), atol=1e-4)

@@ -79,7 +79,9 @@ def test_an_unfinished_run_is_kept_aside_and_missing_stages_are_named(tmp_path, 
     assert (out / "expr" / "seed0.incomplete-1" / "train.log").read_text() == "killed mid-run"
     assert "seed=0" in calls[0] and "hydra.sweep.subdir=seed${seed}" in calls[0]
     with pytest.raises(RecipeError, match="stage 'au' needs stage 'expr', which has not run for "
-                                          "seeds \\[0\\]"):
+                                          "seeds \\[0\\].*Make it first: python -m "
+                                          "affectlab.recipe recipe=.* stages=\\[expr\\] "
+                                          "seeds=\\[0\\]"):
         runner(tiny_recipe(data_root), out, seeds=[0]).run(["au"])
 
 
@@ -101,3 +103,15 @@ def test_every_shipped_recipe_parses():
     for path in sorted(Path(CONFIG_DIR, "recipe").glob("*.yaml")):
         stages = parse_stages(OmegaConf.load(path))
         assert stages, path.name
+
+
+def test_a_stage_may_start_each_view_from_another_stage(tmp_path, data_root):
+    recipe = tiny_recipe(data_root)
+    recipe["stages"] = {"face": {}, "emotion": {},
+                        "mlcr": {"init_from": ["face", "emotion"], "overrides": ["method=mlcr"]}}
+    chain = runner(recipe, tmp_path)
+    overrides = chain.training_overrides(chain.stage("mlcr"))
+    assert overrides[-1] == (f"init_from=[{(tmp_path / 'face').resolve()}/seed${{seed}},"
+                             f"{(tmp_path / 'emotion').resolve()}/seed${{seed}}]")
+    with pytest.raises(RecipeError, match="stage 'mlcr' needs stage 'face'"):
+        chain.run(["mlcr"])

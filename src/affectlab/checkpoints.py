@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 log = logging.getLogger(__name__)
 
@@ -219,9 +219,34 @@ def _select(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tens
     return {k[len(prefix) + 1:]: v for k, v in state.items() if k.startswith(prefix + ".")}
 
 
-def init_from(method: Any, source: str | Path, parts: Sequence[str] = ("backbone",), *,
-              model_config: dict | None = None) -> dict:
-    """Load the named ``parts`` of another run's weights into a set-up ``method``.
+def init_from(method: Any, source: str | Path | Sequence[str | Path],
+              parts: Sequence[str] = ("backbone",), *, model_config: dict | None = None) -> dict:
+    """Load the named ``parts`` of other runs' weights into a set-up ``method``.
+
+    ``source``: a run directory (its ``best.pt``) or a checkpoint file; or a list of them, one
+    per module of each part (a two-view method's views: ``[identity run, expression run]``
+    starts view 0 from the first and view 1 from the second; the last source also fills any
+    further module). Returns ``{"source", "loaded", "new"}`` (tensor names).
+    """
+    if isinstance(source, (list, tuple, ListConfig)) and len(source) > 1:
+        sources = [str(s) for s in source]
+        reports = [_init_from_one(method, s, parts, model_config=model_config,
+                                  modules=range(k, k + 1) if k < len(sources) - 1
+                                  else range(k, 1 << 30))
+                   for k, s in enumerate(sources)]
+        loaded = [n for r in reports for n in r["loaded"]]
+        return {"source": [r["source"] for r in reports], "loaded": loaded,
+                "new": [n for n in method.state_dict() if n not in loaded]}
+    if isinstance(source, (list, tuple, ListConfig)):
+        source = source[0]
+    return _init_from_one(method, source, parts, model_config=model_config,
+                          modules=range(1 << 30))
+
+
+def _init_from_one(method: Any, source: str | Path, parts: Sequence[str], *,
+                   model_config: dict | None, modules: range) -> dict:
+    """:func:`init_from` of one source, into the modules of each part whose index is in
+    ``modules``.
 
     ``source``: a run directory (its ``best.pt``) or a checkpoint file. ``parts``: names of
     :meth:`Method.parts` (``backbone``, ``heads``, ...) or ``all``. For each part, the source's
@@ -259,7 +284,14 @@ def init_from(method: Any, source: str | Path, parts: Sequence[str] = ("backbone
                 f"{source_config.get('model', {}).get('_target_', '?')}) has no '{part}' to "
                 f"load; its parts are {sorted(source_parts)}. Choose init_parts from those.")
         matched_here = 0
+        in_range = [k for k in range(len(to_prefixes)) if k in modules]
+        if not in_range:
+            log.warning("init_from %s: this method has no '%s' module %d for it: the source is "
+                        "not used for that part", path, part, modules.start)
+            continue
         for k, to_prefix in enumerate(to_prefixes):
+            if k not in modules:
+                continue
             from_prefix = from_prefixes[min(k, len(from_prefixes) - 1)]
             theirs = _select(source_state, from_prefix)
             for name, value in own.items():

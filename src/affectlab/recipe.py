@@ -4,7 +4,8 @@ A recipe (``configs/recipe/<name>.yaml``) lists stages in order. A training stag
 ``python -m affectlab.train -m <overrides> seed=<seeds>``: its seeds go through Hydra's
 multirun launcher (so ``launcher=[hydra/launcher=...]`` runs them wherever that launcher
 does), each into ``<out>/<stage>/seed<N>/``, an ordinary run directory. A stage may start from
-an earlier one (``init_from: <stage>``: the same seed's run of that stage). An ensemble stage
+an earlier one (``init_from: <stage>``: the same seed's run of that stage; a list of stages
+gives a two-view method one start per view). An ensemble stage
 evaluates earlier stages' runs together (``python -m affectlab.evaluate``): one ensemble of
 every listed run, or (``per_seed: true``) one per seed of the runs of that seed.
 
@@ -50,6 +51,13 @@ log = logging.getLogger("affectlab")
 STAGE_KEYS = {"overrides", "init_from", "ensemble", "per_seed"}
 
 
+def as_list(value: Any) -> list[str] | None:
+    """A stage reference or a list of them, as a list (None stays None)."""
+    if value is None:
+        return None
+    return [str(v) for v in value] if isinstance(value, (list, tuple)) else [str(value)]
+
+
 class RecipeError(ConfigError):
     """A recipe that cannot run as written (a stage that refers to one that has not run, ...)."""
 
@@ -60,7 +68,7 @@ class Stage:
 
     name: str
     overrides: list[str] = field(default_factory=list)
-    init_from: str | None = None
+    init_from: list[str] | None = None
     ensemble: list[str] | None = None
     per_seed: bool = False
 
@@ -79,12 +87,12 @@ def parse_stages(recipe: DictConfig) -> list[Stage]:
             raise RecipeError(f"recipe {recipe.name}: stage '{name}' has unknown keys "
                               f"{sorted(unknown)}; a stage has {sorted(STAGE_KEYS)}")
         stage = Stage(name=str(name), overrides=[str(o) for o in spec.get("overrides") or []],
-                      init_from=spec.get("init_from"),
+                      init_from=as_list(spec.get("init_from")),
                       ensemble=None if spec.get("ensemble") is None
                       else [str(s) for s in spec["ensemble"]],
                       per_seed=bool(spec.get("per_seed", False)))
         earlier = {s.name for s in stages}
-        for ref in ([stage.init_from] if stage.init_from else []) + (stage.ensemble or []):
+        for ref in (stage.init_from or []) + (stage.ensemble or []):
             if ref not in earlier:
                 raise RecipeError(f"recipe {recipe.name}: stage '{name}' refers to '{ref}', "
                                   f"which is not an earlier stage (earlier: {sorted(earlier)})")
@@ -139,10 +147,12 @@ class Runner:
     def require(self, stage: Stage, ref: str, seeds: list[int]) -> None:
         missing = [s for s in seeds if not finished(seed_dir(self.out, ref, s))]
         if missing:
+            seeds_text = ",".join(map(str, missing))
             raise RecipeError(f"stage '{stage.name}' needs stage '{ref}', which has not run "
                               f"for seeds {missing} (no {self.out / ref}/seed<N>/metrics.json). "
-                              f"Run the recipe with stage {ref} first (stages=[{ref},...] or "
-                              "without stages=).")
+                              f"Make it first: python -m affectlab.recipe "
+                              f"recipe={self.recipe.name} stages=[{ref}] seeds=[{seeds_text}] "
+                              f"out={self.out} (or run the recipe without stages=).")
 
     def run(self, only: list[str] | None = None) -> dict[str, list[dict[str, Any]]]:
         """Run every stage (or those in ``only``) in order; return ``{stage: metrics list}``."""
@@ -164,7 +174,9 @@ class Runner:
         """What ``train.py`` runs for ``stage`` (seed and run location aside)."""
         overrides = [*self.overrides, *stage.overrides]
         if stage.init_from:
-            overrides.append(f"init_from={(self.out / stage.init_from).resolve()}/seed${{seed}}")
+            sources = [f"{(self.out / ref).resolve()}/seed${{seed}}" for ref in stage.init_from]
+            overrides.append(f"init_from={sources[0]}" if len(sources) == 1
+                             else f"init_from=[{','.join(sources)}]")
         return overrides
 
     def check_finished(self, stage: Stage, run_dir: Path, seed: int) -> None:
@@ -189,8 +201,8 @@ class Runner:
         if not todo:
             log.info("stage %s: finished for seeds %s, skipped", stage.name, self.seeds)
             return
-        if stage.init_from:
-            self.require(stage, stage.init_from, todo)
+        for ref in stage.init_from or []:
+            self.require(stage, ref, todo)
         command = [self.python, "-m", "affectlab.train", "--multirun",
                    *self.training_overrides(stage), *self.launcher,
                    f"seed={','.join(map(str, todo))}",

@@ -164,28 +164,40 @@ SUMMARY_COLUMNS: tuple[tuple[str, str, Any], ...] = (
 )
 
 
-def stage_summary(results: dict[str, list[dict[str, Any]]], title: str = "") -> tuple[str, str]:
-    """Markdown and CSV of ``{row name: [metrics.json of each seed]}``: per row the number of
-    runs and, in %, mean ± std over them of each column some row has (:data:`SUMMARY_COLUMNS`:
-    AU F1 at 0.5, at the tuned thresholds, AP; expression F1/accuracy; CCCs; ...) and of
-    ``score``. A cell a row has no value for is "–"."""
-    def value(run: dict[str, Any], task: str, read: Any) -> float | None:
-        metrics = run.get("tasks", {}).get(task)
-        return None if metrics is None else read(metrics)
+Column = tuple[str, str, Any]     # (header, task, how to read one run's number of that task)
 
-    columns = [c for c in SUMMARY_COLUMNS if any(
-        value(run, c[1], c[2]) is not None for runs in results.values() for run in runs)]
-    header = ["row", "runs", *[c[0] for c in columns], "score"]
+
+def column_values(runs: list[dict[str, Any]], column: Column) -> list[float]:
+    """The numbers of ``column`` in each of ``runs`` (metrics.json dicts) that has one;
+    ``column`` with task None reads the run's top-level ``score``."""
+    _, task, read = column
+    if task is None:
+        values = [run.get("score") for run in runs]
+    else:
+        values = [read(run["tasks"][task]) if task in run.get("tasks", {}) else None
+                  for run in runs]
+    return [v for v in values if v is not None]
+
+
+def stage_summary(results: dict[str, list[dict[str, Any]]], title: str = "",
+                  columns: tuple[Column, ...] = SUMMARY_COLUMNS,
+                  score: bool = True) -> tuple[str, str]:
+    """Markdown and CSV of ``{row name: [metrics.json of each seed]}``: per row the number of
+    runs and, in %, mean ± std over them of each of ``columns`` some row has (default
+    :data:`SUMMARY_COLUMNS`: AU F1 at 0.5, at the tuned thresholds, AP; expression
+    F1/accuracy; CCCs; ...) and of ``score`` (unless ``score=False``). A cell a row has no
+    value for is "–"."""
+    shown = [c for c in columns if any(column_values(runs, c) for runs in results.values())]
+    if score:
+        shown.append(("score", None, None))
+    header = ["row", "runs", *[c[0] for c in shown]]
     lines = ([f"{title}", ""] if title else []) + [
         "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    csv = [",".join(["row", "runs", *[f"{c[0]} mean,{c[0]} std" for c in columns],
-                     "score mean,score std"])]
+    csv = [",".join(["row", "runs", *[f"{c[0]} mean,{c[0]} std" for c in shown]])]
     for name, runs in results.items():
         cells, csv_cells = [], []
-        for _, task, read in [*columns, ("score", None, None)]:
-            values = [run.get("score") if task is None else value(run, task, read)
-                      for run in runs]
-            values = [v for v in values if v is not None]
+        for column in shown:
+            values = column_values(runs, column)
             if not values:
                 cells.append("–")
                 csv_cells.append(",")

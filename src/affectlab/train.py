@@ -224,7 +224,7 @@ def _train_and_test(cfg: DictConfig, resolved: dict[str, Any], trainer: Trainer,
         "split_checksum": data.manifest.checksum() if data.manifest is not None else None,
         "skipped_problems": data.skipped, "known_gaps_left_out": data.known_gaps,
         "skipped_nonfinite_steps": result["skipped_nonfinite_steps"],
-        "sampler": result["sampler"], "init_from": cfg.get("init_from"),
+        "sampler": result["sampler"], "init_from": resolved.get("init_from"),
         "run_dir": str(run_dir),
     }
     atomic_write_json(metrics, run_dir / "metrics.json")

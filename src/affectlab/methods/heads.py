@@ -14,8 +14,10 @@ task           outputs (N, ·)       loss (masked)               prediction
 ``va``         2 (regression) or    MSE of tanh(z) (regression), tanh(z) or the expectation
                2·B logits (bins)    or per-dimension CE over B   Σ_b p_b·c_b of the bin centres,
                                     bins + (1 − CCC) (bins)      (N, 2) in [−1, 1]
-``identity``   S logits             cross-entropy over the       softmax over the S training
-                                    training subjects            subjects, (N, S)
+``identity``   S logits: W x + b,   cross-entropy over the       softmax over the S training
+               or s·cos θ with      training subjects (with      subjects, (N, S) (never a
+               ``arcface``          ``arcface``: an angular      margin)
+                                    margin on the true class)
 =============  ===================  ==========================  ==================================
 
 A head's label names (AU names, expression names, the subject ids of the identity classes)
@@ -26,6 +28,7 @@ ensembles know what a trained network predicts without the data it was trained o
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -138,18 +141,87 @@ class IdentityHead(ClassificationHead):
 
     ``subject_ids`` (S,) maps classes to subject ids; a sample whose subject has no class
     (an identity-disjoint split's strangers) is masked out of the loss.
+
+    ``margin``:
+
+    - ``none``: a linear layer, z = W x + b, and cross-entropy;
+    - ``arcface``: the additive angular margin of ArcFace (Deng et al., CVPR 2019). With the
+      class weights w_j (rows of W, (S, d), no bias) and the features x both L2-normalised,
+      cos θ_j = ŵ_j · x̂, and
+
+          forward (every class):     z_j = s · cos θ_j                          (N, S)
+          loss (true class y only):  z_y = s · ψ(cos θ_y),   z_j unchanged for j ≠ y
+          ψ(c) = cos(θ + m) = c·cos m − √(1 − c²)·sin m      if c > cos(π − m)
+                 c − m·sin(π − m) = c − m·sin m              otherwise
+
+      followed by the (masked, optionally class-weighted) cross-entropy. The fallback is
+      insightface's published form (th = cos(π − m), mm = sin(π − m)·m): once θ_y + m would
+      pass π, cos(θ + m) stops decreasing in θ, so the penalty continues linearly instead.
+      Predictions (``forward``/``predict``, no label) use s · cos θ with no margin. The head
+      is computed in float32 even under autocast (s · cos θ magnifies bf16 rounding).
+      ``scale`` s > 0 (default 64) and ``angular_margin`` m in [0, π/2) radians (default
+      0.5) set it; they are errors with ``margin=none``.
     """
 
-    def __init__(self, features: int, num_classes: int, *, weighting: str = "none") -> None:
+    def __init__(self, features: int, num_classes: int, *, weighting: str = "none",
+                 margin: str = "none", scale: float | None = None,
+                 angular_margin: float | None = None) -> None:
         super().__init__(features, num_classes, weighting=weighting)
+        if margin not in ("none", "arcface"):
+            raise ValueError(f"margin={margin!r}: use none or arcface")
+        if margin == "none":
+            for key, value in (("scale", scale), ("angular_margin", angular_margin)):
+                if value is not None:
+                    raise ValueError(f"{key}={value}: an option of margin=arcface only "
+                                     "(margin is none)")
+        else:
+            scale = 64.0 if scale is None else float(scale)
+            angular_margin = 0.5 if angular_margin is None else float(angular_margin)
+            if not scale > 0.0:
+                raise ValueError(f"scale={scale}: a value > 0")
+            if not 0.0 <= angular_margin < math.pi / 2:
+                raise ValueError(f"angular_margin={angular_margin}: radians in [0, π/2)")
+            self.linear = nn.Linear(features, num_classes, bias=False)
+        self.margin = margin
+        self.scale = scale
+        self.angular_margin = angular_margin
         self.register_buffer("subject_ids", torch.zeros(num_classes, dtype=torch.int64))
 
     def fit_statistics(self, subjects: torch.Tensor, mask: torch.Tensor) -> None:
         self.subject_ids = torch.unique(subjects[mask])
         super().fit_statistics(*identity_classes(self.subject_ids, subjects, mask))
 
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """(N, d) features → (N, S) logits: W x + b, or s · cos θ with ``margin=arcface``."""
+        if self.margin == "none":
+            return self.linear(features)
+        with torch.autocast(features.device.type, enabled=False):
+            cosine = nn.functional.linear(nn.functional.normalize(features.float(), dim=1),
+                                          nn.functional.normalize(self.linear.weight.float(),
+                                                                  dim=1))
+        return self.scale * cosine
+
+    def apply_margin(self, logits: torch.Tensor, classes: torch.Tensor,
+                     known: torch.Tensor) -> torch.Tensor:
+        """The training logits: s · ψ(cos θ_y) at each known sample's true class (N, S);
+        every other entry (other classes, unknown samples) is ``logits`` unchanged."""
+        logits = logits.float()
+        if self.margin == "none":
+            return logits
+        m = self.angular_margin
+        index = classes.clamp(0, logits.shape[1] - 1).unsqueeze(1)
+        cos_y = (logits.gather(1, index) / self.scale).clamp(-1.0, 1.0)
+        # clamp away from 0 so that the gradient of √ stays finite at cos θ = ±1
+        sin_y = (1.0 - cos_y * cos_y).clamp_min(1e-12).sqrt()
+        threshold, linear_penalty = math.cos(math.pi - m), math.sin(math.pi - m) * m
+        psi = torch.where(cos_y > threshold, cos_y * math.cos(m) - sin_y * math.sin(m),
+                          cos_y - linear_penalty)
+        true_class = torch.zeros_like(logits, dtype=torch.bool).scatter_(1, index, True)
+        return torch.where(true_class & known.unsqueeze(1), self.scale * psi, logits)
+
     def loss(self, logits: torch.Tensor, subjects: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        return super().loss(logits, *identity_classes(self.subject_ids, subjects, mask))
+        classes, known = identity_classes(self.subject_ids, subjects, mask)
+        return super().loss(self.apply_margin(logits, classes, known), classes, known)
 
 
 class ValenceArousalHead(nn.Module):
@@ -250,6 +322,11 @@ class TaskHeads(nn.Module):
             if task not in HEAD_TASKS:
                 raise ValueError(f"method.tasks has unknown task {task!r}: dataset '{data.name}' "
                                  f"labels {available} (tasks with heads: {list(HEAD_TASKS)})")
+            if task == "identity" and task not in available:
+                raise ValueError(f"method.tasks has 'identity', but dataset '{data.name}' has no "
+                                 "subject ids in its training split: identity pre-training needs "
+                                 "a face-recognition set (dataset=msceleb or lfw) or the "
+                                 "synthetic pool (dataset.train_split=pool)")
             if task not in available:
                 raise ValueError(f"method.tasks has '{task}', but dataset '{data.name}' labels "
                                  f"{available} in its training split; choose from those")

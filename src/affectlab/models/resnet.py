@@ -12,6 +12,7 @@ _ARCHS = {
     18: (torchvision.models.resnet18, torchvision.models.ResNet18_Weights.IMAGENET1K_V1),
     34: (torchvision.models.resnet34, torchvision.models.ResNet34_Weights.IMAGENET1K_V1),
     50: (torchvision.models.resnet50, torchvision.models.ResNet50_Weights.IMAGENET1K_V1),
+    152: (torchvision.models.resnet152, torchvision.models.ResNet152_Weights.IMAGENET1K_V1),
 }
 
 
@@ -35,12 +36,12 @@ def load_state_dict_file(path: Path) -> dict[str, torch.Tensor]:
 
 
 class ResNet(nn.Module):
-    """ResNet-18/34/50 trunk (torchvision), classifier removed.
+    """ResNet-18/34/50/152 trunk (torchvision), classifier removed.
 
-    Input (N, 3, H, W) → features (N, 512) for 18/34, (N, 2048) for 50.
+    Input (N, 3, H, W) → features (N, 512) for 18/34, (N, 2048) for 50/152.
 
     Args:
-        depth: 18, 34 or 50.
+        depth: 18, 34, 50 or 152.
         pretrained: ``none`` (random init), ``imagenet`` (torchvision's ImageNet weights, read
             from the torch hub cache; never downloaded), or a path to a state dict.
     """
