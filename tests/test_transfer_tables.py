@@ -69,3 +69,28 @@ def test_a_table_without_its_recipe_says_which_datasets_have_one(tmp_path):
     assert result.returncode != 0
     assert "no recipe transfer_ckplus.yaml" in result.stderr
     assert "emotionet" in result.stderr and "synthetic" in result.stderr
+
+
+@pytest.mark.parametrize("recipe", sorted(p.stem for p in (REPO / "configs/recipe").glob("*.yaml")))
+def test_every_recipe_stage_composes_and_its_options_check(recipe):
+    """Each training stage of every recipe (the EmotioNet ones included, which need data to
+    run) composes, and its method, model, dataset and trainer options fit their classes."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from affectlab.config import check_config
+    from affectlab.recipe import Runner
+
+    runner = Runner(OmegaConf.load(REPO / "configs/recipe" / f"{recipe}.yaml"), out=Path("out"),
+                    seeds=[0], overrides=[], launcher=[])
+    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
+        for stage in runner.stages:
+            if stage.is_ensemble:
+                continue
+            overrides = [o for o in runner.training_overrides(stage)
+                         if not o.startswith("init_from=")]
+            cfg = compose("train", overrides=overrides)
+            for group in ("method", "model", "dataset", "trainer"):
+                check_config(cfg[group], group)
+            if stage.init_from:
+                assert all(ref in [s.name for s in runner.stages] for ref in stage.init_from)
