@@ -449,10 +449,11 @@ def test_a_truncated_test_image_is_found_before_training(tmp_path, data_root):
     from affectlab.train import build_data
     from .conftest import compose_config
 
-    build_data(compose_config(data_root, []))      # the tiny benchmark, generated once
+    test = build_data(compose_config(data_root, [])).test.table   # generated once
     root = tmp_path / "data"
     shutil.copytree(data_root, root)
-    victim = sorted(root.rglob("test/*.png"))[0]
+    # a test image of this very configuration (data_root holds other sizes' folders too)
+    victim = root / (Path(test.root) / test.image_paths[0]).relative_to(data_root)
     victim.write_bytes(victim.read_bytes()[:-30])
     with pytest.raises(DataError, match=f"{victim.name}.*delete .* to regenerate"):
         run(compose_config(root, []), tmp_path / "run")
