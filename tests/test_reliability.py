@@ -162,6 +162,8 @@ sys.path.insert(0, {repo!r})
 from tests.conftest import compose_config
 from affectlab.train import run
 import affectlab.trainer as trainer_module
+import torch
+torch.set_num_threads({threads})   # the test process's: float sums then match bit for bit
 {patch}
 run(compose_config(Path({data_root!r}), {overrides!r}), Path({run_dir!r}))
 """
@@ -190,9 +192,10 @@ trainer_module.atomic_torch_save = killing_save
 
 def run_killed(data_root: Path, run_dir: Path, overrides: list[str], patch: str) -> None:
     script = KILL_AT.format(repo=str(REPO), patch=patch, data_root=str(data_root),
-                            overrides=overrides, run_dir=str(run_dir))
+                            overrides=overrides, run_dir=str(run_dir),
+                            threads=torch.get_num_threads())
     result = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True,
-                            text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+                            text=True, timeout=300)
     assert result.returncode == -signal.SIGKILL, result.stderr[-2000:]
 
 
