@@ -160,6 +160,27 @@ def writer_alive(run_dir: Path) -> bool | None:
     return True
 
 
+def remove_stray_temporaries(folder: Path) -> None:
+    """Delete the temporaries (``.<name>.*.tmp``) that killed atomic writes left in a run's
+    checkpoint ``folder`` — once the process that wrote them is known to be gone (its
+    ``run_info.json`` names host and pid); a write still in progress is never touched."""
+    strays = list(folder.glob(".*.tmp")) if folder.is_dir() else []
+    if not strays:
+        return
+    alive = writer_alive(folder.parent)
+    if alive is not False:
+        log.warning("%s holds %d temporary file(s) of interrupted writes; left in place because "
+                    "the run that wrote them %s", folder, len(strays),
+                    "is still running" if alive else "ran on another machine")
+        return
+    for stray in strays:
+        try:
+            stray.unlink()
+        except OSError:
+            continue
+        log.info("removed %s, left by a write that was killed", stray)
+
+
 def checkpoint_of(source: str | Path, which: str = "best.pt") -> Path:
     """The checkpoint a run directory or checkpoint path names (a directory: its
     ``checkpoints/<which>``)."""

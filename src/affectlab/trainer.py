@@ -51,7 +51,7 @@ from torch.utils.data import DataLoader
 from torch.utils.tensorboard import SummaryWriter
 
 from affectlab.checkpoints import (CheckpointError, class_path, load_checkpoint,
-                                   load_method_state, writer_alive)
+                                   load_method_state, remove_stray_temporaries)
 from affectlab.datasets.base import TARGET_KEYS, FaceData, FaceImageDataset
 from affectlab.datasets.samplers import EpochSampler, InfiniteSampler, uniform_epochs
 from affectlab.methods.base import Method
@@ -795,25 +795,6 @@ def check_range(key: str, value: int | None, low: int, meaning: str) -> None:
         return
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
         raise ValueError(f"{key}={value!r}: must be an integer ≥ {low} ({meaning})")
-
-
-def remove_stray_temporaries(folder: Path) -> None:
-    """Delete the temporaries (``.<name>.*.tmp``) that killed atomic writes left in a run's
-    checkpoint ``folder`` — once the process that wrote them is known to be gone (its
-    ``run_info.json`` names host and pid); a write still in progress is never touched."""
-    strays = list(folder.glob(".*.tmp")) if folder.is_dir() else []
-    if not strays:
-        return
-    alive = writer_alive(folder.parent)
-    if alive is not False:
-        log.warning("%s holds %d temporary file(s) of interrupted writes; left in place because "
-                    "the run that wrote them %s", folder, len(strays),
-                    "is still running" if alive else "ran on another machine")
-        return
-    for stray in strays:
-        with contextlib.suppress(OSError):
-            stray.unlink()
-            log.info("removed %s, left by a write that was killed", stray)
 
 
 def warn_labels_without_positives(data: FaceData, label_names: dict[str, list[str]]) -> None:
