@@ -85,6 +85,31 @@ def test_an_unfinished_run_is_kept_aside_and_missing_stages_are_named(tmp_path, 
         runner(tiny_recipe(data_root), out, seeds=[0]).run(["au"])
 
 
+def test_an_interrupted_run_with_a_checkpoint_continues_from_it(tmp_path, data_root,
+                                                                 monkeypatch):
+    out = tmp_path / "chain"
+    stopped = out / "expr" / "seed1"
+    (stopped / "checkpoints").mkdir(parents=True)
+    (stopped / "checkpoints" / "last.pt").write_bytes(b"a checkpoint")
+    calls = []
+    monkeypatch.setattr(Runner, "call", lambda self, stage, command: calls.append(command))
+    with pytest.raises(RecipeError, match="ended without metrics.json for seeds \\[0, 1\\]"):
+        runner(tiny_recipe(data_root), out).run(["expr"])
+    moved = (out / "expr" / "seed1.incomplete-1" / "checkpoints" / "last.pt").resolve()
+    assert moved.read_bytes() == b"a checkpoint"
+    fresh, resumed = calls  # seed 0 from the start, seed 1 from where it stopped
+    assert "seed=0" in fresh and not any(o.startswith("trainer.resume=") for o in fresh)
+    assert "seed=1" in resumed and f"trainer.resume={moved}" in resumed
+    assert "hydra.sweep.subdir=seed${seed}" in resumed
+
+
+def test_a_resumed_run_counts_as_its_configuration():
+    from affectlab.results import canonical_overrides
+
+    assert canonical_overrides(["method=mlcr", "trainer.resume=/runs/a/checkpoints/last.pt"]) \
+        == canonical_overrides(["method=mlcr"]) == ["method=mlcr"]
+
+
 def test_recipes_that_refer_to_later_or_unknown_stages_are_refused(data_root):
     recipe = tiny_recipe(data_root)
     recipe["stages"] = {"au": {"init_from": "expr"}, "expr": {}}

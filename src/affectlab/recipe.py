@@ -12,8 +12,9 @@ every listed run, or (``per_seed: true``) one per seed of the runs of that seed.
 Finished stages (every seed's ``metrics.json`` written) are skipped when the recipe is started
 again, so an interrupted chain continues where it stopped (a finished run of another
 configuration — the recipe or a preset edited since — is refused, never silently reused); a
-run directory left without ``metrics.json`` (killed) is moved aside to ``<dir>.incomplete-<n>``
-(never deleted) and run again. At the end ``<out>/summary.md`` and ``summary.csv`` tabulate every stage (mean ± std over
+run directory left without ``metrics.json`` (stopped or killed) is moved aside to
+``<dir>.incomplete-<n>`` (never deleted) and continued exactly from its ``checkpoints/last.pt``
+(``trainer.resume``) into ``<dir>``, or run again from the start when it saved no checkpoint. At the end ``<out>/summary.md`` and ``summary.csv`` tabulate every stage (mean ± std over
 seeds; AU rows with F1 at 0.5, F1 at the validation-tuned thresholds and AP).
 
 Recipe file::
@@ -41,6 +42,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from affectlab.checkpoints import CHECKPOINT_DIR
 from affectlab.config import ConfigError
 from affectlab.results import per_label_summary, run_differences, stage_summary
 from affectlab.train import CONFIG_DIR
@@ -113,15 +115,19 @@ def finished(run_dir: Path) -> bool:
     return (run_dir / "metrics.json").is_file()
 
 
-def move_aside(run_dir: Path) -> Path:
-    """Rename an unfinished run directory to ``<dir>.incomplete-<n>`` (first free n)."""
+def move_aside(run_dir: Path) -> Path | None:
+    """Rename an unfinished run directory to ``<dir>.incomplete-<n>`` (first free n); return
+    the checkpoint the run can continue from (its ``last.pt``), or None."""
     n = 1
     while (target := run_dir.with_name(f"{run_dir.name}.incomplete-{n}")).exists():
         n += 1
     run_dir.rename(target)
-    log.warning("%s has no metrics.json (an interrupted run): moved to %s, running it again",
-                run_dir, target.name)
-    return target
+    last = target / CHECKPOINT_DIR / "last.pt"
+    resumable = last.is_file()
+    log.warning("%s has no metrics.json (an interrupted run): moved to %s, %s", run_dir,
+                target.name, f"continuing it from {last}" if resumable
+                else "running it again (it saved no checkpoint)")
+    return last.resolve() if resumable else None
 
 
 class Runner:
@@ -189,25 +195,31 @@ class Runner:
                               "another out= (or move that run away).")
 
     def run_training(self, stage: Stage) -> None:
-        todo = []
+        todo: list[int] = []
+        resumes: dict[int, Path] = {}  # seed -> last.pt of its interrupted run
         for seed in self.seeds:
             run_dir = seed_dir(self.out, stage.name, seed)
             if finished(run_dir):
                 self.check_finished(stage, run_dir, seed)
                 continue
-            if run_dir.exists():
-                move_aside(run_dir)
+            if run_dir.exists() and (checkpoint := move_aside(run_dir)) is not None:
+                resumes[seed] = checkpoint
             todo.append(seed)
         if not todo:
             log.info("stage %s: finished for seeds %s, skipped", stage.name, self.seeds)
             return
         for ref in stage.init_from or []:
             self.require(stage, ref, todo)
-        command = [self.python, "-m", "affectlab.train", "--multirun",
-                   *self.training_overrides(stage), *self.launcher,
-                   f"seed={','.join(map(str, todo))}",
-                   f"hydra.sweep.dir={self.out / stage.name}", "hydra.sweep.subdir=seed${seed}"]
-        self.call(stage, command)
+        # Fresh seeds in one multirun; each interrupted one continues from its own checkpoint.
+        groups = [([s for s in todo if s not in resumes], [])]
+        groups += [([s], [f"trainer.resume={checkpoint}"]) for s, checkpoint in resumes.items()]
+        for seeds, resume in groups:
+            if seeds:
+                self.call(stage, [self.python, "-m", "affectlab.train", "--multirun",
+                                  *self.training_overrides(stage), *resume, *self.launcher,
+                                  f"seed={','.join(map(str, seeds))}",
+                                  f"hydra.sweep.dir={self.out / stage.name}",
+                                  "hydra.sweep.subdir=seed${seed}"])
         missing = [s for s in todo if not finished(seed_dir(self.out, stage.name, s))]
         if missing:
             raise RecipeError(f"stage '{stage.name}' ended without metrics.json for seeds "

@@ -25,7 +25,8 @@ CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "configs")
 
 # Overrides that change where or how fast a run goes, not what it computes.
 NOT_PART_OF_THE_NAME = ("seed=", "hydra.", "dataset.root=", "dataset.num_workers=",
-                        "trainer.progress_bar=", "trainer.num_workers=", "trainer.device=")
+                        "trainer.progress_bar=", "trainer.num_workers=", "trainer.device=",
+                        "trainer.resume=")  # resume continues a run exactly: same result
 
 
 @dataclass
