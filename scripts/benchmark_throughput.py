@@ -14,8 +14,10 @@ import json
 import tempfile
 from pathlib import Path
 
+import torch
 from hydra import compose, initialize_config_dir
 
+from affectlab.parallel import configure_threads
 from affectlab.train import CONFIG_DIR, run
 
 
@@ -27,12 +29,14 @@ def main() -> None:
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = compose("train", overrides=[f"trainer.max_steps={args.steps}",
                                           "trainer.progress_bar=false", *args.overrides])
+    configure_threads(cfg)          # as train.py does: threads=N, OMP_NUM_THREADS or all CPUs
     with tempfile.TemporaryDirectory() as run_dir:
         metrics = run(cfg, Path(run_dir))
     print(json.dumps({
         "throughput_images_per_s": metrics["throughput_images_per_s"],
         "train_time_s": metrics["train_time_s"], "steps": metrics["steps"],
-        "device": metrics["device"], "overrides": args.overrides,
+        "device": metrics["device"], "threads": torch.get_num_threads(),
+        "overrides": args.overrides,
         "batch_size": cfg.trainer.batch_size, "image_size": cfg.dataset.get("image_size"),
     }))
 

@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = compose("train", overrides=args.overrides)
     start = time.perf_counter()
     try:
-        manifest = write_crops(build_data(cfg, crops=False), args.out, workers=args.workers)
+        manifest = write_crops(build_data(cfg, crops=False, pack=False), args.out, workers=args.workers)
     except DataError as err:
         sys.exit(f"preprocess: {err}")
     print(f"{manifest['files']} crops of {manifest['dataset']} at {manifest['image_size']} px in "

@@ -6,7 +6,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -54,6 +54,20 @@ def compose_config(data_root: Path, overrides: list[str] = ()) -> DictConfig:
         if plain.model._target_.endswith(".SmallCNN"):
             tiny += TINY_MODEL
         return compose("train", overrides=[*tiny, *rest])
+
+
+@pytest.fixture(scope="session", autouse=True)
+def packed_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Packed images of every test (and of the trainings they start in subprocesses) stay in
+    the session's tmp folder, not in the repository's data/cache/packed."""
+    folder = tmp_path_factory.mktemp("packed")
+    previous = os.environ.get("AFFECTLAB_PACKED_DIR")
+    os.environ["AFFECTLAB_PACKED_DIR"] = str(folder)
+    yield folder
+    if previous is None:
+        os.environ.pop("AFFECTLAB_PACKED_DIR", None)
+    else:
+        os.environ["AFFECTLAB_PACKED_DIR"] = previous
 
 
 @pytest.fixture(scope="session")

@@ -109,6 +109,48 @@ def test_torchrun_two_processes_share_each_epoch(tmp_path, data_root, method):
     assert metrics["steps"] == 6 and metrics["epochs"] == 2
 
 
+def _numbers(value, path=""):
+    """Every number of a nested metrics dict, by path (lists by position)."""
+    if isinstance(value, dict):
+        return {k: v for key, item in value.items() for k, v in _numbers(item, f"{path}/{key}").items()}
+    if isinstance(value, list):
+        return {k: v for i, item in enumerate(value) for k, v in _numbers(item, f"{path}/{i}").items()}
+    return {path: value} if isinstance(value, (int, float)) and value is not None else {}
+
+
+def test_two_gloo_processes_train_and_evaluate_as_one_process(tmp_path, data_root):
+    """A batch of 8 split over two processes (4 each; rank r takes every second index of the
+    same permutation) trains as the batch of 8 in one process when nothing depends on the
+    split: GroupNorm instead of BatchNorm (per-rank statistics), no augmentation (drawn per
+    process). Validation and test are predicted in shards and gathered: the same metrics."""
+    import os
+    import subprocess
+    import sys
+
+    args = [a for a in tiny_args(data_root) if not a.startswith("trainer.max_steps")]
+    same = ["method=baseline", "model.norm=group", "augment=none", "trainer.device=cpu",
+            "trainer.eval_batch_size=5"]    # batches that cut the val/test shards unevenly
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    train_py = str(Path(__file__).resolve().parents[1] / "train.py")
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                          "--nproc_per_node=2", train_py, *args, *same, "trainer.batch_size=4",
+                          "hydra.run.dir=outputs/two"],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
+    assert two.returncode == 0, two.stderr[-3000:]
+    one = subprocess.run([sys.executable, train_py, *args, *same, "trainer.batch_size=8",
+                          "hydra.run.dir=outputs/one"],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
+    assert one.returncode == 0, one.stderr[-3000:]
+    by_two, by_one = (json.loads((tmp_path / f"outputs/{n}/metrics.json").read_text())
+                      for n in ("two", "one"))
+    assert by_two["steps"] == by_one["steps"] == 6 and by_two["best_epoch"] == by_one["best_epoch"]
+    numbers_two, numbers_one = _numbers(by_two["tasks"]), _numbers(by_one["tasks"])
+    assert numbers_two.keys() == numbers_one.keys() and "/au/tuned/f1_mean" in numbers_one
+    for key, value in numbers_one.items():
+        assert numbers_two[key] == pytest.approx(value, rel=1e-4, abs=1e-5), key
+    assert by_two["best_value"] == pytest.approx(by_one["best_value"], rel=1e-4, abs=1e-5)
+
+
 def test_constructor_validation_is_one_clear_line(tmp_path, data_root):
     result = run_cli(tiny_args(data_root) + ["method=baseline", "method.heads.au.weighting=balanced"],
                      cwd=tmp_path)

@@ -226,7 +226,7 @@ def test_every_dataset_without_usable_landmarks_aligns_by_detection(name, tmp_pa
             "dataset.image_size=48", "dataset.align_size=48", "detector.min_face_size=20",
             "detector.device=cpu", "dataset.on_error=skip",
             f"dataset.cache_dir={tmp_path / 'cache'}", *extra]
-    data = build_data(tiny_cfg(*args))
+    data = build_data(tiny_cfg(*args), pack=False)   # the reading path itself (the run packs)
     for split in (data.train, data.val, data.test):
         assert isinstance(split, AlignedImages) and len(split) > 0
         assert split[0]["image"].shape == (3, 48, 48)

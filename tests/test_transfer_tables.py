@@ -39,7 +39,8 @@ def test_table2_quick_runs_the_transfer_recipe_and_writes_the_table(tmp_path, da
     rows = rows_of(markdown)
     # the measured chain: pre-training → fine-tuning → per-seed ensemble, balancing, MLCR
     for row in ("AU from scratch", "F_face", "F_emotion", "F_face + F_emotion",
-                "F_face + F_emotion + balancing", "MLCR from F_face's backbone"):
+                "F_face + F_emotion + balancing", "MLCR, both views from F_face's backbone",
+                "MLCR, one view from each backbone"):
         assert rows[row][0] == "1", row
     assert rows["F_face + F_emotion (reported)"][1:4] == ["92.5", "49.4", "71.0"]
     assert "Align + F_face + F_emotion" not in rows         # no alignment on synthetic faces

@@ -227,7 +227,7 @@ def load_run(run_dir: str | Path, *, device: str = "cpu", which: str = "best.pt"
     cfg = run_config(run_dir)
     path = checkpoint_of(run_dir, which)
     checkpoint = load_checkpoint(path)
-    data = build_data(cfg)
+    data = build_data(cfg, pack=False)    # read for its labels; evaluation decodes
     method = build_method(cfg)
     method.prepare(data)
     load_method_state(method, checkpoint, path)

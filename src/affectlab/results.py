@@ -26,7 +26,8 @@ CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "configs")
 # Overrides that change where or how fast a run goes, not what it computes.
 NOT_PART_OF_THE_NAME = ("seed=", "hydra.", "dataset.root=", "dataset.num_workers=",
                         "trainer.progress_bar=", "trainer.num_workers=", "trainer.device=",
-                        "trainer.resume=")  # resume continues a run exactly: same result
+                        "trainer.resume=", "packed=", "packed_dir=", "threads=")
+# (resume continues a run exactly; packed pixels are the decoded ones: the same results)
 
 
 @dataclass
@@ -100,13 +101,15 @@ def composed_config(overrides: tuple[str, ...]) -> dict[str, Any]:
 
 def config_changes(run_dir: Path, overrides: list[str] | tuple[str, ...], seed: int) -> list[str]:
     """Keys whose value in the run's ``config_resolved.yaml`` differs from what ``overrides``
-    give now (a preset or default edited since the run); run-location keys are ignored."""
+    give now (a preset or default edited since the run); run-location keys are ignored, and
+    so are keys the run's config does not have (options added to the code since come with
+    defaults that keep the earlier behaviour)."""
     resolved_file = run_dir / "config_resolved.yaml"
     if not resolved_file.is_file():
         return []
     then = flatten(yaml.safe_load(resolved_file.read_text()) or {})
     now = composed_config((*overrides, f"seed={seed}"))
-    changed = sorted(key for key in then.keys() | now.keys()
+    changed = sorted(key for key in then
                      if then.get(key) != now.get(key)
                      and not key.startswith(RUN_LOCATION_KEYS))
     return [f"{key}: {then.get(key)!r} then, {now.get(key)!r} now" for key in changed]

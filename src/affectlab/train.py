@@ -30,9 +30,11 @@ from affectlab.checkpoints import (RUN_CLAIM, CheckpointError, RunDirectoryError
                                    init_from)
 from affectlab.config import ConfigError, instantiate_checked
 from affectlab.datasets.base import DataError, FaceData
+from affectlab.datasets.packed import use_packed
 from affectlab.datasets.preprocess import use_crops
 from affectlab.datasets.transforms import InputTransform
 from affectlab.methods.base import Method
+from affectlab.parallel import configure_threads
 from affectlab.trainer import DivergenceError, Trainer, TrainingInterrupted
 from affectlab.utils import atomic_write_json, atomic_write_text, resolve_device, seed_everything
 
@@ -112,10 +114,11 @@ def format_results(metrics: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def build_data(cfg: DictConfig, *, crops: bool = True) -> FaceData:
+def build_data(cfg: DictConfig, *, crops: bool = True, pack: bool = True) -> FaceData:
     """The dataset of a composed config, with its pool (``pool``), its input transform
-    (``augment``) and, when ``crops`` and ``preprocessed`` is set, reading the crops written by
-    ``scripts/preprocess.py``."""
+    (``augment``), when ``crops`` and ``preprocessed`` is set reading the crops written by
+    ``scripts/preprocess.py``, and when ``pack`` and ``packed`` is set reading every split from
+    its packed uint8 array in ``packed_dir`` (built there on first use)."""
     data = instantiate_checked(cfg.dataset, "dataset").build()
     if cfg.get("pool") is not None:
         # an unlabelled pool from elsewhere replaces the dataset's own (configs/pool/)
@@ -123,6 +126,8 @@ def build_data(cfg: DictConfig, *, crops: bool = True) -> FaceData:
             image_size=data.train.image_size)
     if crops and cfg.get("preprocessed"):
         data = use_crops(data, cfg.preprocessed)
+    if pack and cfg.get("packed"):
+        data = use_packed(data, cfg.packed_dir)
     augment = instantiate_checked(cfg.augment, "augment") if cfg.get("augment") else None
     data.transform = InputTransform(mean=data.mean, std=data.std, augment=augment)
     return data
@@ -240,7 +245,8 @@ def write_run_info(run_dir: Path, data: FaceData, trainer: Trainer) -> None:
     atomic_write_json({
         "git_sha": _git_sha(), "torch": torch.__version__, "python": platform.python_version(),
         "device": str(trainer.device), "precision": trainer.precision,
-        "world_size": trainer.world_size, "cuda": torch.version.cuda,
+        "world_size": trainer.world_size, "threads": torch.get_num_threads(),
+        "cuda": torch.version.cuda,
         "gpu": torch.cuda.get_device_name(trainer.device) if trainer.device.type == "cuda" else None,
         "hostname": platform.node(), "pid": os.getpid(), "argv": sys.argv,
         "data": data.summary(),
@@ -295,6 +301,7 @@ def main(cfg: DictConfig) -> float | None:
             dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
             if device.type == "cuda":
                 torch.cuda.set_device(device)
+        configure_threads(cfg)    # this job's share of the CPUs (src/affectlab/parallel.py)
         metrics = run(cfg, HydraConfig.get().runtime.output_dir, unique_dir=default_run_dir())
     except TrainingInterrupted as stopped:
         if int(os.environ.get("RANK", 0)) == 0:

@@ -71,7 +71,8 @@ RESUME_FREE_KEYS = ("trainer.resume", "trainer.progress_bar", "trainer.num_worke
                     "trainer.log_every_steps", "trainer.eval_batch_size", "trainer.device",
                     "trainer.checkpoint_every_steps", "trainer.allow_changes",
                     "trainer.eval_every_epochs", "trainer.threshold_criterion", "run_name",
-                    "init_from", "init_parts", "dataset.cache_dir")
+                    "init_from", "init_parts", "dataset.cache_dir", "packed", "packed_dir",
+                    "threads")
 
 
 class TrainingInterrupted(Exception):
@@ -199,11 +200,13 @@ def resume_differences(saved: dict[str, Any] | None,
                        current: dict[str, Any] | None) -> dict[str, tuple[Any, Any]]:
     """Settings that differ between a checkpoint's resolved config and this run's, among those
     that change what is trained (every key but :data:`RESUME_FREE_KEYS`), as
-    ``{dotted key: (saved, current)}``."""
+    ``{dotted key: (saved, current)}``. Keys the checkpoint's config does not have (options
+    added to the code since) are not differences: a new option comes with a default that
+    keeps the earlier behaviour."""
     if saved is None or current is None:
         return {}
     old, new = flatten(saved), flatten(current)
-    return {k: (old.get(k), new.get(k)) for k in sorted(set(old) | set(new))
+    return {k: (old.get(k), new.get(k)) for k in sorted(old)
             if old.get(k) != new.get(k) and not under(k, RESUME_FREE_KEYS)}
 
 
@@ -237,7 +240,9 @@ class Trainer:
         batch_size: labelled images per step (per process under torchrun).
         unlabeled_batch_size: unlabelled images per step (default: ``batch_size``).
         eval_batch_size: images per evaluation batch (default: 2 × ``batch_size``).
-        num_workers: DataLoader worker processes.
+        num_workers: DataLoader worker processes; None (default): 0 on the CPU (the cores
+            compute the step; packed images cost nothing to read), on CUDA this process's
+            share of the CPUs, at most 8, with pinned memory and persistent workers.
         device: ``auto`` (CUDA when present, else CPU), ``cpu``, ``cuda``, ``cuda:1``, ...
         precision: ``auto`` (bf16 autocast on CUDA, fp32 on CPU), ``bf16`` or ``fp32``.
         grad_clip_norm: clip the global gradient norm to this value (None: no clipping).
@@ -254,6 +259,12 @@ class Trainer:
         skip_nonfinite: skip steps whose loss is NaN/inf (counted) instead of stopping; costs
             one host synchronisation per step on CUDA.
         progress_bar: show a tqdm bar (epoch, step, loss, images/s).
+        channels_last: ``auto`` (on CUDA), ``true`` or ``false``: convolution weights and
+            image batches in NHWC order, the layout tensor cores read fastest.
+        compile: ``torch.compile`` the training step's forward (the first steps compile).
+        deterministic: CUDA kernels that give the same bits on every run
+            (``torch.use_deterministic_algorithms``), at some speed; otherwise cuDNN picks
+            the fastest convolution algorithms (``cudnn.benchmark``).
         seed: seeds data order and augmentation.
         threshold_criterion: after training, per-label thresholds of each multi-label task
             are searched on the validation split for this criterion (``f1``, or ``emotionet``:
@@ -273,7 +284,7 @@ class Trainer:
         batch_size: int,
         unlabeled_batch_size: int | None = None,
         eval_batch_size: int | None = None,
-        num_workers: int = 0,
+        num_workers: int | None = None,
         device: str = "auto",
         precision: str = "auto",
         grad_clip_norm: float | None = None,
@@ -286,6 +297,9 @@ class Trainer:
         checkpoint_every_steps: int | None = None,
         skip_nonfinite: bool = False,
         progress_bar: bool = True,
+        channels_last: str | bool = "auto",
+        compile: bool = False,
+        deterministic: bool = False,
         seed: int = 0,
         threshold_criterion: str = "f1",
         optimizer: Callable[..., torch.optim.Optimizer],
@@ -323,7 +337,6 @@ class Trainer:
         self.batch_size = batch_size
         self.unlabeled_batch_size = unlabeled_batch_size or batch_size
         self.eval_batch_size = eval_batch_size or 2 * batch_size
-        self.num_workers = num_workers
         self.grad_clip_norm = grad_clip_norm
         self.eval_every_epochs = eval_every_epochs
         self.monitor = monitor
@@ -340,6 +353,7 @@ class Trainer:
         self.sampler_factory = sampler or uniform_epochs
         self.threshold_criterion = threshold_criterion
         self._data: FaceData | None = None     # the data of the fit in progress
+        self._eval_loaders: dict[int, DataLoader] = {}    # per split evaluated, by id
         self._resume_checkpoint: dict[str, Any] | None = None
         self.resume_changes: dict[str, tuple[Any, Any]] = {}   # allowed, applied differences
         self.skipped_steps = 0
@@ -347,9 +361,23 @@ class Trainer:
         self.world_size = int(os.environ.get("WORLD_SIZE", 1))
         self.rank = int(os.environ.get("RANK", 0))
         self.device = resolve_device(device)
+        cuda = self.device.type == "cuda"
         if precision == "auto":
-            precision = "bf16" if self.device.type == "cuda" else "fp32"
+            precision = "bf16" if cuda else "fp32"
         self.precision = precision
+        self.num_workers = default_workers(self.world_size) if num_workers is None and cuda \
+            else (num_workers or 0)
+        if channels_last not in ("auto", True, False):
+            raise ValueError(f"trainer.channels_last={channels_last!r}: use auto, true or false")
+        self.channels_last = cuda if channels_last == "auto" else channels_last
+        self.compile = compile
+        self.deterministic = deterministic
+        if cuda:
+            torch.backends.cudnn.benchmark = not deterministic
+        if deterministic:
+            # cuBLAS needs this workspace setting for reproducible matrix products
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+            torch.use_deterministic_algorithms(True, warn_only=True)
 
     # ------------------------------------------------------------------ helpers
     @property
@@ -379,8 +407,22 @@ class Trainer:
     def _prepare(self, batch: dict[str, torch.Tensor], data: FaceData, train: bool,
                  views: int = 1) -> dict[str, torch.Tensor]:
         """Move to the device and apply the data's own transform (augmentation, normalisation,
-        ``views`` copies; :class:`~affectlab.datasets.transforms.InputTransform`)."""
-        return data.transform(self._to_device(batch), train=train, views=views)
+        ``views`` copies; :class:`~affectlab.datasets.transforms.InputTransform`); image
+        batches in channels-last order when ``channels_last``."""
+        batch = data.transform(self._to_device(batch), train=train, views=views)
+        if self.channels_last:
+            for key, value in batch.items():
+                if torch.is_tensor(value) and value.dim() == 4 and value.is_floating_point():
+                    batch[key] = value.contiguous(memory_format=torch.channels_last)
+        return batch
+
+    def _main_says(self, flag: bool) -> bool:
+        """The main process's ``flag``, on every process (what it sees of its own files)."""
+        if self.world_size == 1:
+            return flag
+        value = torch.tensor([int(flag)], device=self.device)
+        dist.broadcast(value, src=0)
+        return bool(value.item())
 
     def _better(self, value: float, best: float | None) -> bool:
         if best is None or math.isnan(best):
@@ -388,13 +430,26 @@ class Trainer:
         return value > best if self.monitor_mode == "max" else value < best
 
     # --------------------------------------------------------------- evaluation
-    @torch.no_grad()
+    @torch.inference_mode()
     def predict_split(self, method: Method, data: FaceData,
                       dataset: FaceImageDataset) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-        """Stacked predictions and targets over a whole split (see :func:`predict_split`)."""
-        loader = self._loader(dataset, None, self.eval_batch_size)
-        return predict_split(method, loader, lambda b: self._prepare(b, data, train=False),
-                             self._autocast)
+        """Stacked predictions and targets over a whole split (see :func:`predict_split`).
+
+        Under torchrun every process predicts its shard (rows rank, rank + W, ...) and the
+        shards are gathered, so each process returns the whole split in row order."""
+        loader = self._eval_loaders.get(id(dataset))
+        if loader is None or loader.dataset is not dataset:
+            rows = (None if self.world_size == 1
+                    else list(range(self.rank, len(dataset), self.world_size)))
+            # kept (with its workers) for the next evaluation of the split
+            loader = self._loader(dataset, rows, self.eval_batch_size, persistent=True)
+            self._eval_loaders[id(dataset)] = loader
+        outputs, targets = predict_split(method, loader,
+                                         lambda b: self._prepare(b, data, train=False),
+                                         self._autocast)
+        if self.world_size > 1:
+            outputs, targets = gather_shards((outputs, targets), len(dataset), self.world_size)
+        return outputs, targets
 
     def evaluate(self, method: Method, data: FaceData, dataset: FaceImageDataset,
                  thresholds: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -580,11 +635,15 @@ class Trainer:
         method.prepare(data)
         warn_labels_without_positives(data, method.label_names)
         method.to(self.device)
+        if self.channels_last:
+            method.to(memory_format=torch.channels_last)     # 4-D (convolution) weights only
         model: torch.nn.Module = method
         if self.world_size > 1:
             model = torch.nn.parallel.DistributedDataParallel(
                 method, device_ids=[self.device.index] if self.device.type == "cuda" else None,
                 find_unused_parameters=method.has_idle_parameters)
+        if self.compile:
+            model = torch.compile(model)
 
         sampler = self.sampler_factory(data.train.table, batch_size=self.batch_size,
                                        seed=self.seed, rank=self.rank, world_size=self.world_size)
@@ -681,7 +740,7 @@ class Trainer:
                     position.update(epoch=epoch + 1, batch_in_epoch=0)
                     watch.check()    # before validation writes any checkpoint
                     last_epoch = epoch + 1 == num_epochs or step >= total_steps
-                    if self.is_main and ((epoch + 1) % self.eval_every_epochs == 0 or last_epoch):
+                    if (epoch + 1) % self.eval_every_epochs == 0 or last_epoch:
                         self._validate(method, data, optimizer, scheduler, position, config,
                                        ckpt_dir, logger, epoch)
                     elif self.checkpoint_every_steps:
@@ -705,13 +764,12 @@ class Trainer:
                 "sampler": sampler.summary(), "skipped_nonfinite_steps": self.skipped_steps,
                 "resume_changes": {k: list(v) for k, v in self.resume_changes.items()},
             }
-            if self.is_main:
-                if not (ckpt_dir / "best.pt").is_file():
-                    # a resume whose best.pt was gone, at its very end: the last weights are
-                    # all there is to select from
-                    self._validate(method, data, optimizer, scheduler, position, config,
-                                   ckpt_dir, logger, position["epoch"] - 1)
-                self._test(method, data, ckpt_dir / "best.pt", result, logger, step)
+            if self._main_says(not (ckpt_dir / "best.pt").is_file()):
+                # a resume whose best.pt was gone, at its very end: the last weights are
+                # all there is to select from
+                self._validate(method, data, optimizer, scheduler, position, config,
+                               ckpt_dir, logger, position["epoch"] - 1)
+            self._test(method, data, ckpt_dir / "best.pt", result, logger, step)
         finally:
             logger.close()
         return result
@@ -728,13 +786,20 @@ class Trainer:
 
     def _test(self, method: Method, data: FaceData, best_path: Path, result: dict[str, Any],
               logger: "RunLogger", step: int) -> None:
-        """Load the best checkpoint, search thresholds on validation, test."""
-        best = load_checkpoint(best_path)
-        method.load_state_dict(best["method"])
+        """Load the best checkpoint, search thresholds on validation, test. Under torchrun
+        the main process loads it and sends the weights to the others; every process
+        predicts its shard of each split and gets the same gathered predictions, so all find
+        the same thresholds and metrics; the main one writes."""
+        best = load_checkpoint(best_path) if self.is_main else None
+        if best is not None:
+            method.load_state_dict(best["method"])
+        if self.world_size > 1:
+            for tensor in method.state_dict().values():    # parameters and buffers, in place
+                dist.broadcast(tensor, src=0)
         if self.threshold_criterion != "none":
             outputs, targets = self.predict_split(method, data, data.val)
             method.thresholds = search_thresholds(outputs, targets, self.threshold_criterion)
-            if method.thresholds:
+            if method.thresholds and best is not None:
                 best["thresholds"] = method.thresholds
                 atomic_torch_save(best, best_path)
                 rounded = {t: [round(v, 2) for v in thr] for t, thr in method.thresholds.items()}
@@ -752,8 +817,11 @@ class Trainer:
 
         Order matters: ``best.pt`` first, so a ``last.pt`` never names a best epoch whose
         checkpoint was not yet written (an interrupt between the two leaves a ``last.pt`` one
-        validation older, which replays to the same point)."""
+        validation older, which replays to the same point). Under torchrun every process
+        predicts its shard; the main one selects and writes."""
         task_metrics = self.evaluate(method, data, data.val)
+        if not self.is_main:
+            return
         unscored = sorted(set(method.label_names) - set(task_metrics))
         if unscored and position["best_epoch"] is None:      # said once, at the first validation
             log.warning("no validation targets for %s (e.g. identities the validation split does "
@@ -788,6 +856,18 @@ class Trainer:
         return tqdm(loader, desc=f"epoch {epoch + 1}/{num_epochs}", leave=False, dynamic_ncols=True)
 
 
+def default_workers(world_size: int) -> int:
+    """Loader processes per training process on CUDA, at most 8, at least 1: its share of the
+    CPUs less one for itself — under torchrun the node's CPUs over its processes, otherwise
+    the threads this job was given (``affectlab.parallel``: parallel jobs share the CPUs)."""
+    if world_size > 1:
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        share = (cpus or 1) // max(int(os.environ.get("LOCAL_WORLD_SIZE", world_size)), 1)
+    else:
+        share = torch.get_num_threads()
+    return max(1, min(8, share - 1))
+
+
 def check_range(key: str, value: int | None, low: int, meaning: str) -> None:
     """One message naming the key, the value and the allowed range for a count option
     (None passes: the option's default applies)."""
@@ -813,7 +893,7 @@ def warn_labels_without_positives(data: FaceData, label_names: dict[str, list[st
                         "label files)", task, ", ".join(empty), len(table))
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def predict_split(method: Method, loader: Any, prepare: Callable[[dict], dict],
                   autocast: Callable[[], Any] = contextlib.nullcontext,
                   ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
@@ -836,7 +916,28 @@ def predict_split(method: Method, loader: Any, prepare: Callable[[dict], dict],
             targets[key].append(batch[key].cpu().numpy())
     method.train(was_training)
     return ({k: np.concatenate(v) for k, v in outputs.items()},
-            {k: np.concatenate(v) for k, v in targets.items()})
+            {k: np.concatenate(v) for k, v in targets.items() if v})  # none: an empty shard
+
+
+def gather_shards(shards: tuple[dict[str, np.ndarray], ...], num_rows: int,
+                  world_size: int) -> tuple[dict[str, np.ndarray], ...]:
+    """Every process's strided shard (rows rank, rank + W, ...) of some row-stacked arrays
+    gathered into the whole arrays in row order, on every process: ``shards`` is this
+    process's tuple of ``{name: (rows, ·) array}``; returns the same tuple over all
+    ``num_rows`` rows. Collective (``all_gather_object``: gloo and NCCL)."""
+    parts: list[Any] = [None] * world_size
+    dist.all_gather_object(parts, shards)
+    whole = []
+    for position in range(len(shards)):
+        merged = {}
+        for name, value in parts[0][position].items():   # rank 0 holds row 0: never empty
+            full = np.empty((num_rows, *value.shape[1:]), dtype=value.dtype)
+            for rank, part in enumerate(parts):
+                if rank < num_rows:                       # a rank past the last row has none
+                    full[rank::world_size] = part[position][name]
+            merged[name] = full
+        whole.append(merged)
+    return tuple(whole)
 
 
 def search_thresholds(outputs: dict[str, np.ndarray], targets: dict[str, np.ndarray],

@@ -10,8 +10,10 @@ Sample dict (one face; the default collate stacks them into a batch with a leadi
 =============  ==================  ============================================================
 key            dtype, shape        meaning
 =============  ==================  ============================================================
-``image``      float32 (3, H, W)   RGB in [0, 1]; normalisation and augmentation happen on the
-                                   batch (see :mod:`affectlab.datasets.transforms`)
+``image``      float32 (3, H, W)   RGB in [0, 1] — or uint8 (3, H, W) in [0, 255] from the packed
+                                   store, converted on the device; normalisation and
+                                   augmentation happen on the batch (see
+                                   :mod:`affectlab.datasets.transforms`)
 ``au``         float32 (C,)        AU occurrence, 1 present / 0 absent
 ``au_mask``    bool (C,)           False where the AU label is unknown (occluded, not coded)
 ``expr``       int64 ()            expression index in :data:`EXPRESSIONS` order
@@ -42,7 +44,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
-from affectlab.datasets.transforms import InputTransform
+from affectlab.datasets.transforms import InputTransform, pixels_to_float
 
 # Aff-Wild2 / ABAW order, the one label order for expressions across datasets.
 EXPRESSIONS: tuple[str, ...] = (
@@ -231,24 +233,32 @@ class FaceImageDataset(Dataset):
             img = img.resize((self.image_size, self.image_size), Image.BILINEAR)
         return img
 
-    def load_image(self, row: int) -> torch.Tensor:
-        """The RGB image of ``row`` as float32 (3, H, W) in [0, 1], after :meth:`transform`."""
+    def load_pixels(self, row: int) -> np.ndarray:
+        """The RGB image of ``row`` as uint8 (H, W, 3), after :meth:`transform`: what the
+        packed store (:mod:`affectlab.datasets.packed`) keeps."""
         path = Path(self.table.root) / self.table.image_paths[row]
         try:
             with Image.open(path) as img:
-                array = np.asarray(self.transform(img.convert("RGB"), row), dtype=np.uint8)
+                return np.asarray(self.transform(img.convert("RGB"), row), dtype=np.uint8)
         except FileNotFoundError:
             raise DataError(f"image file is missing: {path}. Restore it, or regenerate/re-download "
                             "the dataset into dataset.root.") from None
         except (UnidentifiedImageError, OSError, SyntaxError) as err:
             raise DataError(f"image file is unreadable or truncated: {path} ({err}). Replace the "
                             "file, or delete it and its label row.") from None
-        return torch.from_numpy(array.copy()).permute(2, 0, 1).float().div_(255.0)
+
+    def load_image(self, row: int) -> torch.Tensor:
+        """The RGB image of ``row`` as float32 (3, H, W) in [0, 1] (:func:`pixels_to_float`)."""
+        return pixels_to_float(torch.from_numpy(self.load_pixels(row).copy()).permute(2, 0, 1))
+
+    def sample_image(self, row: int) -> torch.Tensor:
+        """A sample's ``image``: here the float image; the packed store's uint8 pixels."""
+        return self.load_image(row)
 
     def __getitem__(self, row: int) -> dict[str, torch.Tensor]:
         t = self.table
         return {
-            "image": self.load_image(row),
+            "image": self.sample_image(row),
             "au": torch.from_numpy(t.au[row]),
             "au_mask": torch.from_numpy(t.au_mask[row]),
             "expr": torch.tensor(t.expr[row], dtype=torch.int64),

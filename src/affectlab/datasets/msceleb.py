@@ -59,7 +59,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
-import torch
 from PIL import Image, UnidentifiedImageError
 
 from affectlab.datasets.base import DataError, FaceImageDataset, LabelTable
@@ -300,7 +299,7 @@ class RecordImages(FaceImageDataset):
     def key(self, row: int) -> int:
         return int(Path(self.table.image_paths[row]).stem)
 
-    def load_image(self, row: int) -> torch.Tensor:
+    def load_pixels(self, row: int) -> np.ndarray:
         key = self.key(row)
         try:
             keys, offsets = record_offsets(self.idx_path)
@@ -318,11 +317,10 @@ class RecordImages(FaceImageDataset):
                 raise RecordError(problem)
             _, _, _, payload = unpack_record(data)
             with Image.open(io.BytesIO(payload)) as img:
-                array = np.asarray(self.transform(img.convert("RGB"), row), dtype=np.uint8)
+                return np.asarray(self.transform(img.convert("RGB"), row), dtype=np.uint8)
         except (RecordError, UnidentifiedImageError, OSError, SyntaxError) as err:
             raise DataError(f"record {key} of {self.rec_path} is unreadable ({err}). Re-download "
                             "the record files, or extract them (dataset.layout=folder).") from None
-        return torch.from_numpy(array.copy()).permute(2, 0, 1).float().div_(255.0)
 
 
 # ============================================================================= dataset

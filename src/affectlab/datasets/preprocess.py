@@ -28,6 +28,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from affectlab.datasets.base import (ARRAY_FIELDS, DataError, FaceData, FaceImageDataset,
                                      LabelTable)
+from affectlab.datasets.packed import reading_settings
 from affectlab.utils import atomic_write, atomic_write_json
 
 MANIFEST = "manifest.json"
@@ -45,18 +46,6 @@ def _splits(data: FaceData) -> dict[str, FaceImageDataset]:
     return {name: getattr(data, name) for name in SPLITS if getattr(data, name) is not None}
 
 
-def _reading(dataset: FaceImageDataset) -> str:
-    """How a split turns files into pixels: its reader class and every setting it holds
-    (crop, template, margins; arrays such as detected points by their hash)."""
-    settings = []
-    for key, value in sorted(vars(dataset).items()):
-        if isinstance(value, np.ndarray):
-            settings.append((key, hashlib.sha1(np.ascontiguousarray(value).tobytes()).hexdigest()))
-        elif isinstance(value, (int, float, str, tuple, type(None))):
-            settings.append((key, repr(value)))
-    return f"{type(dataset).__name__}{settings}"
-
-
 def _fingerprint(data: FaceData) -> str:
     """SHA-1 of every split's image paths and reading settings: which samples the crops were
     written for, and how (another crop, template or detector gives other pixels)."""
@@ -64,7 +53,7 @@ def _fingerprint(data: FaceData) -> str:
     for name, dataset in _splits(data).items():
         digest.update(name.encode())
         digest.update("\n".join(dataset.table.image_paths).encode())
-        digest.update(_reading(dataset).encode())
+        digest.update(reading_settings(dataset).encode())
     return digest.hexdigest()
 
 
@@ -79,8 +68,7 @@ class _CropWriter(Dataset):
 
     def __getitem__(self, item: int) -> int:
         dataset, row, target = self.jobs[item]
-        array = (dataset.load_image(row).permute(1, 2, 0).numpy() * 255.0).round()
-        image = Image.fromarray(array.astype(np.uint8))
+        image = Image.fromarray(dataset.load_pixels(row))
         atomic_write(target, lambda tmp: image.save(tmp, format="PNG"))
         return 1
 

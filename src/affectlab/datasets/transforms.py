@@ -14,6 +14,13 @@ import torch
 import torch.nn.functional as F
 
 
+def pixels_to_float(pixels: torch.Tensor) -> torch.Tensor:
+    """uint8 pixels (any shape) → float32 in [0, 1], x / 255: the one conversion, wherever it
+    runs (in the loader for decoded images, on the device for packed ones), so both give the
+    same values."""
+    return pixels.float().div_(255.0)
+
+
 class BatchAugment:
     """Random similarity warp, horizontal flip and brightness/contrast jitter, then normalise.
 
@@ -92,7 +99,7 @@ class InputTransform:
     """What the data does to a batch on the training device before a method sees it.
 
     Per input key (today ``image``; clip and audio keys add their own rule here, not in the
-    trainer): training batches are augmented (``augment``, drawn ``views`` times
+    trainer): uint8 pixels (the packed store's) become float in [0, 1]; training batches are augmented (``augment``, drawn ``views`` times
     independently) and normalised; evaluation batches are only normalised.
 
     With ``views`` = k > 1 (``Method.augmented_views``) the batch also gets ``image_views``
@@ -111,6 +118,8 @@ class InputTransform:
 
     def __call__(self, batch: dict, *, train: bool, views: int = 1) -> dict:
         images = batch["image"]
+        if images.dtype == torch.uint8:      # packed pixels, converted here on the device
+            images = pixels_to_float(images)
         if not train or self.augment is None:
             batch["image"] = normalize(images, self.mean, self.std)
             if train and views > 1:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
 
 class SmallCNN(nn.Module):
-    """Stacked conv-BN-ReLU blocks, each halving the resolution, then global average pooling.
+    """Stacked conv-norm-ReLU blocks, each halving the resolution, then global average pooling.
 
     Input (N, 3, H, W) → features (N, widths[-1]). Works for any H, W ≥ 2**len(widths).
 
@@ -19,17 +21,24 @@ class SmallCNN(nn.Module):
         pooling: ``avg`` (global average pooling, translation invariant) or ``flatten`` (keep the
             final spatial grid, so features know *where* on the face they fire; AUs are local).
         input_size: expected image side, needed to size the features when ``pooling=flatten``.
+        norm: ``batch`` (BatchNorm: statistics of each process's batch) or ``group``
+            (GroupNorm, 8 groups or fewer: per sample, so a batch split over torchrun
+            processes trains exactly as the whole batch in one process, to float rounding).
     """
 
     def __init__(self, *, widths: list[int] = (32, 64, 128, 256), convs_per_block: int = 1,
-                 dropout: float = 0.0, pooling: str = "avg", input_size: int = 64) -> None:
+                 dropout: float = 0.0, pooling: str = "avg", input_size: int = 64,
+                 norm: str = "batch") -> None:
         super().__init__()
+        if norm not in ("batch", "group"):
+            raise ValueError(f"model.norm={norm!r}: use batch or group")
         layers: list[nn.Module] = []
         in_channels = 3
         for width in widths:
             for _ in range(convs_per_block):
                 layers += [nn.Conv2d(in_channels, width, 3, padding=1, bias=False),
-                           nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
+                           nn.BatchNorm2d(width) if norm == "batch"
+                           else nn.GroupNorm(math.gcd(8, width), width), nn.ReLU(inplace=True)]
                 in_channels = width
             layers.append(nn.MaxPool2d(2))
         self.body = nn.Sequential(*layers)
