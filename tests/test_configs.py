@@ -94,7 +94,16 @@ def test_defaults_are_the_documented_ones(tmp_path):
     # the default job is MLCR with its synthetic-benchmark settings (method_dataset/)
     assert cfg.method.name == "mlcr" and cfg.method.supervised_reduction == "sum"
     assert cfg.method.lambda_mv == 400 and cfg.method.lambda_cr == 100
-    assert cfg.trainer.max_epochs == 100
+    # 60 epochs, GCN for the last third: the default job fits ≤ 10 min on slow 2-core CPUs;
+    # the tables' preset keeps 100 epochs with the GCN from step 600 (and a baseline row there
+    # gets no MLCR key)
+    assert cfg.trainer.max_epochs == 60 and cfg.method.step_two_start == 360
+    assert cfg.trainer.channels_last is True and cfg.packed is True
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        tables = compose("train", overrides=["experiment=mlcr_synthetic"])
+        baseline_row = compose("train", overrides=["experiment=mlcr_synthetic", "method=baseline"])
+    assert tables.trainer.max_epochs == 100 and tables.method.step_two_start == 600
+    assert baseline_row.trainer.max_epochs == 100 and "step_two_start" not in baseline_row.method
 
 
 def test_method_dataset_settings_apply_only_to_their_pair(tmp_path):

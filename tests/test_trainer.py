@@ -138,6 +138,30 @@ def test_bf16_autocast_path_trains(tiny_cfg, tmp_path):
     assert metrics["steps"] == 2
 
 
+def test_compile_wraps_the_training_forward_and_channels_last_reaches_the_weights(
+        tiny_cfg, tmp_path, monkeypatch):
+    compiled = []
+
+    def fake_compile(model, **kwargs):      # the wiring, without a C++ toolchain's minutes
+        compiled.append(model)
+        return model
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    seen = {}
+    original = torch.nn.Conv2d.forward
+
+    def spy(self, x):
+        seen.setdefault("input", x.is_contiguous(memory_format=torch.channels_last))
+        seen.setdefault("weight", self.weight.is_contiguous(memory_format=torch.channels_last))
+        return original(self, x)
+
+    monkeypatch.setattr(torch.nn.Conv2d, "forward", spy)
+    run(tiny_cfg("trainer.max_steps=1", "trainer.compile=true", "trainer.channels_last=true"),
+        tmp_path / "run")
+    assert len(compiled) == 1 and type(compiled[0]).__name__ == "Baseline"
+    assert seen == {"input": True, "weight": True}
+
+
 def test_unwritable_data_root_is_a_clear_error(tmp_path):
     from affectlab.datasets.base import DataError
     from .conftest import compose_config

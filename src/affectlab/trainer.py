@@ -259,8 +259,9 @@ class Trainer:
         skip_nonfinite: skip steps whose loss is NaN/inf (counted) instead of stopping; costs
             one host synchronisation per step on CUDA.
         progress_bar: show a tqdm bar (epoch, step, loss, images/s).
-        channels_last: ``auto`` (on CUDA), ``true`` or ``false``: convolution weights and
-            image batches in NHWC order, the layout tensor cores read fastest.
+        channels_last: convolution weights and image batches in NHWC order, the layout
+            tensor cores and oneDNN's CPU convolutions read fastest (the same computation,
+            other float rounding).
         compile: ``torch.compile`` the training step's forward (the first steps compile).
         deterministic: CUDA kernels that give the same bits on every run
             (``torch.use_deterministic_algorithms``), at some speed; otherwise cuDNN picks
@@ -297,7 +298,7 @@ class Trainer:
         checkpoint_every_steps: int | None = None,
         skip_nonfinite: bool = False,
         progress_bar: bool = True,
-        channels_last: str | bool = "auto",
+        channels_last: bool = True,
         compile: bool = False,
         deterministic: bool = False,
         seed: int = 0,
@@ -367,9 +368,7 @@ class Trainer:
         self.precision = precision
         self.num_workers = default_workers(self.world_size) if num_workers is None and cuda \
             else (num_workers or 0)
-        if channels_last not in ("auto", True, False):
-            raise ValueError(f"trainer.channels_last={channels_last!r}: use auto, true or false")
-        self.channels_last = cuda if channels_last == "auto" else channels_last
+        self.channels_last = channels_last
         self.compile = compile
         self.deterministic = deterministic
         if cuda:
