@@ -2,24 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-
 import pytest
 
 from affectlab.train import run
 
-from .conftest import REPO
-
-SCRIPT = REPO / "scripts" / "analyze_runs.py"
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("analyze_runs", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["analyze_runs"] = module   # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+from .conftest import load_script
 
 
 def test_analysis_of_a_row_reproduces_the_runs_f1_and_writes_markdown(tiny_cfg, tmp_path, capsys):
@@ -28,7 +15,7 @@ def test_analysis_of_a_row_reproduces_the_runs_f1_and_writes_markdown(tiny_cfg, 
     for seed in (0, 1):
         metrics = run(tiny_cfg(f"seed={seed}", "trainer.max_epochs=2"), row / f"seed{seed}")
         f1_means.append(metrics["tasks"]["au"]["f1_mean"])
-    analyze_runs = load_script()
+    analyze_runs = load_script("analyze_runs")
     out = tmp_path / "analysis.md"
     assert analyze_runs.main([str(row), "--out", str(out)]) == 0
     text = out.read_text()
@@ -47,7 +34,7 @@ def test_analysis_of_a_row_reproduces_the_runs_f1_and_writes_markdown(tiny_cfg, 
 
 
 def test_a_folder_without_runs_is_a_clear_error(tmp_path):
-    analyze_runs = load_script()
+    analyze_runs = load_script("analyze_runs")
     with pytest.raises(SystemExit, match="no metrics.json"):
         analyze_runs.main([str(tmp_path)])
 
@@ -55,7 +42,7 @@ def test_a_folder_without_runs_is_a_clear_error(tmp_path):
 def test_rows_of_equal_folder_names_stay_apart():
     from pathlib import Path
 
-    names = load_script().row_names([Path("results/a/mlcr"), Path("results/b/mlcr"),
+    names = load_script("analyze_runs").row_names([Path("results/a/mlcr"), Path("results/b/mlcr"),
                                      Path("results/b/baseline")])
     assert names == ["a/mlcr", "b/mlcr", "b/baseline"]
-    assert load_script().row_names([Path("x/one"), Path("y/two")]) == ["one", "two"]
+    assert load_script("analyze_runs").row_names([Path("x/one"), Path("y/two")]) == ["one", "two"]

@@ -3,28 +3,18 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 
 import pytest
 
-from .conftest import REPO
+from .conftest import load_script
 
 pytestmark = pytest.mark.slow
 
 
-def load_script():
-    spec = importlib.util.spec_from_file_location("benchmark", REPO / "scripts" / "benchmark.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["benchmark"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_quick_benchmark_writes_json_and_table(tmp_path, data_root):
     out = tmp_path / "bench"
-    assert load_script().main(["--quick", "--out", str(out), f"dataset.root={data_root}",
+    assert load_script("benchmark").main(["--quick", "--out", str(out), f"dataset.root={data_root}",
                                f"packed_dir={tmp_path / 'packed'}", "trainer.device=cpu"]) == 0
     result = json.loads((out / "benchmark.json").read_text())
     assert result["settings"]["packed"] is True and result["settings"]["batch_size"] == 8

@@ -4,7 +4,6 @@ writer (table + bar chart) on fake runs, and the published CK+ rows."""
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import os
 import random
@@ -21,7 +20,7 @@ from PIL import Image
 
 from affectlab.results import Row
 
-from .conftest import REPO, TINY_DATA, TINY_MODEL
+from .conftest import REPO, TINY_DATA, TINY_MODEL, load_script
 
 SCRIPT = REPO / "scripts" / "mlcr_tables.py"
 AUS = [f"AU{n}" for n in (1, 2, 4, 5, 6, 9, 12, 17, 20, 25, 26, 43)]
@@ -41,11 +40,7 @@ HALF_LAST_DIGIT = 0.05 + 1e-9   # tolerance of a number printed with one decimal
 @pytest.fixture(scope="module")
 def tables() -> ModuleType:
     """The script, imported as a module."""
-    spec = importlib.util.spec_from_file_location("mlcr_tables", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["mlcr_tables"] = module   # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+    return load_script("mlcr_tables")
 
 
 def run_script(args: list[str], cwd: Path) -> subprocess.CompletedProcess:

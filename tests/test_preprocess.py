@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 
 import pytest
 import torch
@@ -14,15 +12,7 @@ from affectlab.datasets import celeba, ckplus
 from affectlab.datasets.synthetic import layout_faces
 from affectlab.train import build_data, run
 
-from .conftest import REPO
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("preprocess", REPO / "scripts" / "preprocess.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["preprocess"] = module
-    spec.loader.exec_module(module)
-    return module
+from .conftest import load_script
 
 
 @pytest.fixture
@@ -44,7 +34,7 @@ def same_pixels(a, b) -> None:
 
 def test_crops_give_the_raw_pixels_and_labels(tmp_path, tiny_cfg, ckplus_args):
     out = tmp_path / "crops"
-    assert load_script().main(["--out", str(out), *ckplus_args]) == 0
+    assert load_script("preprocess").main(["--out", str(out), *ckplus_args]) == 0
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["dataset"] == "ckplus" and manifest["image_size"] == 32
     assert manifest["files"] == 20
@@ -62,7 +52,7 @@ def test_a_dataset_with_its_own_crop_is_preprocessed_through_it(tmp_path, tiny_c
     args = ["dataset=celeba", f"dataset.root={root}", "dataset.image_size=24",
             "dataset.crop=center", f"dataset.cache_dir={tmp_path / 'cache'}"]
     out = tmp_path / "crops"
-    load_script().main(["--out", str(out), *args])
+    load_script("preprocess").main(["--out", str(out), *args])
     cfg = tiny_cfg(*args, f"preprocessed={out}")
     same_pixels(build_data(cfg, crops=False), build_data(cfg))
 
@@ -71,7 +61,7 @@ def test_crops_of_other_options_are_refused_and_a_rerun_resumes(tmp_path, tiny_c
     out = tmp_path / "crops"
     with pytest.raises(DataError, match="no readable manifest.json"):
         build_data(tiny_cfg(*ckplus_args, f"preprocessed={out}"))
-    script = load_script()
+    script = load_script("preprocess")
     script.main(["--out", str(out), *ckplus_args])
     with pytest.raises(DataError, match="another image_size"):
         build_data(tiny_cfg(*ckplus_args, "dataset.image_size=24", f"preprocessed={out}"))
@@ -93,7 +83,7 @@ def test_a_pool_with_the_datasets_own_paths_gets_its_own_crops(tmp_path, tiny_cf
     ckplus.write_layout(layout_faces(10, 2, seed=7, image_size=48), other)
     args = [*ckplus_args, "pool=image_folder", f"pool.root={other}"]
     out = tmp_path / "crops"
-    load_script().main(["--out", str(out), *args])
+    load_script("preprocess").main(["--out", str(out), *args])
     cfg = tiny_cfg(*args, f"preprocessed={out}")
     raw, crops = build_data(cfg, crops=False), build_data(cfg)
     shared = set(raw.unlabeled.table.image_paths) & set(raw.train.table.image_paths)
@@ -105,7 +95,7 @@ def test_a_pool_with_the_datasets_own_paths_gets_its_own_crops(tmp_path, tiny_cf
 
 def test_crops_of_an_older_layout_are_refused(tmp_path, tiny_cfg, ckplus_args):
     out = tmp_path / "crops"
-    load_script().main(["--out", str(out), *ckplus_args])
+    load_script("preprocess").main(["--out", str(out), *ckplus_args])
     manifest = json.loads((out / "manifest.json").read_text())
     del manifest["layout"]
     (out / "manifest.json").write_text(json.dumps(manifest))
@@ -115,8 +105,8 @@ def test_crops_of_an_older_layout_are_refused(tmp_path, tiny_cfg, ckplus_args):
 
 def test_worker_processes_write_the_same_crops(tmp_path, tiny_cfg, ckplus_args):
     serial, parallel = tmp_path / "serial", tmp_path / "parallel"
-    load_script().main(["--out", str(serial), *ckplus_args])
-    load_script().main(["--out", str(parallel), "--workers", "2", *ckplus_args])
+    load_script("preprocess").main(["--out", str(serial), *ckplus_args])
+    load_script("preprocess").main(["--out", str(parallel), "--workers", "2", *ckplus_args])
     files = sorted(p.relative_to(serial) for p in (serial / "crops").rglob("*.png"))
     assert len(files) == 20
     assert files == sorted(p.relative_to(parallel) for p in (parallel / "crops").rglob("*.png"))

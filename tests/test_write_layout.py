@@ -2,27 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-
 import pytest
 
 from affectlab.datasets.ckplus import CKPlus
 
-from .conftest import REPO
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("write_synthetic_layout",
-                                                  REPO / "scripts" / "write_synthetic_layout.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["write_synthetic_layout"] = module
-    spec.loader.exec_module(module)
-    return module
+from .conftest import load_script
 
 
 def test_ckplus_layout_is_written_and_read_back(tmp_path):
-    script = load_script()
+    script = load_script("write_synthetic_layout")
     out = tmp_path / "CK+"
     assert script.main(["--layout", "ckplus", "--out", str(out), "--subjects", "10",
                         "--images", "2", "--image-size", "32"]) == 0
