@@ -183,7 +183,8 @@ def test_train_py_aligns_ckplus_by_detected_faces(ckplus_tree, tmp_path, tiny_cf
 
 
 def test_preprocessed_detected_crops_are_the_raw_paths_pixels(ckplus_tree, tmp_path, tiny_cfg):
-    from .test_preprocess import load_script, same_pixels
+    from .conftest import load_script
+    from .test_preprocess import same_pixels
     from affectlab.train import build_data
 
     args = ["dataset=ckplus", f"dataset.root={ckplus_tree}", "dataset.crop=detect",
@@ -191,7 +192,7 @@ def test_preprocessed_detected_crops_are_the_raw_paths_pixels(ckplus_tree, tmp_p
             "detector.device=cpu", "dataset.on_error=skip",
             f"dataset.cache_dir={tmp_path / 'cache'}"]
     out = tmp_path / "crops"
-    assert load_script().main(["--out", str(out), *args]) == 0
+    assert load_script("preprocess").main(["--out", str(out), *args]) == 0
     cfg = tiny_cfg(*args, f"preprocessed={out}")
     same_pixels(build_data(cfg, crops=False), build_data(cfg))
     # crops written by the detector are not taken for another crop of the same samples
