@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import os
 import platform
 import resource
 import sys
@@ -41,7 +40,7 @@ import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
 
 from affectlab.datasets.samplers import InfiniteSampler
-from affectlab.parallel import configure_threads
+from affectlab.parallel import configure_threads, usable_cpus
 from affectlab.train import CONFIG_DIR, build
 from affectlab.trainer import NonFiniteWatch
 from affectlab.utils import atomic_write_json, atomic_write_text, seed_everything
@@ -96,10 +95,7 @@ class Setup:
         trainer, method, data = self.trainer, self.method, self.data
         trainer._data = data
         method.prepare(data)
-        method.to(trainer.device)
-        if trainer.channels_last:
-            method.to(memory_format=torch.channels_last)
-        self.model = torch.compile(method) if trainer.compile else method
+        self.model = trainer.place(method)      # device, memory format, compile: as fit does
         self.optimizer = trainer.optimizer_factory(method.param_groups())
         self.scheduler = trainer.schedule.build(self.optimizer, steps_per_epoch=10**6,
                                                 total_steps=10**6)
@@ -222,7 +218,7 @@ def measure(overrides: list[str], methods: list[str], steps: int, warmup: int,
     batch_size = base.trainer.batch_size
     result: dict[str, Any] = {
         "machine": {"platform": platform.platform(), "processor": cpu_name(),
-                    "cpus": len(os.sched_getaffinity(0)),
+                    "cpus": usable_cpus(),
                     "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
                     "device": str(device),
                     "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None},

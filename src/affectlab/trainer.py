@@ -57,6 +57,7 @@ from affectlab.datasets.samplers import EpochSampler, InfiniteSampler, uniform_e
 from affectlab.methods.base import Method
 from affectlab.metrics import (MULTILABEL_TASKS, THRESHOLD_CRITERIA, best_thresholds,
                                evaluate_tasks, flatten_metrics, overall_score)
+from affectlab.parallel import usable_cpus
 from affectlab.results import flatten
 from affectlab.schedules import Constant
 from affectlab.utils import atomic_torch_save, resolve_device, rng_state, set_rng_state
@@ -415,6 +416,20 @@ class Trainer:
                     batch[key] = value.contiguous(memory_format=torch.channels_last)
         return batch
 
+    def place(self, method: Method) -> torch.nn.Module:
+        """Move ``method`` to the device (channels-last weights when ``channels_last``) and
+        return what the training step calls: the method, wrapped in DistributedDataParallel
+        under torchrun and compiled when ``compile``."""
+        method.to(self.device)
+        if self.channels_last:
+            method.to(memory_format=torch.channels_last)     # 4-D (convolution) weights only
+        model: torch.nn.Module = method
+        if self.world_size > 1:
+            model = torch.nn.parallel.DistributedDataParallel(
+                method, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=method.has_idle_parameters)
+        return torch.compile(model) if self.compile else model
+
     def _main_says(self, flag: bool) -> bool:
         """The main process's ``flag``, on every process (what it sees of its own files)."""
         if self.world_size == 1:
@@ -633,16 +648,7 @@ class Trainer:
         self._data = data
         method.prepare(data)
         warn_labels_without_positives(data, method.label_names)
-        method.to(self.device)
-        if self.channels_last:
-            method.to(memory_format=torch.channels_last)     # 4-D (convolution) weights only
-        model: torch.nn.Module = method
-        if self.world_size > 1:
-            model = torch.nn.parallel.DistributedDataParallel(
-                method, device_ids=[self.device.index] if self.device.type == "cuda" else None,
-                find_unused_parameters=method.has_idle_parameters)
-        if self.compile:
-            model = torch.compile(model)
+        model = self.place(method)
 
         sampler = self.sampler_factory(data.train.table, batch_size=self.batch_size,
                                        seed=self.seed, rank=self.rank, world_size=self.world_size)
@@ -860,8 +866,7 @@ def default_workers(world_size: int) -> int:
     CPUs less one for itself — under torchrun the node's CPUs over its processes, otherwise
     the threads this job was given (``affectlab.parallel``: parallel jobs share the CPUs)."""
     if world_size > 1:
-        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-        share = (cpus or 1) // max(int(os.environ.get("LOCAL_WORLD_SIZE", world_size)), 1)
+        share = usable_cpus() // max(int(os.environ.get("LOCAL_WORLD_SIZE", world_size)), 1)
     else:
         share = torch.get_num_threads()
     return max(1, min(8, share - 1))

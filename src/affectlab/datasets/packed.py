@@ -35,6 +35,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from affectlab.datasets.base import DataError, FaceData, FaceImageDataset, LabelTable
+from affectlab.parallel import usable_cpus
 from affectlab.utils import atomic_write_json
 
 log = logging.getLogger("affectlab")
@@ -179,8 +180,7 @@ def build_pack(dataset: FaceImageDataset, path: Path, *, workers: int = 0) -> Pa
 
 def default_workers() -> int:
     """Processes that decode a build: the CPUs this process may use, at most 8."""
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return min(8, cpus or 1)
+    return min(8, usable_cpus())
 
 
 def use_packed(data: FaceData, folder: str | Path, *, workers: int | None = None) -> FaceData:
