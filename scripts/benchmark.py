@@ -39,8 +39,8 @@ import torch
 import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
 
-from affectlab.datasets.samplers import InfiniteSampler
-from affectlab.parallel import configure_threads, usable_cpus
+from affectlab.data.samplers import InfiniteSampler
+from affectlab.threads import configure_threads, usable_cpus
 from affectlab.train import CONFIG_DIR, build
 from affectlab.trainer import NonFiniteWatch
 from affectlab.utils import atomic_write_json, atomic_write_text, seed_everything

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from affectlab.datasets.bp4d import BP4D, SUBJECTS, first_frame
+from affectlab.data.sources.bp4d import BP4D, SUBJECTS, first_frame
 
 TASKS = 8
 HEADER = list(range(0, 29))

@@ -49,7 +49,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from affectlab.datasets.emotionet import AUTOMATIC_AU_COLUMNS, CHALLENGE_2020_AUS, EmotioNet
+from affectlab.data.sources.emotionet import AUTOMATIC_AU_COLUMNS, CHALLENGE_2020_AUS, EmotioNet
 
 MISSING_SHARE = 0.1      # share of dead URLs with --images empty
 

@@ -19,8 +19,8 @@ import time
 import numpy as np
 from PIL import Image
 
-from affectlab.datasets.face_detection import MTCNN
-from affectlab.datasets.synthetic import layout_faces
+from affectlab.data.faces.detection import MTCNN
+from affectlab.data.sources.synthetic.benchmark import layout_faces
 
 
 def canvases(count: int, width: int, height: int, seed: int = 0) -> list[Image.Image]:

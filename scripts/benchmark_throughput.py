@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from hydra import compose, initialize_config_dir
 
-from affectlab.parallel import configure_threads
+from affectlab.threads import configure_threads
 from affectlab.train import CONFIG_DIR, run
 
 

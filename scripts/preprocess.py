@@ -5,7 +5,7 @@
 
 The arguments after ``--out`` are the Hydra overrides of the training run (dataset, pool,
 experiment); the crops are exactly what training computes from the raw images
-(``affectlab.datasets.preprocess``), so both paths train on the same pixels. An interrupted run
+(``affectlab.data.preprocess``), so both paths train on the same pixels. An interrupted run
 is resumed: existing crops are kept, the manifest is written last. ``--workers N`` decodes,
 crops and writes in N processes (same files).
 """
@@ -19,8 +19,8 @@ from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 
-from affectlab.datasets.base import DataError
-from affectlab.datasets.preprocess import write_crops
+from affectlab.data.contract import DataError
+from affectlab.data.preprocess import write_crops
 from affectlab.train import CONFIG_DIR, build_data
 
 

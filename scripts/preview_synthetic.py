@@ -21,13 +21,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from affectlab.datasets.base import EXPRESSIONS
-from affectlab.datasets.synthetic import (
+from affectlab.data.contract import EXPRESSIONS
+from affectlab.data.sources.synthetic.benchmark import (
     Synthetic,
     rng_for,
     sample_subject,
 )
-from affectlab.datasets.synthetic_faces import SUPPORTED_AUS, render_face
+from affectlab.data.sources.synthetic.faces import SUPPORTED_AUS, render_face
 
 ZOOM = 2              # upscaling of each tile (nearest neighbour: shows the real pixels)
 CAPTION_HEIGHT = 30   # pixels of text under each tile

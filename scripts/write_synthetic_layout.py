@@ -5,7 +5,7 @@ arrives (and as test fixtures)::
     python train.py experiment=mlcr_ckplus dataset.root=data/synthetic_layouts/CK+ '~pool' \\
         method.unlabeled=false model=small_cnn dataset.image_size=64 dataset.align_size=69
 
-Faces come from the synthetic benchmark's story (``affectlab.datasets.synthetic.layout_faces``);
+Faces come from the synthetic benchmark's story (``affectlab.data.sources.synthetic.benchmark.layout_faces``);
 each dataset module's ``write_layout`` lays them out exactly as the real files are. An existing
 ``--out`` folder is refused (nothing is overwritten).
 """
@@ -17,15 +17,15 @@ import importlib
 import sys
 from pathlib import Path
 
-from affectlab.datasets.synthetic import layout_faces
+from affectlab.data.sources.synthetic.benchmark import layout_faces
 
 # --layout name → the module holding that dataset's reader and write_layout
-LAYOUTS = {"ckplus": "affectlab.datasets.ckplus", "bp4d": "affectlab.datasets.bp4d",
-           "disfa": "affectlab.datasets.disfa", "emotionet": "affectlab.datasets.emotionet",
-           "celeba": "affectlab.datasets.celeba", "affwild2": "affectlab.datasets.affwild2",
-           "affectnet": "affectlab.datasets.affectnet", "expw": "affectlab.datasets.expw",
-           "afew_va": "affectlab.datasets.afew_va", "lfw": "affectlab.datasets.lfw",
-           "msceleb": "affectlab.datasets.msceleb"}
+LAYOUTS = {"ckplus": "affectlab.data.sources.ckplus", "bp4d": "affectlab.data.sources.bp4d",
+           "disfa": "affectlab.data.sources.disfa", "emotionet": "affectlab.data.sources.emotionet",
+           "celeba": "affectlab.data.sources.celeba", "affwild2": "affectlab.data.sources.affwild2",
+           "affectnet": "affectlab.data.sources.affectnet", "expw": "affectlab.data.sources.expw",
+           "afew_va": "affectlab.data.sources.afew_va", "lfw": "affectlab.data.sources.lfw",
+           "msceleb": "affectlab.data.sources.msceleb"}
 
 
 def available_layouts() -> list[str]:

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from affectlab.datasets.afew_va import AFEWVA, VA_SCALE, write_layout
-from affectlab.datasets.base import DataError
-from affectlab.datasets.face_boxes import BoxCropImages
-from affectlab.datasets.synthetic import layout_faces
+from affectlab.data.sources.afew_va import AFEWVA, VA_SCALE, write_layout
+from affectlab.data.contract import DataError
+from affectlab.data.faces.boxes import BoxCropImages
+from affectlab.data.sources.synthetic.benchmark import layout_faces
 
 SIZE = 32
 SPLITS = ("train", "val", "test")

@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from affectlab.datasets.affectnet import (AFFECTNET_CLASSES, AFFECTNET_TO_EXPRESSION, AffectNet,
+from affectlab.data.sources.affectnet import (AFFECTNET_CLASSES, AFFECTNET_TO_EXPRESSION, AffectNet,
                                           write_layout)
-from affectlab.datasets.base import EXPRESSIONS, DataError
-from affectlab.datasets.face_boxes import BoxCropImages
-from affectlab.datasets.synthetic import layout_faces
+from affectlab.data.contract import EXPRESSIONS, DataError
+from affectlab.data.faces.boxes import BoxCropImages
+from affectlab.data.sources.synthetic.benchmark import layout_faces
 
 NESTED = "Manually_Annotated/Manually_Annotated_Images"
 LISTS = "Manually_Annotated_file_lists"

@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from affectlab.datasets.affwild2 import RELEASE_AUS, AffWild2, video_of, write_layout
-from affectlab.datasets.base import EXPRESSIONS, DataError
-from affectlab.datasets.synthetic import layout_faces
+from affectlab.data.sources.affwild2 import RELEASE_AUS, AffWild2, video_of, write_layout
+from affectlab.data.contract import EXPRESSIONS, DataError
+from affectlab.data.sources.synthetic.benchmark import layout_faces
 from affectlab.train import run
 
 NUM_SUBJECTS = 8      # 5 training sides (one _left/_right pair: 4 videos), 3 validation sides

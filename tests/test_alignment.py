@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from affectlab.datasets.alignment import (TEMPLATES, align_face, five_points_from_68,
+from affectlab.data.faces.alignment import (TEMPLATES, align_face, five_points_from_68,
                                           flip_landmarks, similarity_transform, template)
 
 
@@ -94,7 +94,7 @@ def test_align_face_puts_the_landmarks_on_the_template():
 
 
 def test_five_points_from_49_use_the_68_points_they_keep():
-    from affectlab.datasets.alignment import IBUG68_TO_49, five_points_from_49
+    from affectlab.data.faces.alignment import IBUG68_TO_49, five_points_from_49
 
     # the 49 points are iBUG 17..67 without 60 and 64: eyes at rows 19-24 / 25-30, nose tip 13,
     # mouth corners 31 and 37

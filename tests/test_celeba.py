@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from affectlab.datasets.base import DataError
-from affectlab.datasets.celeba import (ATTR_FILE, ATTRIBUTES, BBOX_FILE, IDENTITY_FILE,
+from affectlab.data.contract import DataError
+from affectlab.data.sources.celeba import (ATTR_FILE, ATTRIBUTES, BBOX_FILE, IDENTITY_FILE,
                                        LANDMARKS_ALIGN_FILE, LANDMARKS_WILD_FILE, PARTITION_FILE,
                                        CelebA, CelebAImages, layout_records, write_layout)
-from affectlab.datasets.synthetic import LayoutFace, layout_faces
+from affectlab.data.sources.synthetic.benchmark import LayoutFace, layout_faces
 
 SUBJECTS, PER_SUBJECT, SIZE = 12, 5, 32
 SIZES = {"train": 40, "val": 10, "test": 10}            # partitions: subject % 5 → 0 0 0 1 2

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from affectlab.datasets.base import EXPRESSIONS, DataError
-from affectlab.datasets.ckplus import CKPlus, write_layout
-from affectlab.datasets.synthetic import layout_faces
+from affectlab.data.contract import EXPRESSIONS, DataError
+from affectlab.data.sources.ckplus import CKPlus, write_layout
+from affectlab.data.sources.synthetic.benchmark import layout_faces
 from affectlab.train import run
 
 AUS = [1, 2, 4, 5, 6, 9, 12, 17, 20, 25, 26, 43]
@@ -211,7 +211,7 @@ def test_train_py_runs_on_the_ckplus_layout(tree, tmp_path, tiny_cfg):
 def test_align_warps_each_frame_by_its_landmarks_and_keeps_the_centre(tree, tmp_path):
     from PIL import Image
 
-    from affectlab.datasets.alignment import align_face, five_points_from_68
+    from affectlab.data.faces.alignment import align_face, five_points_from_68
 
     root, _ = tree
     data = load(root, tmp_path, crop="align", image_size=28, align_size=40).build()

@@ -7,8 +7,8 @@ import torch
 from omegaconf import OmegaConf
 
 from affectlab.config import ConfigError, check_config
-from affectlab.datasets.samplers import EpochSampler, InfiniteSampler
-from affectlab.datasets.transforms import BatchAugment, normalize
+from affectlab.data.samplers import EpochSampler, InfiniteSampler
+from affectlab.data.transforms import BatchAugment, normalize
 from affectlab.models.resnet import PretrainedWeightsError, ResNet
 from affectlab.models.small_cnn import SmallCNN
 from affectlab.schedules import Constant, Cosine, StepDecay

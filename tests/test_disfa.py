@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from affectlab.datasets.base import DataError
-from affectlab.datasets.disfa import DISFA, write_layout
-from affectlab.datasets.synthetic import layout_faces
+from affectlab.data.contract import DataError
+from affectlab.data.sources.disfa import DISFA, write_layout
+from affectlab.data.sources.synthetic.benchmark import layout_faces
 from affectlab.train import run
 
 ALL_AUS = [1, 2, 4, 5, 6, 9, 12, 15, 17, 20, 25, 26]

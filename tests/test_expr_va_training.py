@@ -5,8 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from affectlab.datasets import afew_va, affectnet, expw
-from affectlab.datasets.synthetic import layout_faces
+from affectlab.data.sources import afew_va
+from affectlab.data.sources import affectnet
+from affectlab.data.sources import expw
+from affectlab.data.sources.synthetic.benchmark import layout_faces
 from affectlab.losses import masked_mse
 from affectlab.train import run
 

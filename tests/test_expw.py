@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from affectlab.datasets.base import EXPRESSIONS, DataError
-from affectlab.datasets.expw import EXPW_CLASSES, EXPW_TO_EXPRESSION, ExpW, write_layout
-from affectlab.datasets.face_boxes import BoxCropImages
-from affectlab.datasets.synthetic import layout_faces
+from affectlab.data.contract import EXPRESSIONS, DataError
+from affectlab.data.sources.expw import EXPW_CLASSES, EXPW_TO_EXPRESSION, ExpW, write_layout
+from affectlab.data.faces.boxes import BoxCropImages
+from affectlab.data.sources.synthetic.benchmark import layout_faces
 
 SIZE = 32
 SPLITS = ("train", "val", "test")

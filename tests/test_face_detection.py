@@ -16,10 +16,10 @@ import pytest
 import torch
 from PIL import Image
 
-from affectlab.datasets.base import DataError
-from affectlab.datasets.face_detection import MTCNN, detect_landmarks, nms_min
-from affectlab.datasets.image_folder import ImageFolder
-from affectlab.datasets.synthetic import layout_faces
+from affectlab.data.contract import DataError
+from affectlab.data.faces.detection import MTCNN, detect_landmarks, nms_min
+from affectlab.data.sources.image_folder import ImageFolder
+from affectlab.data.sources.synthetic.benchmark import layout_faces
 from affectlab.train import run
 
 # What facenet-pytorch's own MTCNN (2.6.0, default settings) returns on the astronaut: the box
@@ -158,7 +158,7 @@ def test_image_folder_pool_aligns_detected_faces(tmp_path, astronaut):
 @pytest.fixture(scope="module")
 def ckplus_tree(tmp_path_factory) -> Path:
     """A CK+ tree of 128 px synthetic faces (MTCNN finds most of them, not all)."""
-    from affectlab.datasets.ckplus import write_layout
+    from affectlab.data.sources.ckplus import write_layout
 
     root = tmp_path_factory.mktemp("ckplus_detect") / "CK+"
     write_layout(layout_faces(10, 2, seed=3, image_size=128), root, frames_per_sequence=1)
@@ -216,7 +216,7 @@ DETECT_LAYOUTS = {
 def test_every_dataset_without_usable_landmarks_aligns_by_detection(name, tmp_path, tiny_cfg):
     import importlib
 
-    from affectlab.datasets.alignment import AlignedImages
+    from affectlab.data.faces.alignment import AlignedImages
     from affectlab.train import build_data
 
     subjects, per_subject, extra = DETECT_LAYOUTS[name]
@@ -250,7 +250,7 @@ def test_an_unreadable_image_is_named_and_earlier_detections_are_kept(tmp_path, 
 
 def test_a_small_image_size_for_a_large_aligned_face_is_warned_about(ckplus_tree, tmp_path,
                                                                       caplog):
-    from affectlab.datasets.ckplus import CKPlus
+    from affectlab.data.sources.ckplus import CKPlus
 
     options = dict(root=str(ckplus_tree), crop="align", cache_dir=str(tmp_path / "cache"))
     with caplog.at_level("WARNING"):

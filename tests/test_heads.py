@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from affectlab.datasets.base import FaceData, FaceImageDataset, LabelTable, empty_labels
+from affectlab.data.contract import FaceData, FaceImageDataset, LabelTable, empty_labels
 from affectlab.losses import masked_ccc_loss, masked_cross_entropy, va_bin_indices
 from affectlab.methods.baseline import Baseline
 from affectlab.methods.heads import (ClassificationHead, IdentityHead, MultiLabelHead,

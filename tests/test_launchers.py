@@ -1,5 +1,5 @@
 """Sweeps through Hydra's launchers (joblib, submitit_local, a recipe's seeds) and the rule that
-shares the CPUs among the jobs running at once (affectlab/parallel.py)."""
+shares the CPUs among the jobs running at once (affectlab/threads.py)."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ import torch
 import yaml
 from omegaconf import OmegaConf
 
-from affectlab import parallel
+from affectlab import threads as thread_plan
 from affectlab.config import ConfigError
-from affectlab.parallel import (SWEEP_JOBS_ENV, USER_OMP_ENV, SweepFacts, configure_threads,
+from affectlab.threads import (SWEEP_JOBS_ENV, USER_OMP_ENV, SweepFacts, configure_threads,
                                 parse_threads, plan_threads, sweep_size, usable_cpus)
 
 from .conftest import TINY_DATA, TINY_MODEL, TINY_TRAINER
@@ -100,7 +100,7 @@ def test_the_launching_process_notes_the_sweep_and_the_users_omp(monkeypatch):
 
 def test_configure_threads_applies_the_share(monkeypatch):
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    monkeypatch.setattr(parallel, "usable_cpus", lambda: 3)
+    monkeypatch.setattr(thread_plan, "usable_cpus", lambda: 3)
     before = torch.get_num_threads()
     try:
         plan = configure_threads(OmegaConf.create({"threads": None,

@@ -11,9 +11,9 @@ import pytest
 from omegaconf import open_dict
 from PIL import Image
 
-from affectlab.datasets.base import DataError
-from affectlab.datasets.lfw import LFW, CenterCropped, write_layout
-from affectlab.datasets.synthetic import layout_faces
+from affectlab.data.contract import DataError
+from affectlab.data.sources.lfw import LFW, CenterCropped, write_layout
+from affectlab.data.sources.synthetic.benchmark import layout_faces
 from affectlab.train import run
 
 NUM_PEOPLE = 12

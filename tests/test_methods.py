@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from affectlab.datasets.base import FaceData, FaceImageDataset, LabelTable, empty_labels
+from affectlab.data.contract import FaceData, FaceImageDataset, LabelTable, empty_labels
 from affectlab.methods.baseline import Baseline
 from affectlab.models.small_cnn import SmallCNN
 

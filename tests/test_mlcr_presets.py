@@ -8,8 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from affectlab.datasets import bp4d, celeba, ckplus, emotionet
-from affectlab.datasets.synthetic import layout_faces
+from affectlab.data.sources import bp4d
+from affectlab.data.sources import celeba
+from affectlab.data.sources import ckplus
+from affectlab.data.sources import emotionet
+from affectlab.data.sources.synthetic.benchmark import layout_faces
 from affectlab.train import run
 
 # the presets' networks and schedules, shrunk: what is tested is data, pool and method wiring

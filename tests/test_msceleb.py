@@ -13,11 +13,11 @@ import pytest
 import torch
 from omegaconf import open_dict
 
-from affectlab.datasets.base import DataError, FaceImageDataset
-from affectlab.datasets.msceleb import (MAGIC_BYTES, MSCeleb, RecordError, RecordImages,
+from affectlab.data.contract import DataError, FaceImageDataset
+from affectlab.data.sources.msceleb import (MAGIC_BYTES, MSCeleb, RecordError, RecordImages,
                                         pack_record, read_idx, read_record, unpack_record,
                                         write_layout, write_record)
-from affectlab.datasets.synthetic import layout_faces
+from affectlab.data.sources.synthetic.benchmark import layout_faces
 from affectlab.train import run
 
 NUM_IDS = 10

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from affectlab.datasets import packed
-from affectlab.datasets.base import DataError
-from affectlab.datasets.packed import PackedImages, build_pack, pack_path, use_packed
-from affectlab.datasets.transforms import InputTransform
+from affectlab.data import packed
+from affectlab.data.contract import DataError
+from affectlab.data.packed import PackedImages, build_pack, pack_path, use_packed
+from affectlab.data.transforms import InputTransform
 from affectlab.train import build_data, run
 
 from .conftest import compose_config

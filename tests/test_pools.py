@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from affectlab.datasets.base import DataError
-from affectlab.datasets.ckplus import CKPlus, write_layout
-from affectlab.datasets.image_folder import ImageFolder
-from affectlab.datasets.synthetic import layout_faces
+from affectlab.data.contract import DataError
+from affectlab.data.sources.ckplus import CKPlus, write_layout
+from affectlab.data.sources.image_folder import ImageFolder
+from affectlab.data.sources.synthetic.benchmark import layout_faces
 from affectlab.train import run
 
 
@@ -108,8 +108,8 @@ def test_a_dataset_serves_as_the_pool_of_another(tiny_cfg, tmp_path):
 
 
 def test_a_dataset_with_an_unlabelled_split_lends_that_split_as_its_pool(tmp_path):
-    from affectlab.datasets.emotionet import EmotioNet
-    from affectlab.datasets.emotionet import write_layout as write_emotionet
+    from affectlab.data.sources.emotionet import EmotioNet
+    from affectlab.data.sources.emotionet import write_layout as write_emotionet
 
     root = tmp_path / "EmotioNet"
     write_emotionet(layout_faces(10, 5, seed=2, image_size=24), root)

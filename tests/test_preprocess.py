@@ -7,9 +7,10 @@ import json
 import pytest
 import torch
 
-from affectlab.datasets.base import DataError
-from affectlab.datasets import celeba, ckplus
-from affectlab.datasets.synthetic import layout_faces
+from affectlab.data.contract import DataError
+from affectlab.data.sources import celeba
+from affectlab.data.sources import ckplus
+from affectlab.data.sources.synthetic.benchmark import layout_faces
 from affectlab.train import build_data, run
 
 from .conftest import load_script

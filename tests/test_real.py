@@ -1,4 +1,4 @@
-"""The shared machinery of the on-disk dataset modules (datasets/real.py)."""
+"""The shared machinery of the on-disk dataset modules (data/sources/on_disk.py)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import re
 
 import numpy as np
 
-from affectlab.datasets.base import LabelTable, empty_labels
-from affectlab.datasets.real import DatasetIndex
+from affectlab.data.contract import LabelTable, empty_labels
+from affectlab.data.sources.on_disk import DatasetIndex
 
 
 def index_of(paths: list[str], ids: list[str]) -> DatasetIndex:
@@ -36,8 +36,8 @@ def test_index_round_trip_stores_ids_once_when_they_are_the_paths(tmp_path):
 def test_boxes_come_in_index_order_and_a_lost_box_is_named():
     import pytest
 
-    from affectlab.datasets.base import DataError
-    from affectlab.datasets.face_boxes import boxes_in_index_order
+    from affectlab.data.contract import DataError
+    from affectlab.data.faces.boxes import boxes_in_index_order
 
     index = index_of(["a/1.jpg", "a/2.jpg", "b/1.jpg"], ["a/1.jpg", "a/2.jpg", "b/1.jpg"])
     boxes = {"b/1.jpg": (0, 0, 4, 4), "a/1.jpg": (1, 2, 3, 4), "a/2.jpg": (5, 6, 7, 8)}
@@ -60,7 +60,7 @@ def write_image(path, fmt: str = "JPEG", size: int = 24):
 
 
 def test_image_file_problem_finds_damaged_files_without_decoding_good_ones(tmp_path):
-    from affectlab.datasets.base import image_file_problem
+    from affectlab.data.contract import image_file_problem
 
     jpeg, png = write_image(tmp_path / "a.jpg"), write_image(tmp_path / "a.png", "PNG")
     data, png_data = jpeg.read_bytes(), png.read_bytes()
@@ -90,9 +90,9 @@ def test_image_file_problem_finds_damaged_files_without_decoding_good_ones(tmp_p
 def test_image_checks_are_cached_by_path_size_and_mtime(tmp_path, monkeypatch):
     import pytest
 
-    from affectlab.datasets import real
-    from affectlab.datasets.base import DataError
-    from affectlab.datasets.real import Problems, readable_images
+    from affectlab.data.sources import on_disk as real
+    from affectlab.data.contract import DataError
+    from affectlab.data.sources.on_disk import Problems, readable_images
 
     root = tmp_path / "images"
     paths = [f"s{k}/{k}.jpg" for k in range(6)]
@@ -128,8 +128,8 @@ def test_image_checks_are_cached_by_path_size_and_mtime(tmp_path, monkeypatch):
 def test_on_error_policies_tell_known_gaps_from_problems():
     import pytest
 
-    from affectlab.datasets.base import DataError
-    from affectlab.datasets.real import Problems
+    from affectlab.data.contract import DataError
+    from affectlab.data.sources.on_disk import Problems
 
     default = Problems()
     assert default.policy == "known_gaps"
@@ -150,8 +150,8 @@ def test_on_error_policies_tell_known_gaps_from_problems():
 
 # --------------------------------------------------------------------------- roots, empty trees
 def ckplus_tree(tmp_path):
-    from affectlab.datasets.ckplus import write_layout
-    from affectlab.datasets.synthetic import layout_faces
+    from affectlab.data.sources.ckplus import write_layout
+    from affectlab.data.sources.synthetic.benchmark import layout_faces
 
     root = tmp_path / "CK+"
     return root, write_layout(layout_faces(10, 2, seed=3, image_size=24), root)
@@ -160,9 +160,9 @@ def ckplus_tree(tmp_path):
 def test_a_root_that_is_a_file_says_so(tmp_path):
     import pytest
 
-    from affectlab.datasets.base import DataError
-    from affectlab.datasets.ckplus import CKPlus
-    from affectlab.datasets.lfw import LFW
+    from affectlab.data.contract import DataError
+    from affectlab.data.sources.ckplus import CKPlus
+    from affectlab.data.sources.lfw import LFW
 
     archive = tmp_path / "CK+.zip"
     archive.write_bytes(b"PK\x03\x04")
@@ -183,8 +183,8 @@ def test_a_tree_without_images_says_no_images_found(tmp_path):
 
     import pytest
 
-    from affectlab.datasets.base import DataError
-    from affectlab.datasets.ckplus import CKPlus
+    from affectlab.data.contract import DataError
+    from affectlab.data.sources.ckplus import CKPlus
 
     root, _ = ckplus_tree(tmp_path)
     images = root / "cohn-kanade-images"
@@ -199,8 +199,8 @@ def test_a_tree_without_images_says_no_images_found(tmp_path):
 def test_a_split_left_without_readable_images_says_so(tmp_path):
     import pytest
 
-    from affectlab.datasets.base import DataError
-    from affectlab.datasets.ckplus import CKPlus
+    from affectlab.data.contract import DataError
+    from affectlab.data.sources.ckplus import CKPlus
 
     root, _ = ckplus_tree(tmp_path)
     dataset = CKPlus(root=str(root), cache_dir=str(tmp_path / "cache"), on_error="skip")

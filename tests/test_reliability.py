@@ -448,7 +448,7 @@ def test_a_truncated_test_image_is_found_before_training(tmp_path, data_root):
     """Today found at test time, after training; now when the data is built."""
     import shutil
 
-    from affectlab.datasets.base import DataError
+    from affectlab.data.contract import DataError
     from affectlab.train import build_data
     from .conftest import compose_config
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from affectlab.datasets.base import LabelTable, empty_labels
-from affectlab.datasets.samplers import (MLROSSampler, WeightedSampler, balancing_weights,
+from affectlab.data.contract import LabelTable, empty_labels
+from affectlab.data.samplers import (MLROSSampler, WeightedSampler, balancing_weights,
                                          imbalance_ratios, ml_ros_clones, uniform_epochs)
 from affectlab.train import run
 

@@ -10,10 +10,10 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-import affectlab.datasets.synthetic as S
+import affectlab.data.sources.synthetic.benchmark as S
 from affectlab.config import check_config
-from affectlab.datasets.base import EXPRESSIONS, DataError
-from affectlab.datasets.synthetic_faces import (
+from affectlab.data.contract import EXPRESSIONS, DataError
+from affectlab.data.sources.synthetic.faces import (
     FACE_CENTER_Y,
     FACE_HALF_HEIGHT,
     SUPPORTED_AUS,
@@ -443,7 +443,7 @@ def test_missing_image_is_a_data_error(tmp_path):
 
 def test_yaml_matches_constructor_defaults(tmp_path):
     cfg = OmegaConf.load(REPO / "configs" / "dataset" / "synthetic.yaml")
-    assert cfg._target_ == "affectlab.datasets.synthetic.Synthetic"
+    assert cfg._target_ == "affectlab.data.sources.synthetic.benchmark.Synthetic"
     signature = inspect.signature(S.Synthetic.__init__)
     parameters = {k: p.default for k, p in signature.parameters.items() if k != "self"}
     values = OmegaConf.to_container(cfg)

@@ -163,7 +163,7 @@ def test_compile_wraps_the_training_forward_and_channels_last_reaches_the_weight
 
 
 def test_unwritable_data_root_is_a_clear_error(tmp_path):
-    from affectlab.datasets.base import DataError
+    from affectlab.data.contract import DataError
     from .conftest import compose_config
 
     blocker = tmp_path / "file"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from affectlab.datasets.ckplus import CKPlus
+from affectlab.data.sources.ckplus import CKPlus
 
 from .conftest import load_script
 

@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader
 
 from affectlab.checkpoints import CheckpointError, load_run
 from affectlab.config import ConfigError
-from affectlab.datasets.base import DataError, FaceData
+from affectlab.data.contract import DataError, FaceData
 from affectlab.methods.base import Method
 from affectlab.methods.ensemble import Ensemble, label_set_difference
 from affectlab.metrics import evaluate_tasks, overall_score

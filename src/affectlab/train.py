@@ -29,12 +29,12 @@ from omegaconf import DictConfig, OmegaConf
 from affectlab.checkpoints import (RUN_CLAIM, CheckpointError, RunDirectoryError, claim_run_dir,
                                    init_from)
 from affectlab.config import ConfigError, instantiate_checked
-from affectlab.datasets.base import DataError, FaceData
-from affectlab.datasets.packed import use_packed
-from affectlab.datasets.preprocess import use_crops
-from affectlab.datasets.transforms import InputTransform
+from affectlab.data.contract import DataError, FaceData
+from affectlab.data.packed import use_packed
+from affectlab.data.preprocess import use_crops
+from affectlab.data.transforms import InputTransform
 from affectlab.methods.base import Method
-from affectlab.parallel import configure_threads
+from affectlab.threads import configure_threads
 from affectlab.trainer import DivergenceError, Trainer, TrainingInterrupted
 from affectlab.utils import atomic_write_json, atomic_write_text, resolve_device, seed_everything
 
@@ -301,7 +301,7 @@ def main(cfg: DictConfig) -> float | None:
             dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
             if device.type == "cuda":
                 torch.cuda.set_device(device)
-        configure_threads(cfg)    # this job's share of the CPUs (src/affectlab/parallel.py)
+        configure_threads(cfg)    # this job's share of the CPUs (src/affectlab/threads.py)
         metrics = run(cfg, HydraConfig.get().runtime.output_dir, unique_dir=default_run_dir())
     except TrainingInterrupted as stopped:
         if int(os.environ.get("RANK", 0)) == 0:

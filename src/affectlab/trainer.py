@@ -52,12 +52,12 @@ from torch.utils.tensorboard import SummaryWriter
 
 from affectlab.checkpoints import (CheckpointError, class_path, load_checkpoint,
                                    load_method_state, remove_stray_temporaries)
-from affectlab.datasets.base import TARGET_KEYS, FaceData, FaceImageDataset
-from affectlab.datasets.samplers import EpochSampler, InfiniteSampler, uniform_epochs
+from affectlab.data.contract import TARGET_KEYS, FaceData, FaceImageDataset
+from affectlab.data.samplers import EpochSampler, InfiniteSampler, uniform_epochs
 from affectlab.methods.base import Method
 from affectlab.metrics import (MULTILABEL_TASKS, THRESHOLD_CRITERIA, best_thresholds,
                                evaluate_tasks, flatten_metrics, overall_score)
-from affectlab.parallel import usable_cpus
+from affectlab.threads import usable_cpus
 from affectlab.results import flatten
 from affectlab.schedules import Constant
 from affectlab.utils import atomic_torch_save, resolve_device, rng_state, set_rng_state
@@ -233,7 +233,7 @@ class RunLogger:
 
 
 class Trainer:
-    """Fits a :class:`~affectlab.methods.base.Method` on :class:`~affectlab.datasets.base.FaceData`.
+    """Fits a :class:`~affectlab.methods.base.Method` on :class:`~affectlab.data.contract.FaceData`.
 
     Args:
         max_epochs: epochs over the labelled training split (≥ 1).
@@ -407,7 +407,7 @@ class Trainer:
     def _prepare(self, batch: dict[str, torch.Tensor], data: FaceData, train: bool,
                  views: int = 1) -> dict[str, torch.Tensor]:
         """Move to the device and apply the data's own transform (augmentation, normalisation,
-        ``views`` copies; :class:`~affectlab.datasets.transforms.InputTransform`); image
+        ``views`` copies; :class:`~affectlab.data.transforms.InputTransform`); image
         batches in channels-last order when ``channels_last``."""
         batch = data.transform(self._to_device(batch), train=train, views=views)
         if self.channels_last:
@@ -864,7 +864,7 @@ class Trainer:
 def default_workers(world_size: int) -> int:
     """Loader processes per training process on CUDA, at most 8, at least 1: its share of the
     CPUs less one for itself — under torchrun the node's CPUs over its processes, otherwise
-    the threads this job was given (``affectlab.parallel``: parallel jobs share the CPUs)."""
+    the threads this job was given (``affectlab.threads``: parallel jobs share the CPUs)."""
     if world_size > 1:
         share = usable_cpus() // max(int(os.environ.get("LOCAL_WORLD_SIZE", world_size)), 1)
     else:

@@ -11,7 +11,7 @@ Call order, all made by :class:`affectlab.trainer.Trainer`::
     per evaluation:
         outputs = method.predict(batch)      # {"au": probabilities (N, C), "va": (N, 2), ...}
 
-``batch`` is the labelled sample dict of :mod:`affectlab.datasets.base` with its inputs already
+``batch`` is the labelled sample dict of :mod:`affectlab.data.contract` with its inputs already
 transformed by the data (``FaceData.transform``: augmented and normalised images), plus
 ``batch["unlabeled"]`` (a second sample dict drawn from the unlabelled pool) when
 ``needs_unlabeled`` is True, and ``batch["image_views"]`` (k independently augmented copies of
@@ -32,7 +32,7 @@ from typing import Any, Callable, ClassVar
 import torch
 from torch import nn
 
-from affectlab.datasets.base import FaceData
+from affectlab.data.contract import FaceData
 
 Batch = dict[str, Any]
 ModelFactory = Callable[[], nn.Module]

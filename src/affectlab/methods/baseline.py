@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from affectlab.datasets.base import FaceData
+from affectlab.data.contract import FaceData
 from affectlab.methods.base import Batch, Method, ModelFactory
 from affectlab.methods.heads import TaskHeads
 

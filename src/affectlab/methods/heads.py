@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from affectlab.datasets.base import EXPRESSIONS, FaceData
+from affectlab.data.contract import EXPRESSIONS, FaceData
 from affectlab.losses import (inverse_frequency_weights, masked_bce_with_logits,
                               masked_ccc_loss, masked_cross_entropy, masked_mse,
                               selective_learning_weights, va_bin_indices)

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from affectlab.datasets.base import FaceData
+from affectlab.data.contract import FaceData
 from affectlab.losses import (co_regularization_loss, inverse_frequency_weights,
                               masked_bce_with_logits, multi_view_loss,
                               selective_learning_weights)

@@ -1,5 +1,5 @@
 """What every on-disk dataset module shares: AU selection, error policy, index cache, split
-manifests, and the assembly of :class:`~affectlab.datasets.base.FaceData`.
+manifests, and the assembly of :class:`~affectlab.data.contract.FaceData`.
 
 A dataset module (``datasets/<name>.py``) subclasses :class:`OnDiskDataset` and fills in three
 hooks; everything else — caching, AU selection, image checks, subject-leakage checks, the split
@@ -33,10 +33,10 @@ from typing import Any, Callable
 
 import numpy as np
 
-from affectlab.datasets.alignment import AlignedImages
-from affectlab.datasets.alignment import template as template_by_name
-from affectlab.datasets.face_detection import MTCNN, detect_landmarks
-from affectlab.datasets.base import (FaceData, FaceImageDataset, LabelTable, DataError,
+from affectlab.data.faces.alignment import AlignedImages
+from affectlab.data.faces.alignment import template as template_by_name
+from affectlab.data.faces.detection import MTCNN, detect_landmarks
+from affectlab.data.contract import (FaceData, FaceImageDataset, LabelTable, DataError,
                                      check_subject_exclusive, image_file_problem, ARRAY_FIELDS)
 from affectlab.utils import atomic_write, atomic_write_json, save_npz
 
@@ -307,7 +307,7 @@ def readable_images(root: Path, paths: Sequence[str], problems: Problems, *,
                     cache_file: Path | None, known_gap: Callable[[int], bool] | None = None,
                     threads: int = IMAGE_CHECK_THREADS) -> np.ndarray:
     """(len(paths),) bool: which of the images ``root / paths`` are readable, by the cheap
-    checks of :func:`~affectlab.datasets.base.image_file_problem` (exists, not empty, header
+    checks of :func:`~affectlab.data.contract.image_file_problem` (exists, not empty, header
     parses, not truncated), so that a bad image stops a run before it trains, not when the
     image is first decoded. Every other one is reported to ``problems``: a missing file as a
     known gap where ``known_gap(i)`` says the release lacks it, else as a problem; a damaged
@@ -392,8 +392,8 @@ class FaceCrops:
     """Face crops shared by the dataset readers (``dataset.crop``): ``none`` resizes the whole
     image; ``align`` aligns each face by five points from the dataset's own landmarks
     (:meth:`landmark_points`); ``detect`` by the five points of the offline face detector
-    (:mod:`affectlab.datasets.face_detection`), detected once and cached in ``cache_dir``.
-    Aligned faces go through :class:`~affectlab.datasets.alignment.AlignedImages`: warped onto
+    (:mod:`affectlab.data.faces.detection`), detected once and cached in ``cache_dir``.
+    Aligned faces go through :class:`~affectlab.data.faces.alignment.AlignedImages`: warped onto
     ``template`` at ``align_size`` pixels, centre ``image_size`` square kept.
 
     A class using it calls :meth:`configure_crop` in its constructor and has ``name``,

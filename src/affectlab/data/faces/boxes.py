@@ -1,6 +1,6 @@
 """Face-box crops for datasets whose label files give a box per face (AffectNet, ExpW, AFEW-VA).
 
-:class:`~affectlab.datasets.base.LabelTable` has no geometry column and the index cache stores
+:class:`~affectlab.data.contract.LabelTable` has no geometry column and the index cache stores
 only the label arrays, so a dataset that crops keeps its boxes beside the table:
 :class:`BoxCroppedDataset` lets the base build the splits, then re-reads the boxes from the label
 files (:meth:`BoxCroppedDataset.face_boxes`, one per index row), recovers which index rows each
@@ -20,8 +20,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from PIL import Image
 
-from affectlab.datasets.base import DataError, FaceData, FaceImageDataset, LabelTable
-from affectlab.datasets.real import DatasetIndex, OnDiskDataset, check_split_fractions
+from affectlab.data.contract import DataError, FaceData, FaceImageDataset, LabelTable
+from affectlab.data.sources.on_disk import DatasetIndex, OnDiskDataset, check_split_fractions
 
 CROPS = ("none", "box")
 

@@ -30,7 +30,7 @@ frame k, i.e. the crop ``k:05d.jpg``)::
     0.415,0.262
 
 The header decides the columns: AUs are found by name (``AU12``), expressions are mapped by
-class name onto :data:`~affectlab.datasets.base.EXPRESSIONS` (the Aff-Wild2 order, so usually the
+class name onto :data:`~affectlab.data.contract.EXPRESSIONS` (the Aff-Wild2 order, so usually the
 identity) and valence/arousal by name. The sentinels (AU −1, EXPR −1, VA −5) become masks, never
 labels; an AU −1 masks that AU only (the real files write whole −1 lines), a −5 in either VA
 value masks the frame's VA. Any other value (an AU 2, an expression 7 — ABAW 2022's "Other" —,
@@ -44,7 +44,7 @@ Samples: one per (official set, video side, frame) that has at least one label o
 masks elsewhere — the multi-task ABAW works train on this union. Frames whose lines are all
 sentinels are not samples. ``cropped_aligned`` leaves out frames in which no face was detected,
 so the real data has labelled frames without a crop in nearly every video (§6.3): each is a
-*known gap* of the release (:meth:`~affectlab.datasets.real.Problems.known_gap`), left out and
+*known gap* of the release (:meth:`~affectlab.data.sources.on_disk.Problems.known_gap`), left out and
 counted under the default ``on_error=known_gaps`` (``FaceData.known_gaps``), an error under
 ``on_error=raise``. A missing crop folder is a problem (an error unless ``on_error=skip``) for
 the whole video side: the release has one for every video. Crops without a label line
@@ -92,11 +92,11 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from affectlab.datasets.base import EXPRESSIONS, DataError, LabelTable, empty_labels
-from affectlab.datasets.real import (DatasetIndex, OnDiskDataset, Problems, SplitManifest,
+from affectlab.data.contract import EXPRESSIONS, DataError, LabelTable, empty_labels
+from affectlab.data.sources.on_disk import (DatasetIndex, OnDiskDataset, Problems, SplitManifest,
                                      check_relative_folder, select_aus, subject_split)
-from affectlab.datasets.synthetic import UNKNOWN as LAYOUT_UNKNOWN
-from affectlab.datasets.synthetic import LayoutFace
+from affectlab.data.sources.synthetic.benchmark import UNKNOWN as LAYOUT_UNKNOWN
+from affectlab.data.sources.synthetic.benchmark import LayoutFace
 
 log = logging.getLogger(__name__)
 
@@ -248,7 +248,7 @@ class AffWild2(OnDiskDataset):
     """Aff-Wild2 frames (ABAW 2020 / 2021) with AU, expression and VA labels (see the module
     docstring for layout, formats and protocol).
 
-    Args (besides :class:`~affectlab.datasets.real.OnDiskDataset`'s; ``aus`` defaults to the
+    Args (besides :class:`~affectlab.data.sources.on_disk.OnDiskDataset`'s; ``aus`` defaults to the
     release's AUs):
         release: ``abaw2020`` (8 AUs, ``Training_Set``), ``abaw2021`` (12 AUs, ``Train_Set``) or
             ``auto`` (from the training folders' name, at the first :meth:`index`; until

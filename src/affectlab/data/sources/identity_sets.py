@@ -15,7 +15,7 @@ Protocols (``dataset.protocol``; a module may add official ones, e.g. LFW's View
 
 - ``identities``: identities shuffled with ``seed`` and cut into train / val / test by
   ``train_fraction`` / ``val_fraction`` (test: the rest), see
-  :func:`~affectlab.datasets.real.subject_split`.
+  :func:`~affectlab.data.sources.on_disk.subject_split`.
 - ``pool``: no train / val / test; ``unlabeled`` = ``pool_images`` images drawn from every image
   (all of them when ``pool_images`` is None). The literal reading of "2,000 random LFW images":
   the draw may take any identity, which is harmless for a pool of *another* dataset and is why
@@ -35,8 +35,8 @@ from __future__ import annotations
 from pathlib import Path
 import numpy as np
 
-from affectlab.datasets.base import DataError, FaceData, LabelTable, empty_labels
-from affectlab.datasets.real import (DatasetIndex, OnDiskDataset, SplitManifest,
+from affectlab.data.contract import DataError, FaceData, LabelTable, empty_labels
+from affectlab.data.sources.on_disk import (DatasetIndex, OnDiskDataset, SplitManifest,
                                      check_split_fractions, subject_split)
 
 IDENTITY_PROTOCOLS: tuple[str, ...] = ("identities", "pool")
@@ -90,7 +90,7 @@ def draw(ids: list[str], size: int | None, seed: int, what: str) -> list[str]:
 class IdentityDataset(OnDiskDataset):
     """Base of the identity-only datasets (see the module docstring).
 
-    Args (besides :class:`~affectlab.datasets.real.OnDiskDataset`'s; no ``aus``: none coded):
+    Args (besides :class:`~affectlab.data.sources.on_disk.OnDiskDataset`'s; no ``aus``: none coded):
         protocol: one of the class's ``PROTOCOLS`` (``identities``, ``pool``, and the module's
             official ones).
         seed: seeds the identity split and the pool draw (independent of the training seed).

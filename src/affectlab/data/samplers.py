@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch.utils.data import Sampler
 
-from affectlab.datasets.base import LabelTable
+from affectlab.data.contract import LabelTable
 
 
 def _permutation(n: int, seed: int, cycle: int) -> torch.Tensor:

@@ -16,7 +16,7 @@ neutral.
 
 Samples: the labelled peak frame of every sequence (``peak_frames`` = k takes the last k frames,
 all with the sequence's labels, as some works do). Expressions are mapped to the Aff-Wild2 order
-of :data:`affectlab.datasets.base.EXPRESSIONS`; contempt has no counterpart there and is masked.
+of :data:`affectlab.data.contract.EXPRESSIONS`; contempt has no counterpart there and is masked.
 
 Protocol: CK+ has no official AU split. The MLCR reproduction used random subject splits, three
 runs averaged; ``dataset.run`` = 0, 1, 2 seeds the shuffle of subjects, which are then cut into
@@ -32,13 +32,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from affectlab.datasets.alignment import five_points_from_68, template_landmarks68
-from affectlab.datasets.face_detection import MTCNN
-from affectlab.datasets.base import (EXPRESSIONS, DataError, LabelTable,
+from affectlab.data.faces.alignment import five_points_from_68, template_landmarks68
+from affectlab.data.faces.detection import MTCNN
+from affectlab.data.contract import (EXPRESSIONS, DataError, LabelTable,
                                      empty_labels)
-from affectlab.datasets.real import (DatasetIndex, OnDiskDataset, Problems, SplitManifest,
+from affectlab.data.sources.on_disk import (DatasetIndex, OnDiskDataset, Problems, SplitManifest,
                                      check_split_fractions, subject_split)
-from affectlab.datasets.synthetic import LayoutFace
+from affectlab.data.sources.synthetic.benchmark import LayoutFace
 
 IMAGES_DIR = "cohn-kanade-images"
 FACS_DIRS = ("FACS", "FACS_labels/FACS")
@@ -89,7 +89,7 @@ def parse_numbers(path: Path, problems: Problems, columns: int) -> list[list[flo
 class CKPlus(OnDiskDataset):
     """CK+ peak frames with AU occurrence and expression labels (see the module docstring).
 
-    Args (besides :class:`~affectlab.datasets.real.OnDiskDataset`'s):
+    Args (besides :class:`~affectlab.data.sources.on_disk.OnDiskDataset`'s):
         run: 0, 1, 2, … seeds the random subject split (the reproduction averaged 3 runs).
         train_fraction, val_fraction: shares of the subjects in train and val (test: the rest).
         peak_frames: the last k frames of each sequence carry its labels (1: the peak only).

@@ -45,7 +45,7 @@ withdrawn in 2019) are not read: a root holding only ``.tsv`` files gets an erro
 to decode them into the folder layout.
 
 Samples carry the identity (``subject``) and no other label; the protocols (``identities``,
-``pool``) and the ``pool_images`` draw are those of :mod:`affectlab.datasets.identity_sets`.
+``pool``) and the ``pool_images`` draw are those of :mod:`affectlab.data.sources.identity_sets`.
 """
 
 from __future__ import annotations
@@ -61,13 +61,13 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from affectlab.datasets.base import DataError, FaceImageDataset, LabelTable
-from affectlab.datasets.identity_sets import IdentityDataset, identity_index
-from affectlab.datasets.image_folder import IMAGE_EXTENSIONS
-from affectlab.datasets.real import DatasetIndex, Problems
+from affectlab.data.contract import DataError, FaceImageDataset, LabelTable
+from affectlab.data.sources.identity_sets import IdentityDataset, identity_index
+from affectlab.data.sources.image_folder import IMAGE_EXTENSIONS
+from affectlab.data.sources.on_disk import DatasetIndex, Problems
 
 if TYPE_CHECKING:   # the fixture writer only reads these objects; the loader needs no renderer
-    from affectlab.datasets.synthetic import LayoutFace
+    from affectlab.data.sources.synthetic.benchmark import LayoutFace
 
 MAGIC = 0xCED7230A
 MAGIC_BYTES = struct.pack("<I", MAGIC)
@@ -287,7 +287,7 @@ def offset_of(keys: np.ndarray, offsets: np.ndarray, key: int) -> int | None:
 class RecordImages(FaceImageDataset):
     """Faces decoded from a ``.rec`` file: row r's image path ends in ``<key>.jpg`` and the
     image is record ``key`` (its payload, a JPEG); everything else as
-    :class:`~affectlab.datasets.base.FaceImageDataset`. The file is opened per read, so the
+    :class:`~affectlab.data.contract.FaceImageDataset`. The file is opened per read, so the
     dataset is safe to use in DataLoader worker processes."""
 
     def __init__(self, table: LabelTable, *, image_size: int | None, rec_path: Path,
@@ -331,7 +331,7 @@ def _join(images_dir: str, identity: str, file: str) -> str:
 class MSCeleb(IdentityDataset):
     """MS-Celeb-1M faces with their identities (see the module docstring).
 
-    Args (besides :class:`~affectlab.datasets.identity_sets.IdentityDataset`'s):
+    Args (besides :class:`~affectlab.data.sources.identity_sets.IdentityDataset`'s):
         layout: ``auto`` (record files when present, else the folder), ``record`` or
             ``folder``.
         images_dir: folder of the identity folders, relative to the root (``""``: the root);

@@ -38,12 +38,12 @@ fold    papers' name   tested on            trained on (minus val)
 Face crops (``dataset.crop``): ``none`` resizes the 1040×1392 frame (use it on pre-cropped
 faces such as ME-GraphAU's ``img/``); ``align`` aligns each frame by its five points from the
 release's tracked landmarks, ``2DFeatures/<subject>_<task>.mat``; ``detect`` by the offline
-detector's (:mod:`affectlab.datasets.face_detection`). The ``.mat`` files are MATLAB v7.3
+detector's (:mod:`affectlab.data.faces.detection`). The ``.mat`` files are MATLAB v7.3
 (HDF5): ``fit/pred`` is a cell array with one entry per video frame (entry k−1 ↔ frame k, as
 EAC-Net's ``get_bp4d_2dfeat.py`` reads them), each a 49 × 2 matrix of 1-based pixel
 coordinates (x column, y column), empty where tracking failed. The 49 points are the 68-point
 iBUG mark-up without the jaw line and the inner mouth corners
-(:data:`~affectlab.datasets.alignment.IBUG68_TO_49`).
+(:data:`~affectlab.data.faces.alignment.IBUG68_TO_49`).
 
 The papers have no validation split; here ``val_subjects`` training subjects (drawn with
 ``seed``, the same for every fold's training pool) are held out for model selection, so the
@@ -63,14 +63,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from affectlab.datasets.alignment import (IBUG68_TO_49, five_points_from_49,
+from affectlab.data.faces.alignment import (IBUG68_TO_49, five_points_from_49,
                                           template_landmarks68)
-from affectlab.datasets.base import DataError, LabelTable, empty_labels
-from affectlab.datasets.face_detection import MTCNN
-from affectlab.datasets.real import (DatasetIndex, OnDiskDataset, Problems, SplitManifest,
+from affectlab.data.contract import DataError, LabelTable, empty_labels
+from affectlab.data.faces.detection import MTCNN
+from affectlab.data.sources.on_disk import (DatasetIndex, OnDiskDataset, Problems, SplitManifest,
                                      check_relative_folder, subject_split)
-from affectlab.datasets.synthetic import UNKNOWN as LAYOUT_UNKNOWN
-from affectlab.datasets.synthetic import LayoutFace
+from affectlab.data.sources.synthetic.benchmark import UNKNOWN as LAYOUT_UNKNOWN
+from affectlab.data.sources.synthetic.benchmark import LayoutFace
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +111,7 @@ BP4D/                                  <- dataset.root
 └── AUCoding/AU_OCC/                   <- AU occurrence (or AUCoding/; dataset.au_occ_dir)
     └── F001_T1.csv … M018_T8.csv      header "0,1,2,3,…" (0 = frame, then AU numbers);
                                        values 1 present, 0 absent, 9 unknown
-Subjects of the 3-fold protocol: F001–F023, M001–M018 (see affectlab.datasets.bp4d.PARTS)."""
+Subjects of the 3-fold protocol: F001–F023, M001–M018 (see affectlab.data.sources.bp4d.PARTS)."""
 
 
 class BP4D(OnDiskDataset):

@@ -58,13 +58,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image
 
-from affectlab.datasets.alignment import TEMPLATES, template
-from affectlab.datasets.base import (DataError, FaceData, FaceImageDataset, LabelTable,
+from affectlab.data.faces.alignment import TEMPLATES, template
+from affectlab.data.contract import (DataError, FaceData, FaceImageDataset, LabelTable,
                                      empty_labels)
-from affectlab.datasets.real import DatasetIndex, OnDiskDataset, Problems, SplitManifest
+from affectlab.data.sources.on_disk import DatasetIndex, OnDiskDataset, Problems, SplitManifest
 
 if TYPE_CHECKING:   # the fixture writer only reads these objects; the loader needs no renderer
-    from affectlab.datasets.synthetic import LayoutFace
+    from affectlab.data.sources.synthetic.benchmark import LayoutFace
 
 log = logging.getLogger(__name__)
 
@@ -260,7 +260,7 @@ class CelebAImages(FaceImageDataset):
         crop: ``center`` (largest centred square: 178×178 of the 178×218 aligned crops, the
             usual attribute-recognition recipe) or ``bbox`` (square of side max(w, h) centred
             on the in-the-wild box; outside the image is black). ``align`` is the shared
-            five-point alignment (:class:`~affectlab.datasets.real.FaceCrops`).
+            five-point alignment (:class:`~affectlab.data.sources.on_disk.FaceCrops`).
         geometry: {image file name ``NNNNNN.jpg``: (4,) box}; for bbox.
     """
 

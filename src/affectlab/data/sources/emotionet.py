@@ -40,7 +40,7 @@ published protocols: the same person may appear in several images).
 Missing images: dead URLs are the common case (MLCR could download 20,722 of the ~24,600 manual
 images; datasets.md §4.3: "loaders must skip missing images rather than fail"). A labelled row
 whose image is not on disk is a *known gap* of the release
-(:meth:`~affectlab.datasets.real.Problems.known_gap`): the default ``on_error=known_gaps`` and
+(:meth:`~affectlab.data.sources.on_disk.Problems.known_gap`): the default ``on_error=known_gaps`` and
 ``skip`` leave it out and count it, ``on_error=raise`` stops with its file and line. The
 automatic set used only as the unlabelled pool is different: one downloads a part of its 950k
 images, so its rows without an image are simply not candidates (logged, not counted). Existence
@@ -69,7 +69,7 @@ automatic labels (protocol name ``emotionet/mlcr-automatic/run<k>``): ``num_labe
 for train + val, then ``num_unlabeled`` of the remaining ones as the pool, the rest (or
 ``num_test`` of them) as test. These labels come from an algorithm, not from FACS coders.
 
-Workarounds of the base class (:class:`~affectlab.datasets.real.OnDiskDataset`):
+Workarounds of the base class (:class:`~affectlab.data.sources.on_disk.OnDiskDataset`):
 
 - The index holds the *selected* AUs only, not all 60 coded ones (950k rows × 60 AUs would make
   a 285 MB cache and parse 5× more columns); ``aus`` is therefore part of the cache key.
@@ -98,11 +98,11 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from affectlab.datasets.base import DataError, LabelTable, empty_labels
-from affectlab.datasets.face_detection import MTCNN
-from affectlab.datasets.real import (INDEX_FORMAT, DatasetIndex, OnDiskDataset, Problems,
+from affectlab.data.contract import DataError, LabelTable, empty_labels
+from affectlab.data.faces.detection import MTCNN
+from affectlab.data.sources.on_disk import (INDEX_FORMAT, DatasetIndex, OnDiskDataset, Problems,
                                      SplitManifest)
-from affectlab.datasets.synthetic import UNKNOWN, LayoutFace
+from affectlab.data.sources.synthetic.benchmark import UNKNOWN, LayoutFace
 
 log = logging.getLogger(__name__)
 
@@ -192,7 +192,7 @@ class _Rows:
 class EmotioNet(OnDiskDataset):
     """EmotioNet images with AU occurrence labels (see the module docstring for the layout).
 
-    Args (besides :class:`~affectlab.datasets.real.OnDiskDataset`'s):
+    Args (besides :class:`~affectlab.data.sources.on_disk.OnDiskDataset`'s):
         annotations: ``manual`` (the FACS-coded set; the automatic files, if present, give the
             unlabelled pool), ``automatic`` (the algorithm's labels for everything), or ``auto``
             (manual when a manual file is in the root or ``manual_file`` is set, else
@@ -211,7 +211,7 @@ class EmotioNet(OnDiskDataset):
             :data:`AUTOMATIC_GLOBS`).
         check_images: list the image folder while indexing and leave out rows without an image.
         crop, template, align_size, detector: face crops, ``none`` or ``detect`` (see
-            :class:`~affectlab.datasets.real.FaceCrops`).
+            :class:`~affectlab.data.sources.on_disk.FaceCrops`).
     """
 
     CODED_AUS = CODED_AUS

@@ -26,9 +26,9 @@ import numpy as np
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from affectlab.datasets.base import (ARRAY_FIELDS, DataError, FaceData, FaceImageDataset,
+from affectlab.data.contract import (ARRAY_FIELDS, DataError, FaceData, FaceImageDataset,
                                      LabelTable)
-from affectlab.datasets.packed import reading_settings
+from affectlab.data.packed import reading_settings
 from affectlab.utils import atomic_write, atomic_write_json
 
 MANIFEST = "manifest.json"

@@ -20,7 +20,7 @@ Weights: the MTCNN weights converted to PyTorch that the ``facenet-pytorch`` pac
 its dependencies (it pins an old torch); only its three weight files are read, its code is not
 imported. ``weights=DIR`` reads the three files from another folder. Nothing is downloaded.
 
-Landmarks come in the template order of :mod:`affectlab.datasets.alignment` (image-left eye,
+Landmarks come in the template order of :mod:`affectlab.data.faces.alignment` (image-left eye,
 image-right eye, nose tip, image-left mouth corner, image-right mouth corner).
 """
 
@@ -39,7 +39,7 @@ from PIL import Image, UnidentifiedImageError
 from torch import nn
 from torchvision.ops import batched_nms, box_area
 
-from affectlab.datasets.base import DataError
+from affectlab.data.contract import DataError
 from affectlab.utils import atomic_write, save_npz
 
 log = logging.getLogger(__name__)

@@ -27,7 +27,7 @@ from typing import Callable
 import numpy as np
 from PIL import Image
 
-from affectlab.datasets.base import FaceImageDataset, LabelTable
+from affectlab.data.contract import FaceImageDataset, LabelTable
 
 
 @dataclass(frozen=True)

@@ -19,11 +19,11 @@ Note the unusual box order: ``top left right bottom`` (wtomin's reader stores fi
 ymin, xmin, xmax, ymax); the face is ``(x0, y0, x1, y1) = (left, top, right, bottom)``.
 ``confidence`` is the face detector's score (parsed, not used). ``expression`` 0..6 = angry,
 disgust, fear, happy, sad, surprise, neutral, mapped to the Aff-Wild2 order of
-:data:`~affectlab.datasets.base.EXPRESSIONS` by :data:`EXPW_TO_EXPRESSION` =
+:data:`~affectlab.data.contract.EXPRESSIONS` by :data:`EXPW_TO_EXPRESSION` =
 ``[1, 2, 3, 4, 5, 6, 0]``. One image may hold several faces (``face_id``).
 
 Samples: one per (image, face), id ``<image_name>#<face_id>``, read through
-:class:`~affectlab.datasets.face_boxes.BoxCropImages` (``dataset.crop=box``: the square around the
+:class:`~affectlab.data.faces.boxes.BoxCropImages` (``dataset.crop=box``: the square around the
 box, ``box_margin`` wider); ``crop=none`` would feed the whole photo for every face of it.
 
 Protocol: ExpW has no official split. Images (with all their faces) are shuffled with
@@ -39,11 +39,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from affectlab.datasets.base import EXPRESSIONS, DataError, LabelTable, empty_labels
-from affectlab.datasets.face_boxes import CROPS, BoxCroppedDataset, boxes_in_index_order
-from affectlab.datasets.real import (DatasetIndex, Problems, SplitManifest,
+from affectlab.data.contract import EXPRESSIONS, DataError, LabelTable, empty_labels
+from affectlab.data.faces.boxes import CROPS, BoxCroppedDataset, boxes_in_index_order
+from affectlab.data.sources.on_disk import (DatasetIndex, Problems, SplitManifest,
                                      subject_split)
-from affectlab.datasets.synthetic import LayoutFace
+from affectlab.data.sources.synthetic.benchmark import LayoutFace
 
 LABEL_FILES = ("label/label.lst", "label.lst")
 IMAGE_DIRS = ("image/origin", "origin")

@@ -23,7 +23,7 @@ person folder that does not follow the naming is a problem (reported with its pa
 (file and line): a partial extraction is not silently smaller.
 
 Samples carry the identity (``subject`` = the person) and no other label; see
-:mod:`affectlab.datasets.identity_sets` for the shared protocols ``identities`` and ``pool``
+:mod:`affectlab.data.sources.identity_sets` for the shared protocols ``identities`` and ``pool``
 (``pool_images``: the MLCR reproduction's 2,000 random LFW images as the unlabelled set of
 CK+). LFW adds its official people splits:
 
@@ -48,13 +48,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image
 
-from affectlab.datasets.base import DataError, FaceImageDataset, LabelTable
-from affectlab.datasets.identity_sets import IdentityDataset, identity_index
-from affectlab.datasets.face_detection import MTCNN
-from affectlab.datasets.real import DatasetIndex, Problems, check_folder, subject_split
+from affectlab.data.contract import DataError, FaceImageDataset, LabelTable
+from affectlab.data.sources.identity_sets import IdentityDataset, identity_index
+from affectlab.data.faces.detection import MTCNN
+from affectlab.data.sources.on_disk import DatasetIndex, Problems, check_folder, subject_split
 
 if TYPE_CHECKING:   # the fixture writer only reads these objects; the loader needs no renderer
-    from affectlab.datasets.synthetic import LayoutFace
+    from affectlab.data.sources.synthetic.benchmark import LayoutFace
 
 IMAGE_FOLDERS: tuple[str, ...] = ("lfw", "lfw_funneled", "lfw-deepfunneled")
 TORCHVISION_FOLDER = "lfw-py"
@@ -155,13 +155,13 @@ class CenterCropped(FaceImageDataset):
 class LFW(IdentityDataset):
     """LFW faces with their identities (see the module docstring).
 
-    Args (besides :class:`~affectlab.datasets.identity_sets.IdentityDataset`'s):
+    Args (besides :class:`~affectlab.data.sources.identity_sets.IdentityDataset`'s):
         images: ``lfw`` (original), ``lfw_funneled`` or ``lfw-deepfunneled``.
         fold: ``protocol=view2``: the test fold, 0-based (``people.txt`` has 10).
         center_crop: keep the centre square of this side before resizing (None: the whole
             image; LFW images are 250 × 250 with the face in the middle).
         crop, template, align_size, detector: face crops, ``none`` or ``detect`` (see
-            :class:`~affectlab.datasets.real.FaceCrops`).
+            :class:`~affectlab.data.sources.on_disk.FaceCrops`).
     """
 
     PROTOCOLS = PROTOCOLS

@@ -13,7 +13,7 @@ key            dtype, shape        meaning
 ``image``      float32 (3, H, W)   RGB in [0, 1] — or uint8 (3, H, W) in [0, 255] from the packed
                                    store, converted on the device; normalisation and
                                    augmentation happen on the batch (see
-                                   :mod:`affectlab.datasets.transforms`)
+                                   :mod:`affectlab.data.transforms`)
 ``au``         float32 (C,)        AU occurrence, 1 present / 0 absent
 ``au_mask``    bool (C,)           False where the AU label is unknown (occluded, not coded)
 ``expr``       int64 ()            expression index in :data:`EXPRESSIONS` order
@@ -44,7 +44,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
-from affectlab.datasets.transforms import InputTransform, pixels_to_float
+from affectlab.data.transforms import InputTransform, pixels_to_float
 
 # Aff-Wild2 / ABAW order, the one label order for expressions across datasets.
 EXPRESSIONS: tuple[str, ...] = (
@@ -174,7 +174,7 @@ class FaceData:
     label_names: dict[str, list[str]] = field(default_factory=dict)
     mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
     std: tuple[float, float, float] = (0.5, 0.5, 0.5)
-    # the split protocol as sample ids (affectlab.datasets.real.SplitManifest), saved into the
+    # the split protocol as sample ids (affectlab.data.sources.on_disk.SplitManifest), saved into the
     # run directory; None for datasets whose splits are fixed by their files (synthetic)
     manifest: Any = None
     skipped: int = 0          # problems skipped under dataset.on_error=skip (a line, a sample
@@ -235,7 +235,7 @@ class FaceImageDataset(Dataset):
 
     def load_pixels(self, row: int) -> np.ndarray:
         """The RGB image of ``row`` as uint8 (H, W, 3), after :meth:`transform`: what the
-        packed store (:mod:`affectlab.datasets.packed`) keeps."""
+        packed store (:mod:`affectlab.data.packed`) keeps."""
         path = Path(self.table.root) / self.table.image_paths[row]
         try:
             with Image.open(path) as img:

@@ -6,7 +6,7 @@ the dataset's own reading path (:meth:`FaceImageDataset.load_pixels`: crop, alig
 resize) and stored as one ``.npy`` file of shape (N, 3, H, W), uint8, which training maps into
 memory (``numpy.load(mmap_mode="r")``: a slice per sample, no decoding, the page cache shares
 it between loader workers and parallel runs). Samples carry the uint8 pixels; the conversion
-to float happens on the device (:func:`~affectlab.datasets.transforms.pixels_to_float`, the same
+to float happens on the device (:func:`~affectlab.data.transforms.pixels_to_float`, the same
 ``x / 255`` as the decoding path, so both give the same values — tested).
 
 The store is a cache built on first use (``packed: true``, the default) under ``packed_dir``,
@@ -34,8 +34,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from affectlab.datasets.base import DataError, FaceData, FaceImageDataset, LabelTable
-from affectlab.parallel import usable_cpus
+from affectlab.data.contract import DataError, FaceData, FaceImageDataset, LabelTable
+from affectlab.threads import usable_cpus
 from affectlab.utils import atomic_write_json
 
 log = logging.getLogger("affectlab")

@@ -62,11 +62,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from affectlab.datasets.base import DataError, LabelTable, empty_labels
-from affectlab.datasets.face_detection import MTCNN
-from affectlab.datasets.real import (DatasetIndex, OnDiskDataset, Problems, SplitManifest,
+from affectlab.data.contract import DataError, LabelTable, empty_labels
+from affectlab.data.faces.detection import MTCNN
+from affectlab.data.sources.on_disk import (DatasetIndex, OnDiskDataset, Problems, SplitManifest,
                                      subject_split)
-from affectlab.datasets.synthetic import LayoutFace
+from affectlab.data.sources.synthetic.benchmark import LayoutFace
 
 LABELS_DIR = "ActionUnit_Labels"
 # the 12 AUs DISFA codes (intensity 0–5 in every frame), in AU order
@@ -170,7 +170,7 @@ def _integer(text: str) -> int | None:
 class DISFA(OnDiskDataset):
     """DISFA video frames with AU occurrence labels (see the module docstring).
 
-    Args (besides :class:`~affectlab.datasets.real.OnDiskDataset`'s):
+    Args (besides :class:`~affectlab.data.sources.on_disk.OnDiskDataset`'s):
         fold: 0, 1, 2 = the papers' fold1, fold2, fold3; tests part3, part2, part1 of
             :data:`PARTS` respectively and trains on the other two parts.
         val_subjects: subjects of the training parts held out as the validation split
@@ -186,7 +186,7 @@ class DISFA(OnDiskDataset):
             naming, ``img`` for index naming).
         image_ext: frame file extension (``png``; JAA-Net's frames are ``jpg``).
         crop, template, align_size, detector: face crops, ``none`` or ``detect`` (see
-            :class:`~affectlab.datasets.real.FaceCrops`).
+            :class:`~affectlab.data.sources.on_disk.FaceCrops`).
 
     DISFA's ``Landmark_Points/`` (66 points per frame, ``.mat``) are not read: their file
     layout could not be pinned down (reference datasets.md §3.1), so faces are aligned by the

@@ -21,7 +21,7 @@ CSV format (one header line, comma-separated; the landmarks field is ``;``-separ
 - ``facial_landmarks``: 68 points as 136 numbers; not read.
 - ``expression``: 0 Neutral, 1 Happy, 2 Sad, 3 Surprise, 4 Fear, 5 Disgust, 6 Anger, 7 Contempt,
   8 None, 9 Uncertain, 10 No-Face. 0..6 are mapped to the Aff-Wild2 order of
-  :data:`~affectlab.datasets.base.EXPRESSIONS` by :data:`AFFECTNET_TO_EXPRESSION` =
+  :data:`~affectlab.data.contract.EXPRESSIONS` by :data:`AFFECTNET_TO_EXPRESSION` =
   ``[0, 4, 5, 6, 3, 2, 1]``; 7..10 have no ABAW counterpart and are masked (the sample stays,
   its VA may still be valid). Anything else is reported with file and line.
 - ``valence, arousal``: floats in [−1, 1]; ``−2`` marks "no valid VA" (the sentinel is
@@ -46,10 +46,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from affectlab.datasets.base import EXPRESSIONS, DataError, LabelTable, empty_labels
-from affectlab.datasets.face_boxes import CROPS, BoxCroppedDataset, boxes_in_index_order
-from affectlab.datasets.real import DatasetIndex, Problems, SplitManifest
-from affectlab.datasets.synthetic import LayoutFace
+from affectlab.data.contract import EXPRESSIONS, DataError, LabelTable, empty_labels
+from affectlab.data.faces.boxes import CROPS, BoxCroppedDataset, boxes_in_index_order
+from affectlab.data.sources.on_disk import DatasetIndex, Problems, SplitManifest
+from affectlab.data.sources.synthetic.benchmark import LayoutFace
 
 LISTS = ("training", "validation")   # the official partitions, in this order
 LIST_DIRS = ("Manually_Annotated_file_lists", ".")

@@ -16,7 +16,7 @@ A clip folder is one that holds ``<folder name>.json``. The JSON (other top-leve
                 "00001": {…}}}
 
 - ``valence``, ``arousal``: on AFEW-VA's −10..10 scale (integers in the release); divided by
-  :data:`VA_SCALE` = 10 to the [−1, 1] of :mod:`affectlab.datasets.base`, as Deng et al. and
+  :data:`VA_SCALE` = 10 to the [−1, 1] of :mod:`affectlab.data.contract`, as Deng et al. and
   wtomin's code do. Values outside −10..10 or not numbers are reported with file and line.
 - ``landmarks``: 68 (x, y) points per frame. ``dataset.crop=landmarks`` (default) crops the
   square around their bounding box, ``box_margin`` wider (the frames are whole film frames);
@@ -40,11 +40,11 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from affectlab.datasets.base import DataError, LabelTable, empty_labels
-from affectlab.datasets.face_boxes import BoxCroppedDataset, boxes_in_index_order
-from affectlab.datasets.real import (DatasetIndex, Problems, SplitManifest,
+from affectlab.data.contract import DataError, LabelTable, empty_labels
+from affectlab.data.faces.boxes import BoxCroppedDataset, boxes_in_index_order
+from affectlab.data.sources.on_disk import (DatasetIndex, Problems, SplitManifest,
                                      subject_split)
-from affectlab.datasets.synthetic import LayoutFace
+from affectlab.data.sources.synthetic.benchmark import LayoutFace
 
 VA_SCALE = 10.0          # AFEW-VA's −10..10 → [−1, 1]
 NUM_LANDMARKS = 68

@@ -2,12 +2,12 @@
 
 Generative story (one draw per subject, then one per image):
 
-1. **Subject**: an identity (:func:`~affectlab.datasets.synthetic_faces.random_face`: face shape,
+1. **Subject**: an identity (:func:`~affectlab.data.sources.synthetic.faces.random_face`: face shape,
    colours, feature placement and a resting face), an *expressivity* e ~ U(EXPRESSIVITY_RANGE)
    that scales the subject's AU intensities, and a personal expression distribution
    π_s ~ Dirichlet(SUBJECT_EXPRESSION_CONCENTRATION · π) around the population's π
    (:data:`EXPRESSION_FREQUENCIES`: neutral and happiness common, fear and disgust rare).
-2. **Expression** c ~ Categorical(π_s), in :data:`~affectlab.datasets.base.EXPRESSIONS` order.
+2. **Expression** c ~ Categorical(π_s), in :data:`~affectlab.data.contract.EXPRESSIONS` order.
 3. **AUs** (EMFACS-style prototypes, :data:`AU_PROTOTYPES`): AU a is present with probability
    1 − (1 − p_proto(c, a)) (1 − p_spont(a)), where p_spont is ``spontaneous_au_rate``
    (``blink_rate`` for AU43, so eye closure is mostly a blink). AU43 hides AU5 (a closed eye
@@ -16,7 +16,7 @@ Generative story (one draw per subject, then one per image):
    MIN_INTENSITY: weak AUs are present in the label but barely visible, like FACS A-level codes.
 4. **Valence/arousal**: (v, a) = μ(c) · (0.5 + s) + N(0, va_noise²) clipped to [-1, 1], where
    μ(c) is :data:`VA_MEANS` and s is the mean intensity of the present prototype AUs.
-5. **Image**: :func:`~affectlab.datasets.synthetic_faces.render_face` with random pose,
+5. **Image**: :func:`~affectlab.data.sources.synthetic.faces.render_face` with random pose,
    illumination, noise, clutter and, with probability ``occlusion_prob``, an occluder.
 6. **Annotation**: AUs whose region the occluder covers are unknown (999 in the CSV, mask False).
    Known AU labels are flipped with annotator noise: a present AU is missed with probability
@@ -56,7 +56,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from affectlab.datasets.base import (
+from affectlab.data.contract import (
     EXPRESSIONS,
     DataError,
     FaceData,
@@ -65,7 +65,7 @@ from affectlab.datasets.base import (
     check_subject_exclusive,
     empty_labels,
 )
-from affectlab.datasets.synthetic_faces import (
+from affectlab.data.sources.synthetic.faces import (
     SUPPORTED_AUS,
     FaceParams,
     occluded_aus,
@@ -782,10 +782,10 @@ class Synthetic:
         return meta
 
     def check_images(self, tables: dict[str, LabelTable]) -> None:
-        """Every image of every split readable (:func:`~affectlab.datasets.real.readable_images`:
+        """Every image of every split readable (:func:`~affectlab.data.sources.on_disk.readable_images`:
         cheap checks, cached by path, size and mtime), so a damaged file stops the run before it
         trains rather than when the test split is first read."""
-        from affectlab.datasets.real import Problems, readable_images
+        from affectlab.data.sources.on_disk import Problems, readable_images
 
         table = LabelTable.concat(list(tables.values()))
         try:

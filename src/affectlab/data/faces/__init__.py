@@ -1,0 +1,1 @@
+"""Face geometry: landmark alignment, face detection and face boxes."""

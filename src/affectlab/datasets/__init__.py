@@ -1,1 +1,0 @@
-"""Dataset modules: one per dataset, all producing :class:`affectlab.datasets.base.FaceData`."""
