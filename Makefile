@@ -1,6 +1,6 @@
 # Two commands do all the set-up on a fresh machine:
 #   make train   — the main job: python train.py with defaults (synthetic benchmark, CPU)
-#   make test    — the test suite
+#   make test    — the style check (ruff) and the test suite
 # Both create .venv/ on first use and reuse it afterwards.
 PYTHON ?= python3
 VENV := .venv
@@ -22,4 +22,5 @@ train: $(STAMP)
 	$(VENV)/bin/python train.py $(ARGS)
 
 test: $(STAMP)
+	$(VENV)/bin/ruff check src tests scripts
 	$(VENV)/bin/python -m pytest -q $(PYTEST_ARGS)

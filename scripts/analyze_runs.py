@@ -29,10 +29,10 @@ from pathlib import Path
 import numpy as np
 from omegaconf import OmegaConf
 
+from affectlab.build import build_trainer
+from affectlab.inference import load_run
 from affectlab.metrics import average_precision, best_thresholds, multilabel_metrics
 from affectlab.results import mean_std
-from affectlab.checkpoints import load_run
-from affectlab.train import build_trainer
 from affectlab.utils import atomic_write_text
 
 PERCENT = 100.0
@@ -50,8 +50,9 @@ class RunAnalysis:
 
 
 def analyze_run(run_dir: Path, task: str, device: str) -> RunAnalysis:
-    """Load ``run_dir``'s best checkpoint and measure its val-tuned and threshold-free test F1/AP."""
-    loaded = load_run(run_dir, device=device)
+    """Load ``run_dir``'s best checkpoint and measure its val-tuned and threshold-free test F1/AP.
+    """
+    loaded = load_run(run_dir, device=device, data=True)
     data = loaded.data
     trainer = build_trainer(OmegaConf.merge(loaded.config, {"trainer": {"device": device,
                                                                          "resume": None}}))
@@ -111,7 +112,8 @@ def report(rows: dict[str, list[RunAnalysis]]) -> str:
                            "F1@val-thr (%)"], summary)]
     for title, field in (("AP (%) per label", "average_precision"),
                          ("F1 (%) at validation-tuned thresholds, per label", "f1_tuned"),
-                         ("Predicted / true positive rate at 0.5, per label", "predicted_over_true")):
+                         ("Predicted / true positive rate at 0.5, per label",
+                          "predicted_over_true")):
         scale = 1.0 if field == "predicted_over_true" else PERCENT
         digits = 2 if field == "predicted_over_true" else 1
         table = [[name] + [f"{np.mean([getattr(r, field)[c] for r in runs]) * scale:.{digits}f}"

@@ -39,10 +39,10 @@ import torch
 import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
 
+from affectlab.build import CONFIG_DIR, build
 from affectlab.data.samplers import InfiniteSampler
+from affectlab.engine.guards import NonFiniteWatch
 from affectlab.threads import configure_threads, usable_cpus
-from affectlab.train import CONFIG_DIR, build
-from affectlab.trainer import NonFiniteWatch
 from affectlab.utils import atomic_write_json, atomic_write_text, seed_everything
 
 QUICK = ["dataset.image_size=32", "dataset.num_subjects_train=4",
@@ -93,7 +93,6 @@ class Setup:
         seed_everything(self.cfg.seed)
         self.data, self.method, self.trainer = build(self.cfg)
         trainer, method, data = self.trainer, self.method, self.data
-        trainer._data = data
         method.prepare(data)
         self.model = trainer.place(method)      # device, memory format, compile: as fit does
         self.optimizer = trainer.optimizer_factory(method.param_groups())
@@ -102,12 +101,12 @@ class Setup:
         self.watch = NonFiniteWatch(eager=trainer.device.type != "cuda")
         self.sampler = trainer.sampler_factory(data.train.table, batch_size=trainer.batch_size,
                                                seed=trainer.seed)
-        self.loader = trainer._loader(data.train, self.sampler, trainer.batch_size,
+        self.loader = trainer.loader(data.train, self.sampler, trainer.batch_size,
                                       persistent=True)
         self.host_batches = self.take(num_batches)
         self.pool_batches = None
         if method.needs_unlabeled:
-            pool = trainer._loader(data.unlabeled,
+            pool = trainer.loader(data.unlabeled,
                                    InfiniteSampler(len(data.unlabeled), seed=trainer.seed),
                                    trainer.unlabeled_batch_size)
             batches = iter(pool)
@@ -128,10 +127,10 @@ class Setup:
         return batches
 
     def prepare(self, i: int) -> dict[str, Any]:
-        batch = self.trainer._prepare(dict(self.host_batches[i]), self.data, train=True,
+        batch = self.trainer.prepare_batch(dict(self.host_batches[i]), self.data, train=True,
                                       views=self.views)
         if self.pool_batches is not None:
-            batch["unlabeled"] = self.trainer._prepare(dict(self.pool_batches[i]), self.data,
+            batch["unlabeled"] = self.trainer.prepare_batch(dict(self.pool_batches[i]), self.data,
                                                        train=True, views=self.views)
         return batch
 
@@ -147,7 +146,7 @@ class Setup:
         begin = time.perf_counter()
         for k in range(count):
             batch = self.prepared[(start + k) % len(self.prepared)]
-            self.trainer._step(self.model, self.method, batch, self.optimizer, self.scheduler,
+            self.trainer.step(self.model, self.method, batch, self.optimizer, self.scheduler,
                                start + k, self.watch)
         self.watch.check()
         sync(device)
@@ -173,7 +172,7 @@ class BareLoop:
         network = Network(copy.deepcopy(setup.method.backbone),
                           copy.deepcopy(setup.method.heads.heads["au"]))
         self.optimizer = setup.trainer.optimizer_factory(network.parameters())
-        self.forward = torch.compile(network) if setup.trainer.compile else network
+        self.forward = torch.compile(network) if setup.trainer.settings.compile else network
 
     def steps(self, count: int, start: int = 0) -> float:
         device = self.setup.trainer.device
@@ -181,7 +180,7 @@ class BareLoop:
         begin = time.perf_counter()
         for k in range(count):
             batch = self.setup.prepared[(start + k) % len(self.setup.prepared)]
-            with self.setup.trainer._autocast():
+            with self.setup.trainer.autocast():
                 logits = self.forward(batch["image"])
             loss = F.binary_cross_entropy_with_logits(logits.float(), batch["au"])
             self.optimizer.zero_grad(set_to_none=True)
@@ -204,7 +203,7 @@ def time_transform(setup: Setup, count: int) -> float:
     sync(device)
     begin = time.perf_counter()
     for k in range(count):
-        setup.trainer._prepare(dict(setup.host_batches[k % len(setup.host_batches)]),
+        setup.trainer.prepare_batch(dict(setup.host_batches[k % len(setup.host_batches)]),
                                setup.data, train=True, views=setup.views)
     sync(device)
     return time.perf_counter() - begin
@@ -226,8 +225,9 @@ def measure(overrides: list[str], methods: list[str], steps: int, warmup: int,
                      "image_size": base.cfg.dataset.get("image_size"),
                      "model": base.cfg.model._target_.rsplit(".", 1)[-1],
                      "precision": base.trainer.precision,
-                     "channels_last": base.trainer.channels_last,
-                     "compile": base.trainer.compile, "packed": bool(base.cfg.get("packed")),
+                     "channels_last": base.trainer.settings.channels_last,
+                     "compile": base.trainer.settings.compile,
+                     "packed": bool(base.cfg.get("packed")),
                      "num_workers": base.trainer.num_workers, "steps": per_round * rounds,
                      "warmup": warmup, "rounds": rounds},
     }

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from affectlab.data.sources.bp4d import BP4D, SUBJECTS, first_frame
+from affectlab.data.layouts.bp4d import first_frame
+from affectlab.data.sources.bp4d import BP4D, SUBJECTS
 
 TASKS = 8
 HEADER = list(range(0, 29))

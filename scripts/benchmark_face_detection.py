@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image
 
 from affectlab.data.faces.detection import MTCNN
-from affectlab.data.sources.synthetic.benchmark import layout_faces
+from affectlab.data.layouts.faces import layout_faces
 
 
 def canvases(count: int, width: int, height: int, seed: int = 0) -> list[Image.Image]:

@@ -94,13 +94,15 @@ def main(argv: list[str] | None = None) -> None:
             shutil.rmtree(cache, ignore_errors=True)
             real.LATENCY_BOUND_S = bound
             timed(f"check, no cache, {what}", count,
-                  lambda: readable_images(root, paths, Problems("raise"),
-                                          cache_file=cache / "check.npy", threads=threads))
+                  lambda threads=threads: readable_images(root, paths, Problems("raise"),
+                                                          cache_file=cache / "check.npy",
+                                                          threads=threads))
         for what, threads, bound in (runs[0], runs[2]):
             real.LATENCY_BOUND_S = bound
             timed(f"check, cached, {what}", count,
-                  lambda: readable_images(root, paths, Problems("raise"),
-                                          cache_file=cache / "check.npy", threads=threads))
+                  lambda threads=threads: readable_images(root, paths, Problems("raise"),
+                                                          cache_file=cache / "check.npy",
+                                                          threads=threads))
         real.LATENCY_BOUND_S = adaptive
     finally:
         if args.dir is None:

@@ -17,8 +17,9 @@ from pathlib import Path
 import torch
 from hydra import compose, initialize_config_dir
 
+from affectlab.build import CONFIG_DIR
 from affectlab.threads import configure_threads
-from affectlab.train import CONFIG_DIR, run
+from affectlab.train import run
 
 
 def main() -> None:

@@ -46,7 +46,6 @@ import argparse
 import csv
 import json
 import logging
-import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -466,7 +465,10 @@ def write_csv(table: TableData, path: Path) -> None:
 # ------------------------------------------------------------------------------- bar chart
 
 
-def bar_chart(table: TableData, path: Path, layout: ChartLayout = ChartLayout()) -> None:
+DEFAULT_LAYOUT = ChartLayout()     # frozen, so one shared default is safe
+
+
+def bar_chart(table: TableData, path: Path, layout: ChartLayout = DEFAULT_LAYOUT) -> None:
     """Grouped bars: per label, one bar per measured method (F1 %, mean over seeds)."""
     grouped_bar_chart(path, f"{table.spec.title} on {table.dataset}", table.labels,
                       [(f"{line.name} (avg {line.average:.{DECIMALS}f})", line.f1)

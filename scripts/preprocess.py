@@ -1,6 +1,7 @@
 """Write a dataset's face crops at training resolution once, for ``preprocessed=<out>``::
 
-    python scripts/preprocess.py --out data/preprocessed/ckplus224 dataset=ckplus dataset.root=/data/CK+
+    python scripts/preprocess.py --out data/preprocessed/ckplus224 \\
+        dataset=ckplus dataset.root=/data/CK+
     python train.py preprocessed=data/preprocessed/ckplus224 dataset=ckplus dataset.root=/data/CK+
 
 The arguments after ``--out`` are the Hydra overrides of the training run (dataset, pool,
@@ -19,9 +20,9 @@ from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 
+from affectlab.build import CONFIG_DIR, build_data
 from affectlab.data.contract import DataError
 from affectlab.data.preprocess import write_crops
-from affectlab.train import CONFIG_DIR, build_data
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,7 +36,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg = compose("train", overrides=args.overrides)
     start = time.perf_counter()
     try:
-        manifest = write_crops(build_data(cfg, crops=False, pack=False), args.out, workers=args.workers)
+        manifest = write_crops(build_data(cfg, crops=False, pack=False), args.out,
+                               workers=args.workers)
     except DataError as err:
         sys.exit(f"preprocess: {err}")
     print(f"{manifest['files']} crops of {manifest['dataset']} at {manifest['image_size']} px in "

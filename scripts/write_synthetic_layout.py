@@ -5,9 +5,9 @@ arrives (and as test fixtures)::
     python train.py experiment=mlcr_ckplus dataset.root=data/synthetic_layouts/CK+ '~pool' \\
         method.unlabeled=false model=small_cnn dataset.image_size=64 dataset.align_size=69
 
-Faces come from the synthetic benchmark's story (``affectlab.data.sources.synthetic.benchmark.layout_faces``);
-each dataset module's ``write_layout`` lays them out exactly as the real files are. An existing
-``--out`` folder is refused (nothing is overwritten).
+Faces come from the synthetic benchmark's story (``affectlab.data.layouts.faces.layout_faces``);
+each dataset's ``affectlab.data.layouts.<name>.write_layout`` lays them out exactly as the real
+files are. An existing ``--out`` folder is refused (nothing is overwritten).
 """
 
 from __future__ import annotations
@@ -17,15 +17,12 @@ import importlib
 import sys
 from pathlib import Path
 
-from affectlab.data.sources.synthetic.benchmark import layout_faces
+from affectlab.data.layouts.faces import layout_faces
 
-# --layout name → the module holding that dataset's reader and write_layout
-LAYOUTS = {"ckplus": "affectlab.data.sources.ckplus", "bp4d": "affectlab.data.sources.bp4d",
-           "disfa": "affectlab.data.sources.disfa", "emotionet": "affectlab.data.sources.emotionet",
-           "celeba": "affectlab.data.sources.celeba", "affwild2": "affectlab.data.sources.affwild2",
-           "affectnet": "affectlab.data.sources.affectnet", "expw": "affectlab.data.sources.expw",
-           "afew_va": "affectlab.data.sources.afew_va", "lfw": "affectlab.data.sources.lfw",
-           "msceleb": "affectlab.data.sources.msceleb"}
+# --layout name → the module holding that dataset's write_layout
+LAYOUTS = {name: f"affectlab.data.layouts.{name}"
+           for name in ("ckplus", "bp4d", "disfa", "emotionet", "celeba", "affwild2",
+                        "affectnet", "expw", "afew_va", "lfw", "msceleb")}
 
 
 def available_layouts() -> list[str]:

@@ -105,9 +105,9 @@ def run_interrupted(cfg: DictConfig, run_dir: Path, interrupt_at_call: int,
                     monkeypatch: pytest.MonkeyPatch, signum: int = signal.SIGINT) -> dict:
     """Run ``cfg`` but send this process ``signum`` (Ctrl-C by default) during the n-th training
     forward; the run stops after that step. Return the saved last.pt."""
-    from affectlab.checkpoints import load_checkpoint
+    from affectlab.engine import Trainer, TrainingInterrupted
+    from affectlab.engine.checkpoint import load_checkpoint
     from affectlab.train import run
-    from affectlab.trainer import Trainer, TrainingInterrupted
 
     fit = Trainer.fit
     calls = {"n": 0}
@@ -135,7 +135,7 @@ def same_final_weights(run_a: Path, run_b: Path) -> bool:
     """Whether two runs' last.pt hold bit-identical method weights."""
     import torch
 
-    from affectlab.checkpoints import load_checkpoint
+    from affectlab.engine.checkpoint import load_checkpoint
 
     a = load_checkpoint(run_a / "checkpoints/last.pt")["method"]
     b = load_checkpoint(run_b / "checkpoints/last.pt")["method"]

@@ -8,10 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from affectlab.data.sources.afew_va import AFEWVA, VA_SCALE, write_layout
 from affectlab.data.contract import DataError
 from affectlab.data.faces.boxes import BoxCropImages
-from affectlab.data.sources.synthetic.benchmark import layout_faces
+from affectlab.data.layouts.afew_va import write_layout
+from affectlab.data.layouts.faces import layout_faces
+from affectlab.data.sources.afew_va import AFEWVA, VA_SCALE
 
 SIZE = 32
 SPLITS = ("train", "val", "test")
@@ -229,14 +230,14 @@ def test_index_is_cached_and_rebuilt_when_a_clip_changes(tree, tmp_path, monkeyp
 def test_build_through_train_py_gives_va_batches(tree, tmp_path, tiny_cfg):
     """The batches `python train.py` builds carry the labels written into the fixture (training
     on them, method.task=expr|va, is tests/test_expr_va_training.py)."""
-    from affectlab.train import build
+    from affectlab.build import build
 
     root, _ = tree
     cfg = tiny_cfg("dataset=afew_va", f"dataset.root={root}", f"dataset.image_size={SIZE}",
-                   f"dataset.cache_dir={tmp_path / 'cache'}", "method=baseline", "method.tasks=[au]",
-                   "trainer.batch_size=4")
+                   f"dataset.cache_dir={tmp_path / 'cache'}", "method=baseline",
+                   "method.tasks=[au]", "trainer.batch_size=4")
     data, method, trainer = build(cfg)
-    batch = trainer._prepare(next(iter(trainer._loader(data.train, None, 4))), data, train=True)
+    batch = trainer.prepare_batch(next(iter(trainer.loader(data.train, None, 4))), data, train=True)
     assert batch["image"].shape == (4, 3, SIZE, SIZE) and batch["au"].shape == (4, 0)
     np.testing.assert_allclose(batch["va"].numpy(), data.train.table.va[:4])
     assert batch["va_mask"].all() and not batch["expr_mask"].any()

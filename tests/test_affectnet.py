@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from affectlab.data.sources.affectnet import (AFFECTNET_CLASSES, AFFECTNET_TO_EXPRESSION, AffectNet,
-                                          write_layout)
 from affectlab.data.contract import EXPRESSIONS, DataError
 from affectlab.data.faces.boxes import BoxCropImages
-from affectlab.data.sources.synthetic.benchmark import layout_faces
+from affectlab.data.layouts.affectnet import write_layout
+from affectlab.data.layouts.faces import layout_faces
+from affectlab.data.sources.affectnet import AFFECTNET_CLASSES, AFFECTNET_TO_EXPRESSION, AffectNet
 
 NESTED = "Manually_Annotated/Manually_Annotated_Images"
 LISTS = "Manually_Annotated_file_lists"
@@ -273,15 +273,15 @@ def test_index_is_cached_and_rebuilt_when_a_list_changes(tree, tmp_path, monkeyp
 def test_build_through_train_py_gives_expression_and_va_batches(tree, tmp_path, tiny_cfg):
     """The batches `python train.py` builds carry the labels written into the fixture (training
     on them, method.task=expr|va, is tests/test_expr_va_training.py)."""
-    from affectlab.train import build
+    from affectlab.build import build
 
     root, written = tree
     cfg = tiny_cfg("dataset=affectnet", f"dataset.root={root}", f"dataset.image_size={SIZE}",
-                   f"dataset.cache_dir={tmp_path / 'cache'}", "method=baseline", "method.tasks=[au]",
-                   "trainer.batch_size=4")
+                   f"dataset.cache_dir={tmp_path / 'cache'}", "method=baseline",
+                   "method.tasks=[au]", "trainer.batch_size=4")
     data, method, trainer = build(cfg)
-    batch = next(iter(trainer._loader(data.train, None, 4)))
-    batch = trainer._prepare(batch, data, train=True)
+    batch = next(iter(trainer.loader(data.train, None, 4)))
+    batch = trainer.prepare_batch(batch, data, train=True)
     assert batch["image"].shape == (4, 3, SIZE, SIZE) and batch["au"].shape == (4, 0)
     table = data.train.table
     assert batch["expr"].tolist() == table.expr[:4].tolist()

@@ -18,9 +18,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from affectlab.data.sources.affwild2 import RELEASE_AUS, AffWild2, video_of, write_layout
 from affectlab.data.contract import EXPRESSIONS, DataError
-from affectlab.data.sources.synthetic.benchmark import layout_faces
+from affectlab.data.layouts.affwild2 import write_layout
+from affectlab.data.layouts.faces import layout_faces
+from affectlab.data.sources.affwild2 import RELEASE_AUS, AffWild2, video_of
 from affectlab.train import run
 
 NUM_SUBJECTS = 8      # 5 training sides (one _left/_right pair: 4 videos), 3 validation sides

@@ -8,8 +8,14 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from affectlab.data.faces.alignment import (TEMPLATES, align_face, five_points_from_68,
-                                          flip_landmarks, similarity_transform, template)
+from affectlab.data.faces.alignment import (
+    TEMPLATES,
+    align_face,
+    five_points_from_68,
+    flip_landmarks,
+    similarity_transform,
+    template,
+)
 
 
 def rotation(degrees: float) -> np.ndarray:

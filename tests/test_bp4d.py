@@ -15,11 +15,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from affectlab.data.sources import bp4d
 from affectlab.data.contract import DataError
-from affectlab.data.sources.bp4d import BP4D, PARTS, default_subjects, first_frame, write_layout
+from affectlab.data.layouts.bp4d import default_subjects, first_frame, write_layout
+from affectlab.data.layouts.faces import layout_faces
+from affectlab.data.sources import bp4d
+from affectlab.data.sources.bp4d import BP4D, PARTS
 from affectlab.data.sources.synthetic.benchmark import UNKNOWN as FACE_UNKNOWN
-from affectlab.data.sources.synthetic.benchmark import layout_faces
 from affectlab.train import run
 
 AUS = [1, 2, 4, 6, 7, 10, 12, 14, 15, 17, 23, 24]
@@ -389,8 +390,12 @@ def test_2dfeatures_are_written_as_matlab_v73_cells(master):
 def test_align_warps_each_frame_by_its_49_landmarks(tree, tmp_path):
     from PIL import Image
 
-    from affectlab.data.faces.alignment import (IBUG68_TO_49, align_face, five_points_from_49,
-                                              template_landmarks68)
+    from affectlab.data.faces.alignment import (
+        IBUG68_TO_49,
+        align_face,
+        five_points_from_49,
+        template_landmarks68,
+    )
 
     data = load(tree, tmp_path, crop="align", image_size=24, align_size=32).build()
     sample = data.train

@@ -13,10 +13,19 @@ import numpy as np
 import pytest
 
 from affectlab.data.contract import DataError
-from affectlab.data.sources.celeba import (ATTR_FILE, ATTRIBUTES, BBOX_FILE, IDENTITY_FILE,
-                                       LANDMARKS_ALIGN_FILE, LANDMARKS_WILD_FILE, PARTITION_FILE,
-                                       CelebA, CelebAImages, layout_records, write_layout)
-from affectlab.data.sources.synthetic.benchmark import LayoutFace, layout_faces
+from affectlab.data.layouts.celeba import layout_records, write_layout
+from affectlab.data.layouts.faces import LayoutFace, layout_faces
+from affectlab.data.sources.celeba import (
+    ATTR_FILE,
+    ATTRIBUTES,
+    BBOX_FILE,
+    IDENTITY_FILE,
+    LANDMARKS_ALIGN_FILE,
+    LANDMARKS_WILD_FILE,
+    PARTITION_FILE,
+    CelebA,
+    CelebAImages,
+)
 
 SUBJECTS, PER_SUBJECT, SIZE = 12, 5, 32
 SIZES = {"train": 40, "val": 10, "test": 10}            # partitions: subject % 5 → 0 0 0 1 2
@@ -349,8 +358,9 @@ def test_index_cache_is_reused_and_refreshed(tree, monkeypatch):
 # ----------------------------------------------------------------------------- end to end
 @pytest.mark.parametrize("overrides", [
     ["method=baseline", "method.tasks=[attr]"],
-    ["method=mlcr", "method.task=attr", "dataset.protocol=semi_supervised", "dataset.num_labeled=10",
-     "dataset.num_unlabeled=20", "dataset.num_test=8", "method.step_two_start=1"],
+    ["method=mlcr", "method.task=attr", "dataset.protocol=semi_supervised",
+     "dataset.num_labeled=10", "dataset.num_unlabeled=20", "dataset.num_test=8",
+     "method.step_two_start=1"],
 ], ids=["baseline-official", "mlcr-semi_supervised"])
 def test_training_end_to_end(tiny_cfg, tree, tmp_path, overrides):
     from affectlab.train import run

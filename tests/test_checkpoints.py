@@ -12,12 +12,15 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from affectlab.checkpoints import (CheckpointError, init_from, load_checkpoint, load_run)
+from affectlab.build import build_data, build_method
+from affectlab.engine import CheckpointError
+from affectlab.engine.checkpoint import init_from, load_checkpoint
 from affectlab.evaluate import evaluate
+from affectlab.inference import load_run
 from affectlab.methods.base import Method
 from affectlab.methods.ensemble import Ensemble
 from affectlab.metrics import best_thresholds
-from affectlab.train import build_data, build_method, run
+from affectlab.train import run
 
 from .conftest import CONFIG_DIR, TINY_DATA
 
@@ -238,7 +241,7 @@ def test_evaluate_refuses_runs_with_other_label_sets(tiny_cfg, tmp_path):
     b = tiny_run(tiny_cfg, tmp_path / "b", "method.tasks=[au]", "dataset.aus=[1,2,4]")
     with pytest.raises(ValueError, match="'au' labels differ"):
         evaluate(evaluate_cfg(f"runs=[{a},{b}]"), tmp_path / "eval")
-    with pytest.raises(CheckpointError, match="not a run directory of affectlab"):
+    with pytest.raises(CheckpointError, match="not a finished run directory"):
         evaluate(evaluate_cfg(f"runs=[{tmp_path}]"), tmp_path / "eval2")
 
 

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from affectlab.data.contract import EXPRESSIONS, DataError
-from affectlab.data.sources.ckplus import CKPlus, write_layout
-from affectlab.data.sources.synthetic.benchmark import layout_faces
+from affectlab.data.layouts.ckplus import write_layout
+from affectlab.data.layouts.faces import layout_faces
+from affectlab.data.sources.ckplus import CKPlus
 from affectlab.train import run
 
 AUS = [1, 2, 4, 5, 6, 9, 12, 17, 20, 25, 26, 43]
@@ -117,7 +118,8 @@ def test_intensity_zero_is_present_and_the_threshold_masks_it(tree, tmp_path):
 def test_splits_are_subject_exclusive_seeded_and_recorded(tree, tmp_path):
     root, _ = tree
     runs = [load(root, tmp_path, run=r).build() for r in (0, 0, 1)]
-    subjects = {s: set(np.unique(getattr(runs[0], s).table.subject)) for s in ("train", "val", "test")}
+    subjects = {s: set(np.unique(getattr(runs[0], s).table.subject))
+                for s in ("train", "val", "test")}
     assert not (subjects["train"] & subjects["val"] or subjects["train"] & subjects["test"]
                 or subjects["val"] & subjects["test"])
     assert [len(s) for s in subjects.values()] == [7, 1, 2]   # 0.7 / 0.1 / 0.2 of 10 subjects
@@ -162,7 +164,8 @@ def test_intensity_outside_the_convention_and_missing_peak_frame(tree, tmp_path)
     with pytest.raises(DataError, match="intensity 7, outside"):
         load(root, tmp_path).build()
     data = load(root, tmp_path, on_error="skip", cache_dir=str(tmp_path / "c2")).build()
-    assert data.skipped == 1 and sum(len(s) for s in (data.train, data.val, data.test)) == len(written) - 1
+    assert data.skipped == 1 and (
+        sum(len(s) for s in (data.train, data.val, data.test)) == len(written) - 1)
     # a FACS file whose peak frame is not on disk
     shutil.rmtree(tmp_path / "c2")
     facs.write_text("   1.0000000e+00   2.0000000e+00\n")

@@ -112,9 +112,11 @@ def test_torchrun_two_processes_share_each_epoch(tmp_path, data_root, method):
 def _numbers(value, path=""):
     """Every number of a nested metrics dict, by path (lists by position)."""
     if isinstance(value, dict):
-        return {k: v for key, item in value.items() for k, v in _numbers(item, f"{path}/{key}").items()}
+        return {k: v for key, item in value.items()
+                for k, v in _numbers(item, f"{path}/{key}").items()}
     if isinstance(value, list):
-        return {k: v for i, item in enumerate(value) for k, v in _numbers(item, f"{path}/{i}").items()}
+        return {k: v for i, item in enumerate(value)
+                for k, v in _numbers(item, f"{path}/{i}").items()}
     return {path: value} if isinstance(value, (int, float)) and value is not None else {}
 
 
@@ -152,7 +154,8 @@ def test_two_gloo_processes_train_and_evaluate_as_one_process(tmp_path, data_roo
 
 
 def test_constructor_validation_is_one_clear_line(tmp_path, data_root):
-    result = run_cli(tiny_args(data_root) + ["method=baseline", "method.heads.au.weighting=balanced"],
+    result = run_cli(tiny_args(data_root)
+                     + ["method=baseline", "method.heads.au.weighting=balanced"],
                      cwd=tmp_path)
     assert result.returncode == 2
     assert "method.heads.au.weighting='balanced': use none, frequency or selective" in (

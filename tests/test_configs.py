@@ -67,7 +67,8 @@ def test_every_optimizer_and_schedule_instantiates(tmp_path, optim):
     import torch
 
     cfg = compose_config(tmp_path, [f"optim={optim}"])
-    optimizer = instantiate(cfg.optim.optimizer, _partial_=True)([torch.nn.Parameter(torch.zeros(1))])
+    optimizer = instantiate(cfg.optim.optimizer, _partial_=True)(
+        [torch.nn.Parameter(torch.zeros(1))])
     schedule = instantiate(cfg.optim.scheduler)
     schedule.build(optimizer, steps_per_epoch=2, total_steps=4)
 
@@ -129,7 +130,7 @@ def test_console_script_points_at_the_hydra_entry_point():
 
 @pytest.mark.parametrize("sampler", options("sampler"))
 def test_every_sampler_composes_and_builds_on_the_training_split(tmp_path, sampler):
-    from affectlab.train import build_data
+    from affectlab.build import build_data
 
     cfg = compose_config(tmp_path, [f"sampler={sampler}", "method.tasks=[au,expr]"])
     check_config(cfg.sampler, "sampler")

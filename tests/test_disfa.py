@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 
 from affectlab.data.contract import DataError
-from affectlab.data.sources.disfa import DISFA, write_layout
-from affectlab.data.sources.synthetic.benchmark import layout_faces
+from affectlab.data.layouts.disfa import write_layout
+from affectlab.data.layouts.faces import layout_faces
+from affectlab.data.sources.disfa import DISFA
 from affectlab.train import run
 
 ALL_AUS = [1, 2, 4, 5, 6, 9, 12, 15, 17, 20, 25, 26]

@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 
 from affectlab.data.contract import DataError
-from affectlab.data.sources.emotionet import EmotioNet, image_name, parse_value, write_layout
-from affectlab.data.sources.synthetic.benchmark import layout_faces
+from affectlab.data.layouts.emotionet import write_layout
+from affectlab.data.layouts.faces import layout_faces
+from affectlab.data.sources.emotionet import EmotioNet, image_name, parse_value
 from affectlab.train import run
 
 AUS = [1, 2, 4, 5, 6, 9, 12, 17, 20, 25, 26, 43]

@@ -5,10 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from affectlab.data.sources import afew_va
-from affectlab.data.sources import affectnet
-from affectlab.data.sources import expw
-from affectlab.data.sources.synthetic.benchmark import layout_faces
+from affectlab.data.layouts import afew_va, affectnet, expw
+from affectlab.data.layouts.faces import layout_faces
 from affectlab.losses import masked_mse
 from affectlab.train import run
 

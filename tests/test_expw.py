@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 
 from affectlab.data.contract import EXPRESSIONS, DataError
-from affectlab.data.sources.expw import EXPW_CLASSES, EXPW_TO_EXPRESSION, ExpW, write_layout
 from affectlab.data.faces.boxes import BoxCropImages
-from affectlab.data.sources.synthetic.benchmark import layout_faces
+from affectlab.data.layouts.expw import write_layout
+from affectlab.data.layouts.faces import layout_faces
+from affectlab.data.sources.expw import EXPW_CLASSES, EXPW_TO_EXPRESSION, ExpW
 
 SIZE = 32
 SPLITS = ("train", "val", "test")
@@ -257,14 +258,14 @@ def test_index_is_cached_and_rebuilt_when_the_label_file_changes(tree, tmp_path,
 def test_build_through_train_py_gives_expression_batches(tree, tmp_path, tiny_cfg):
     """The batches `python train.py` builds carry the labels written into the fixture (training
     on them, method.task=expr|va, is tests/test_expr_va_training.py)."""
-    from affectlab.train import build
+    from affectlab.build import build
 
     root, _ = tree
     cfg = tiny_cfg("dataset=expw", f"dataset.root={root}", f"dataset.image_size={SIZE}",
-                   f"dataset.cache_dir={tmp_path / 'cache'}", "method=baseline", "method.tasks=[au]",
-                   "trainer.batch_size=4")
+                   f"dataset.cache_dir={tmp_path / 'cache'}", "method=baseline",
+                   "method.tasks=[au]", "trainer.batch_size=4")
     data, method, trainer = build(cfg)
-    batch = trainer._prepare(next(iter(trainer._loader(data.train, None, 4))), data, train=True)
+    batch = trainer.prepare_batch(next(iter(trainer.loader(data.train, None, 4))), data, train=True)
     assert batch["image"].shape == (4, 3, SIZE, SIZE) and batch["au"].shape == (4, 0)
     assert batch["expr"].tolist() == data.train.table.expr[:4].tolist()
     assert batch["expr_mask"].all() and not batch["va_mask"].any()

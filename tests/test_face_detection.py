@@ -18,8 +18,8 @@ from PIL import Image
 
 from affectlab.data.contract import DataError
 from affectlab.data.faces.detection import MTCNN, detect_landmarks, nms_min
+from affectlab.data.layouts.faces import layout_faces
 from affectlab.data.sources.image_folder import ImageFolder
-from affectlab.data.sources.synthetic.benchmark import layout_faces
 from affectlab.train import run
 
 # What facenet-pytorch's own MTCNN (2.6.0, default settings) returns on the astronaut: the box
@@ -158,7 +158,7 @@ def test_image_folder_pool_aligns_detected_faces(tmp_path, astronaut):
 @pytest.fixture(scope="module")
 def ckplus_tree(tmp_path_factory) -> Path:
     """A CK+ tree of 128 px synthetic faces (MTCNN finds most of them, not all)."""
-    from affectlab.data.sources.ckplus import write_layout
+    from affectlab.data.layouts.ckplus import write_layout
 
     root = tmp_path_factory.mktemp("ckplus_detect") / "CK+"
     write_layout(layout_faces(10, 2, seed=3, image_size=128), root, frames_per_sequence=1)
@@ -183,9 +183,10 @@ def test_train_py_aligns_ckplus_by_detected_faces(ckplus_tree, tmp_path, tiny_cf
 
 
 def test_preprocessed_detected_crops_are_the_raw_paths_pixels(ckplus_tree, tmp_path, tiny_cfg):
+    from affectlab.build import build_data
+
     from .conftest import load_script
     from .test_preprocess import same_pixels
-    from affectlab.train import build_data
 
     args = ["dataset=ckplus", f"dataset.root={ckplus_tree}", "dataset.crop=detect",
             "dataset.image_size=48", "dataset.align_size=56", "detector.min_face_size=20",
@@ -216,12 +217,12 @@ DETECT_LAYOUTS = {
 def test_every_dataset_without_usable_landmarks_aligns_by_detection(name, tmp_path, tiny_cfg):
     import importlib
 
+    from affectlab.build import build_data
     from affectlab.data.faces.alignment import AlignedImages
-    from affectlab.train import build_data
 
     subjects, per_subject, extra = DETECT_LAYOUTS[name]
     root = tmp_path / name
-    module = importlib.import_module(f"affectlab.datasets.{name}")
+    module = importlib.import_module(f"affectlab.data.layouts.{name}")
     module.write_layout(layout_faces(subjects, per_subject, seed=4, image_size=96), root)
     args = [f"dataset={name}", f"dataset.root={root}", "dataset.crop=detect",
             "dataset.image_size=48", "dataset.align_size=48", "detector.min_face_size=20",

@@ -14,8 +14,14 @@ import torch
 from affectlab.data.contract import FaceData, FaceImageDataset, LabelTable, empty_labels
 from affectlab.losses import masked_ccc_loss, masked_cross_entropy, va_bin_indices
 from affectlab.methods.baseline import Baseline
-from affectlab.methods.heads import (ClassificationHead, IdentityHead, MultiLabelHead,
-                                     TaskHeads, ValenceArousalHead, identity_classes)
+from affectlab.methods.heads import (
+    ClassificationHead,
+    IdentityHead,
+    MultiLabelHead,
+    TaskHeads,
+    ValenceArousalHead,
+    identity_classes,
+)
 from affectlab.models.small_cnn import SmallCNN
 
 LN2, LN3, LN4 = math.log(2), math.log(3), math.log(4)

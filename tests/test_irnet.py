@@ -175,7 +175,7 @@ def test_config_takes_the_input_size_from_the_dataset(tiny_cfg):
 def test_ir50_training_step_through_the_composed_config(tiny_cfg):
     from hydra.utils import instantiate
 
-    from affectlab.train import build_data, build_method
+    from affectlab.build import build_data, build_method
 
     cfg = tiny_cfg("model=ir50", "method.tasks=[au,identity]",
                    "+method.heads.identity={margin: arcface, scale: 16.0}")

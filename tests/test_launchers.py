@@ -16,8 +16,16 @@ from omegaconf import OmegaConf
 
 from affectlab import threads as thread_plan
 from affectlab.config import ConfigError
-from affectlab.threads import (SWEEP_JOBS_ENV, USER_OMP_ENV, SweepFacts, configure_threads,
-                                parse_threads, plan_threads, sweep_size, usable_cpus)
+from affectlab.threads import (
+    SWEEP_JOBS_ENV,
+    USER_OMP_ENV,
+    SweepFacts,
+    configure_threads,
+    parse_threads,
+    plan_threads,
+    sweep_size,
+    usable_cpus,
+)
 
 from .conftest import TINY_DATA, TINY_MODEL, TINY_TRAINER
 

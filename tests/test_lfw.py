@@ -12,8 +12,9 @@ from omegaconf import open_dict
 from PIL import Image
 
 from affectlab.data.contract import DataError
-from affectlab.data.sources.lfw import LFW, CenterCropped, write_layout
-from affectlab.data.sources.synthetic.benchmark import layout_faces
+from affectlab.data.layouts.faces import layout_faces
+from affectlab.data.layouts.lfw import write_layout
+from affectlab.data.sources.lfw import LFW, CenterCropped
 from affectlab.train import run
 
 NUM_PEOPLE = 12

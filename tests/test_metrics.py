@@ -11,7 +11,6 @@ from sklearn.metrics import accuracy_score, average_precision_score, confusion_m
 
 import affectlab.metrics as M
 
-
 SEEDS = [0, 1, 2, 3, 4]
 
 
@@ -116,7 +115,8 @@ def test_multilabel_rejects_non_binary_valid_labels():
     with pytest.raises(ValueError):
         M.multilabel_metrics(np.array([[-1.0]]), np.array([[0.3]]))
     # ...but the same value under a False mask is fine
-    M.multilabel_metrics(np.array([[-1.0], [1.0]]), np.array([[0.3], [0.6]]), np.array([[False], [True]]))
+    M.multilabel_metrics(np.array([[-1.0], [1.0]]), np.array([[0.3], [0.6]]),
+                         np.array([[False], [True]]))
 
 
 def test_multilabel_returns_python_types():
@@ -270,7 +270,8 @@ def test_challenge_scores():
     au = {"f1_mean": 0.4, "acc_mean": 0.9}
     assert M.emotionet2020_score(au) == pytest.approx(0.65)
     assert M.abaw_au_score(au) == pytest.approx(0.65)
-    assert M.abaw_expr_score({"f1_macro": 0.5, "acc": 0.8}) == pytest.approx(0.67 * 0.5 + 0.33 * 0.8)
+    assert M.abaw_expr_score({"f1_macro": 0.5, "acc": 0.8}) == pytest.approx(
+        0.67 * 0.5 + 0.33 * 0.8)
     assert M.abaw_expr_score({"f1_macro": 1.0, "acc": 0.0}) == pytest.approx(0.67)
     assert M.abaw_expr_score({"f1_macro": 0.0, "acc": 1.0}) == pytest.approx(0.33)
     assert M.abaw_va_score({"ccc_valence": 0.2, "ccc_arousal": 0.6, "ccc_mean": 0.4}) == 0.4
@@ -403,8 +404,10 @@ def test_evaluate_tasks_keys_values_and_json():
     assert {"ccc_valence", "ccc_arousal", "ccc_mean", "abaw"} <= set(res["va"])
     assert "abaw" not in res["attr"] and "f1_mean" in res["attr"]
     assert res["au"]["labels"] == names["au"]
-    assert res["au"]["abaw"] == pytest.approx(0.5 * res["au"]["f1_mean"] + 0.5 * res["au"]["acc_mean"])
-    assert res["expr"]["abaw"] == pytest.approx(0.67 * res["expr"]["f1_macro"] + 0.33 * res["expr"]["acc"])
+    assert res["au"]["abaw"] == pytest.approx(
+        0.5 * res["au"]["f1_mean"] + 0.5 * res["au"]["acc_mean"])
+    assert res["expr"]["abaw"] == pytest.approx(
+        0.67 * res["expr"]["f1_macro"] + 0.33 * res["expr"]["acc"])
     assert res["va"]["abaw"] == res["va"]["ccc_mean"]
     # same numbers as calling the task functions directly on the masked data
     au = M.multilabel_metrics(targets["au"], outputs["au"], targets["au_mask"], names=names["au"])

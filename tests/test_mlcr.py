@@ -10,8 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from affectlab.losses import (binary_entropy, co_regularization_loss, multi_view_loss,
-                              selective_learning_weights)
+from affectlab.losses import (
+    binary_entropy,
+    co_regularization_loss,
+    multi_view_loss,
+    selective_learning_weights,
+)
 from affectlab.methods.mlcr import MLCR, dependency_adjacency, normalize_adjacency
 from affectlab.models.small_cnn import SmallCNN
 from affectlab.train import run
@@ -453,7 +457,7 @@ def test_interrupted_and_resumed_mlcr_run_ends_like_an_uninterrupted_one(tiny_cf
     last = run_interrupted(tiny_cfg(*overrides), tmp_path / "interrupted", 7, monkeypatch)
     assert last["global_step"] == 7 and int(last["method"]["_extra_state"]) == 7
 
-    resumed = run(tiny_cfg(*overrides, f"trainer.resume={tmp_path / 'interrupted/checkpoints/last.pt'}"),
-                  tmp_path / "resumed")
+    resume = tmp_path / "interrupted/checkpoints/last.pt"
+    resumed = run(tiny_cfg(*overrides, f"trainer.resume={resume}"), tmp_path / "resumed")
     assert resumed["tasks"] == reference["tasks"] and resumed["steps"] == reference["steps"]
     assert same_final_weights(tmp_path / "full", tmp_path / "resumed")

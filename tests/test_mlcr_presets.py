@@ -8,11 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from affectlab.data.sources import bp4d
-from affectlab.data.sources import celeba
-from affectlab.data.sources import ckplus
-from affectlab.data.sources import emotionet
-from affectlab.data.sources.synthetic.benchmark import layout_faces
+from affectlab.data.layouts import bp4d, celeba, ckplus, emotionet
+from affectlab.data.layouts.faces import layout_faces
+from affectlab.data.sources.bp4d import SUBJECTS as BP4D_SUBJECTS
 from affectlab.train import run
 
 # the presets' networks and schedules, shrunk: what is tested is data, pool and method wiring
@@ -51,7 +49,7 @@ def test_mlcr_ckplus_with_a_folder_pool(tiny_cfg, tmp_path):
 
 def test_mlcr_bp4d_with_emotionet_as_its_pool(tiny_cfg, tmp_path):
     root = tmp_path / "BP4D"
-    bp4d.write_layout(layout_faces(len(bp4d.SUBJECTS), 1, seed=2, image_size=32), root)
+    bp4d.write_layout(layout_faces(len(BP4D_SUBJECTS), 1, seed=2, image_size=32), root)
     pool = emotionet_tree(tmp_path / "EmotioNet")
     info = run_preset(tiny_cfg, tmp_path, "mlcr_bp4d", f"dataset.root={root}",
                       f"pool.root={pool}", "pool.num_labeled=16", "pool.num_val=4",

@@ -187,8 +187,8 @@ def test_a_dataset_without_a_config_is_refused(tmp_path, tables):
 def test_celeba_table_runs_on_a_celeba_layout(tmp_path):
     """The CelebA table end to end: experiment=mlcr_celeba on synthetic faces in CelebA's
     layout, shrunk, two seeds; table, CSV and bar chart over the 40 attributes."""
-    from affectlab.data.sources.celeba import write_layout
-    from affectlab.data.sources.synthetic.benchmark import layout_faces
+    from affectlab.data.layouts.celeba import write_layout
+    from affectlab.data.layouts.faces import layout_faces
 
     root = tmp_path / "data"
     write_layout(layout_faces(12, 5, seed=3, image_size=32), root)

@@ -14,10 +14,17 @@ import torch
 from omegaconf import open_dict
 
 from affectlab.data.contract import DataError, FaceImageDataset
-from affectlab.data.sources.msceleb import (MAGIC_BYTES, MSCeleb, RecordError, RecordImages,
-                                        pack_record, read_idx, read_record, unpack_record,
-                                        write_layout, write_record)
-from affectlab.data.sources.synthetic.benchmark import layout_faces
+from affectlab.data.layouts.faces import layout_faces
+from affectlab.data.layouts.msceleb import pack_record, write_layout, write_record
+from affectlab.data.sources.msceleb import (
+    MAGIC_BYTES,
+    MSCeleb,
+    RecordError,
+    RecordImages,
+    read_idx,
+    read_record,
+    unpack_record,
+)
 from affectlab.train import run
 
 NUM_IDS = 10

@@ -11,11 +11,12 @@ import numpy as np
 import pytest
 import torch
 
+from affectlab.build import build_data
 from affectlab.data import packed
 from affectlab.data.contract import DataError
 from affectlab.data.packed import PackedImages, build_pack, pack_path, use_packed
 from affectlab.data.transforms import InputTransform
-from affectlab.train import build_data, run
+from affectlab.train import run
 
 from .conftest import compose_config
 
@@ -42,7 +43,8 @@ def test_packed_splits_give_the_decoded_pixels_and_batches(decoded, data_root, t
                 if key != "image":
                     assert torch.equal(sample[key], value), (split, row, key)
         rows = list(range(min(5, len(raw))))
-        stack = lambda ds: {"image": torch.stack([ds[r]["image"] for r in rows])}  # noqa: E731
+        stack = lambda ds, rows=rows: {  # noqa: E731
+            "image": torch.stack([ds[r]["image"] for r in rows])}
         assert torch.equal(transform(stack(fast), train=False)["image"],
                            transform(stack(raw), train=False)["image"])
 

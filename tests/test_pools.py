@@ -9,9 +9,10 @@ import pytest
 from PIL import Image
 
 from affectlab.data.contract import DataError
-from affectlab.data.sources.ckplus import CKPlus, write_layout
+from affectlab.data.layouts.ckplus import write_layout
+from affectlab.data.layouts.faces import layout_faces
+from affectlab.data.sources.ckplus import CKPlus
 from affectlab.data.sources.image_folder import ImageFolder
-from affectlab.data.sources.synthetic.benchmark import layout_faces
 from affectlab.train import run
 
 
@@ -108,8 +109,8 @@ def test_a_dataset_serves_as_the_pool_of_another(tiny_cfg, tmp_path):
 
 
 def test_a_dataset_with_an_unlabelled_split_lends_that_split_as_its_pool(tmp_path):
+    from affectlab.data.layouts.emotionet import write_layout as write_emotionet
     from affectlab.data.sources.emotionet import EmotioNet
-    from affectlab.data.sources.emotionet import write_layout as write_emotionet
 
     root = tmp_path / "EmotioNet"
     write_emotionet(layout_faces(10, 5, seed=2, image_size=24), root)

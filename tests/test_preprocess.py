@@ -7,11 +7,11 @@ import json
 import pytest
 import torch
 
+from affectlab.build import build_data
 from affectlab.data.contract import DataError
-from affectlab.data.sources import celeba
-from affectlab.data.sources import ckplus
-from affectlab.data.sources.synthetic.benchmark import layout_faces
-from affectlab.train import build_data, run
+from affectlab.data.layouts import celeba, ckplus
+from affectlab.data.layouts.faces import layout_faces
+from affectlab.train import run
 
 from .conftest import load_script
 

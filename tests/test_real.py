@@ -90,8 +90,8 @@ def test_image_file_problem_finds_damaged_files_without_decoding_good_ones(tmp_p
 def test_image_checks_are_cached_by_path_size_and_mtime(tmp_path, monkeypatch):
     import pytest
 
-    from affectlab.data.sources import on_disk as real
     from affectlab.data.contract import DataError
+    from affectlab.data.sources import on_disk as real
     from affectlab.data.sources.on_disk import Problems, readable_images
 
     root = tmp_path / "images"
@@ -150,8 +150,8 @@ def test_on_error_policies_tell_known_gaps_from_problems():
 
 # --------------------------------------------------------------------------- roots, empty trees
 def ckplus_tree(tmp_path):
-    from affectlab.data.sources.ckplus import write_layout
-    from affectlab.data.sources.synthetic.benchmark import layout_faces
+    from affectlab.data.layouts.ckplus import write_layout
+    from affectlab.data.layouts.faces import layout_faces
 
     root = tmp_path / "CK+"
     return root, write_layout(layout_faces(10, 2, seed=3, image_size=24), root)

@@ -23,13 +23,27 @@ from pathlib import Path
 import pytest
 import torch
 
-from affectlab.checkpoints import (CheckpointError, RunDirectoryError, claim_run_dir,
-                                   load_checkpoint)
+from affectlab.engine import (
+    CheckpointError,
+    DivergenceError,
+    RunDirectoryError,
+    TrainerSettings,
+)
+from affectlab.engine.checkpoint import load_checkpoint
+from affectlab.engine.guards import NonFiniteWatch
+from affectlab.engine.run_dir import claim_run_dir
 from affectlab.train import EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_INTERRUPTED, run
-from affectlab.trainer import DivergenceError, NonFiniteWatch, Trainer
 
-from .conftest import (REPO, TINY_DATA, TINY_MODEL, TINY_TRAINER, run_cli, run_interrupted,
-                       same_final_weights, tree_snapshot)
+from .conftest import (
+    REPO,
+    TINY_DATA,
+    TINY_MODEL,
+    TINY_TRAINER,
+    run_cli,
+    run_interrupted,
+    same_final_weights,
+    tree_snapshot,
+)
 
 # 24 training faces, batch 8: 3 steps per epoch; 3 epochs, validated after each
 THREE_EPOCHS = ["trainer.max_epochs=3", "trainer.eval_every_epochs=1"]
@@ -161,7 +175,7 @@ from pathlib import Path
 sys.path.insert(0, {repo!r})
 from tests.conftest import compose_config
 from affectlab.train import run
-import affectlab.trainer as trainer_module
+import affectlab.engine.loop as trainer_module
 import torch
 torch.set_num_threads({threads})   # the test process's: float sums then match bit for bit
 {patch}
@@ -415,8 +429,7 @@ def test_a_crashing_value_at_the_cli_is_one_line(tmp_path, data_root):
 
 def test_the_trainer_checks_values_when_built_directly():
     with pytest.raises(ValueError, match="trainer.log_every_steps=0"):
-        Trainer(max_epochs=1, batch_size=8, log_every_steps=0, device="cpu",
-                optimizer=torch.optim.SGD)
+        TrainerSettings(max_epochs=1, batch_size=8, log_every_steps=0, device="cpu")
 
 
 def test_sigterm_under_torchrun_stops_every_process_at_one_step(tmp_path, data_root):
@@ -439,7 +452,7 @@ def test_sigterm_under_torchrun_stops_every_process_at_one_step(tmp_path, data_r
     assert output.count("stopped by SIGTERM") == 1, output[-3000:]      # said by rank 0 only
     assert "torchrun --nproc_per_node=2 train.py" in output
     # torchrun prints a traceback of its own for the signal; none comes from the workers
-    assert "affectlab/trainer.py" not in output and "affectlab/train.py" not in output
+    assert "affectlab/engine/" not in output and "affectlab/train.py" not in output
     last = load_checkpoint(tmp_path / "ddp/checkpoints/last.pt")
     assert last["global_step"] >= 5 and not (tmp_path / "ddp/metrics.json").exists()
 
@@ -448,8 +461,9 @@ def test_a_truncated_test_image_is_found_before_training(tmp_path, data_root):
     """Today found at test time, after training; now when the data is built."""
     import shutil
 
+    from affectlab.build import build_data
     from affectlab.data.contract import DataError
-    from affectlab.train import build_data
+
     from .conftest import compose_config
 
     test = build_data(compose_config(data_root, [])).test.table   # generated once

@@ -7,8 +7,14 @@ import numpy as np
 import pytest
 
 from affectlab.data.contract import LabelTable, empty_labels
-from affectlab.data.samplers import (MLROSSampler, WeightedSampler, balancing_weights,
-                                         imbalance_ratios, ml_ros_clones, uniform_epochs)
+from affectlab.data.samplers import (
+    MLROSSampler,
+    WeightedSampler,
+    balancing_weights,
+    imbalance_ratios,
+    ml_ros_clones,
+    uniform_epochs,
+)
 from affectlab.train import run
 
 from .conftest import run_interrupted, same_final_weights

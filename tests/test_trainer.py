@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from affectlab.trainer import CheckpointError
+from affectlab.engine import CheckpointError
 from affectlab.train import run
 
 from .conftest import run_interrupted, same_final_weights, tree_snapshot
@@ -65,8 +65,8 @@ def test_interrupted_and_resumed_run_ends_like_an_uninterrupted_one(tiny_cfg, tm
     last = run_interrupted(tiny_cfg(*overrides), tmp_path / "interrupted", 8, monkeypatch)
     assert last["global_step"] == 8 and last["epoch"] == 1 and last["batch_in_epoch"] == 2
 
-    resumed = run(tiny_cfg(*overrides, f"trainer.resume={tmp_path / 'interrupted/checkpoints/last.pt'}"),
-                  tmp_path / "resumed")
+    resume = tmp_path / "interrupted/checkpoints/last.pt"
+    resumed = run(tiny_cfg(*overrides, f"trainer.resume={resume}"), tmp_path / "resumed")
     assert resumed["tasks"] == reference["tasks"]
     assert resumed["best_epoch"] == reference["best_epoch"]
     assert resumed["steps"] == reference["steps"]
@@ -164,6 +164,7 @@ def test_compile_wraps_the_training_forward_and_channels_last_reaches_the_weight
 
 def test_unwritable_data_root_is_a_clear_error(tmp_path):
     from affectlab.data.contract import DataError
+
     from .conftest import compose_config
 
     blocker = tmp_path / "file"

@@ -62,7 +62,8 @@ def check_config(node: DictConfig, where: str) -> None:
         try:
             target = get_method(target_path)
         except Exception as err:
-            raise ConfigError(f"{where}._target_={target_path} cannot be imported ({err}).") from None
+            raise ConfigError(f"{where}._target_={target_path} cannot be imported "
+                              f"({err}).") from None
     function = target.__init__ if inspect.isclass(target) else target
     signature = inspect.signature(function)
     hints = typing.get_type_hints(function)
@@ -91,3 +92,41 @@ def instantiate_checked(node: DictConfig, where: str, **kwargs: Any) -> Any:
     """:func:`check_config`, then ``hydra.utils.instantiate(node, **kwargs)``."""
     check_config(node, where)
     return instantiate(node, **kwargs)
+
+
+#: Where classes named by ``_target_`` in configs saved by earlier versions live now (a run's
+#: saved config names its classes by module path; old runs still load and compare equal).
+MOVED_TARGETS: dict[str, str] = {
+    "affectlab.trainer.Trainer": "affectlab.engine.TrainerSettings",
+    "affectlab.datasets.base.": "affectlab.data.contract.",
+    "affectlab.datasets.transforms.": "affectlab.data.transforms.",
+    "affectlab.datasets.samplers.": "affectlab.data.samplers.",
+    "affectlab.datasets.packed.": "affectlab.data.packed.",
+    "affectlab.datasets.preprocess.": "affectlab.data.preprocess.",
+    "affectlab.datasets.alignment.": "affectlab.data.faces.alignment.",
+    "affectlab.datasets.face_detection.": "affectlab.data.faces.detection.",
+    "affectlab.datasets.face_boxes.": "affectlab.data.faces.boxes.",
+    "affectlab.datasets.real.": "affectlab.data.sources.on_disk.",
+    "affectlab.datasets.synthetic.": "affectlab.data.sources.synthetic.benchmark.",
+    "affectlab.datasets.synthetic_faces.": "affectlab.data.sources.synthetic.faces.",
+    "affectlab.datasets.": "affectlab.data.sources.",
+    "affectlab.parallel.": "affectlab.threads.",
+}
+
+
+def upgrade_targets(config: Any) -> Any:
+    """A plain config (dicts and lists) with every ``_target_`` of an earlier version's module
+    layout renamed to today's (:data:`MOVED_TARGETS`, first match); other values unchanged."""
+    if isinstance(config, dict):
+        out = {}
+        for key, value in config.items():
+            if key == "_target_" and isinstance(value, str):
+                for old, new in MOVED_TARGETS.items():
+                    if value == old or (old.endswith(".") and value.startswith(old)):
+                        value = new + value[len(old):] if old.endswith(".") else new
+                        break
+            out[key] = upgrade_targets(value)
+        return out
+    if isinstance(config, list):
+        return [upgrade_targets(v) for v in config]
+    return config

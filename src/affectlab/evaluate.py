@@ -1,6 +1,6 @@
 """``python -m affectlab.evaluate 'runs=[DIR1,DIR2,...]' split=test``: evaluate finished runs.
 
-One run is rebuilt from its directory (:func:`affectlab.checkpoints.load_run`); several make an
+One run is rebuilt from its directory (:func:`affectlab.load_run`); several make an
 :class:`~affectlab.methods.ensemble.Ensemble` (averaged predictions). They are evaluated on a
 split of the first run's dataset, or of another dataset config (``dataset=NAME
 dataset.root=...``, whose label sets must match the runs'). Per-label thresholds of the
@@ -14,6 +14,7 @@ with 0.5 metrics, ``thresholds`` and ``tuned``; ``score``), ``.hydra/`` and ``ev
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -26,14 +27,16 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
-from affectlab.checkpoints import CheckpointError, load_run
+from affectlab.build import CONFIG_DIR, build_data
 from affectlab.config import ConfigError
 from affectlab.data.contract import DataError, FaceData
+from affectlab.engine import CheckpointError
+from affectlab.engine.evaluation import predict_split, search_thresholds
+from affectlab.inference import load_run
 from affectlab.methods.base import Method
 from affectlab.methods.ensemble import Ensemble, label_set_difference
 from affectlab.metrics import evaluate_tasks, overall_score
-from affectlab.train import CONFIG_DIR, build_data, format_task_lines
-from affectlab.trainer import predict_split, search_thresholds
+from affectlab.results import format_task_lines
 from affectlab.utils import atomic_write_json, resolve_device
 
 log = logging.getLogger("affectlab")
@@ -46,7 +49,7 @@ def evaluation_data(cfg: DictConfig, first_run: Any) -> FaceData:
     """The data to evaluate on: the first run's own, or ``cfg.dataset`` with that run's other
     settings (augmentation is irrelevant: evaluation only normalises)."""
     if cfg.get("dataset") is None:
-        return first_run.data
+        return build_data(first_run.config, pack=False)
     merged = OmegaConf.merge(first_run.config, {"pool": None, "preprocessed": None})
     merged.dataset = cfg.dataset
     return build_data(merged)
@@ -89,7 +92,8 @@ def evaluate(cfg: DictConfig, out_dir: str | Path) -> dict[str, Any]:
             {k: v.to(device, non_blocking=True) for k, v in b.items()}, train=False)
         autocast = ((lambda: torch.autocast("cuda", dtype=torch.bfloat16))
                     if device.type == "cuda" else None)
-        return predict_split(method, loader, prepare, *([autocast] if autocast else []))
+        return predict_split(method, loader, prepare, autocast or contextlib.nullcontext,
+                             data.target_keys)
 
     if cfg.thresholds == "search":
         thresholds = search_thresholds(*outputs_of("val"), cfg.threshold_criterion)

@@ -21,7 +21,8 @@ def masked_bce_with_logits(logits: torch.Tensor, targets: torch.Tensor, mask: to
     Returns:
         Scalar loss; 0 (with a gradient path) when the batch has no valid entry.
     """
-    per_entry = F.binary_cross_entropy_with_logits(logits.float(), targets.float(), reduction="none")
+    per_entry = F.binary_cross_entropy_with_logits(logits.float(), targets.float(),
+                                                   reduction="none")
     if label_weights is not None:
         per_entry = per_entry * label_weights.to(per_entry)
     mask = mask.to(per_entry.dtype)

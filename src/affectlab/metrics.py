@@ -182,7 +182,8 @@ def multilabel_metrics(
     c = y_true.shape[1]
     thr = np.asarray(threshold, dtype=np.float64)
     if thr.ndim not in (0, 1) or (thr.ndim == 1 and thr.shape[0] != c):
-        raise ValueError(f"multilabel_metrics: threshold must be a scalar or ({c},), got {thr.shape}")
+        raise ValueError(f"multilabel_metrics: threshold must be a scalar or ({c},), got "
+                         f"{thr.shape}")
     labels = _names(names, c, "multilabel_metrics")
 
     tp, fp, fn, tn = _confusion_counts(y_true, y_score, valid, thr)
@@ -459,7 +460,8 @@ def abaw_au_score(au_metrics: Mapping[str, Any]) -> float:
 
     Note: ABAW defines the accuracy term as the "total accuracy"; ``acc_mean`` (mean of per-AU
     accuracies) equals it when every AU has the same number of valid entries."""
-    return float(ABAW_AU_F1_WEIGHT * au_metrics["f1_mean"] + ABAW_AU_ACC_WEIGHT * au_metrics["acc_mean"])
+    return float(ABAW_AU_F1_WEIGHT * au_metrics["f1_mean"]
+                 + ABAW_AU_ACC_WEIGHT * au_metrics["acc_mean"])
 
 
 def abaw_expr_score(expr_metrics: Mapping[str, Any]) -> float:

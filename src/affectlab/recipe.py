@@ -3,9 +3,12 @@
 A recipe (``configs/recipe/<name>.yaml``) lists stages in order. A training stage is
 ``python -m affectlab.train -m <overrides> seed=<seeds>``: its seeds go through Hydra's
 multirun launcher (so ``launcher=[hydra/launcher=...]`` runs them wherever that launcher
-does), each into ``<out>/<stage>/seed<N>/``, an ordinary run directory. A stage may start from
-an earlier one (``init_from: <stage>``: the same seed's run of that stage; a list of stages
-gives a two-view method one start per view). An ensemble stage
+does), each into ``<out>/<stage>/seed<N>/``, an ordinary run directory. A stage may point any
+config key at an earlier stage's result (``refs: {method.teacher: teacher}``: the same seed's
+run directory of that stage; a list of stages gives a list of directories); ``init_from:
+<stage>`` is short for ``refs: {init_from: <stage>}`` (a list gives a two-view method one
+start per view). References are checked before any stage runs: every stage named must come
+earlier, every key must exist in the stage's composed config. An ensemble stage
 evaluates earlier stages' runs together (``python -m affectlab.evaluate``): one ensemble of
 every listed run, or (``per_seed: true``) one per seed of the runs of that seed.
 
@@ -14,7 +17,8 @@ again, so an interrupted chain continues where it stopped (a finished run of ano
 configuration — the recipe or a preset edited since — is refused, never silently reused); a
 run directory left without ``metrics.json`` (stopped or killed) is moved aside to
 ``<dir>.incomplete-<n>`` (never deleted) and continued exactly from its ``checkpoints/last.pt``
-(``trainer.resume``) into ``<dir>``, or run again from the start when it saved no checkpoint. At the end ``<out>/summary.md`` and ``summary.csv`` tabulate every stage (mean ± std over
+(``trainer.resume``) into ``<dir>``, or run again from the start when it saved no checkpoint.
+At the end ``<out>/summary.md`` and ``summary.csv`` tabulate every stage (mean ± std over
 seeds; AU rows with F1 at 0.5, F1 at the validation-tuned thresholds and AP).
 
 Recipe file::
@@ -26,6 +30,8 @@ Recipe file::
       expr: {overrides: ["method.tasks=[expr]"]}
       au: {overrides: ["method.tasks=[au]"], init_from: expr}
       ensemble: {ensemble: [au]}                    # one ensemble of au's seeds
+      # any key: e.g. a student whose frozen teacher is an earlier stage's run
+      # student: {overrides: [method=distill], refs: {method.teacher: expr}}
 """
 
 from __future__ import annotations
@@ -42,15 +48,15 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from affectlab.checkpoints import CHECKPOINT_DIR
+from affectlab.build import CONFIG_DIR, compose_config
 from affectlab.config import ConfigError
+from affectlab.engine.checkpoint import CHECKPOINT_DIR
 from affectlab.results import per_label_summary, run_differences, stage_summary
-from affectlab.train import CONFIG_DIR
 from affectlab.utils import atomic_write_text
 
 log = logging.getLogger("affectlab")
 
-STAGE_KEYS = {"overrides", "init_from", "ensemble", "per_seed"}
+STAGE_KEYS = {"overrides", "init_from", "refs", "ensemble", "per_seed"}
 
 
 def as_list(value: Any) -> list[str] | None:
@@ -70,13 +76,23 @@ class Stage:
 
     name: str
     overrides: list[str] = field(default_factory=list)
-    init_from: list[str] | None = None
+    refs: dict[str, list[str]] = field(default_factory=dict)   # config key → earlier stages
     ensemble: list[str] | None = None
     per_seed: bool = False
 
     @property
     def is_ensemble(self) -> bool:
         return self.ensemble is not None
+
+    @property
+    def init_from(self) -> list[str] | None:
+        return self.refs.get("init_from")
+
+    @property
+    def references(self) -> list[str]:
+        """Every earlier stage this one needs, in order (no repeats)."""
+        named = [s for stages in self.refs.values() for s in stages] + (self.ensemble or [])
+        return list(dict.fromkeys(named))
 
 
 def parse_stages(recipe: DictConfig) -> list[Stage]:
@@ -88,19 +104,24 @@ def parse_stages(recipe: DictConfig) -> list[Stage]:
         if unknown:
             raise RecipeError(f"recipe {recipe.name}: stage '{name}' has unknown keys "
                               f"{sorted(unknown)}; a stage has {sorted(STAGE_KEYS)}")
+        refs = {str(key): as_list(value) for key, value in (spec.get("refs") or {}).items()}
+        if spec.get("init_from") is not None:
+            if "init_from" in refs:
+                raise RecipeError(f"recipe {recipe.name}: stage '{name}' names init_from twice "
+                                  "(as a key and under refs): keep one")
+            refs["init_from"] = as_list(spec["init_from"])
         stage = Stage(name=str(name), overrides=[str(o) for o in spec.get("overrides") or []],
-                      init_from=as_list(spec.get("init_from")),
-                      ensemble=None if spec.get("ensemble") is None
+                      refs=refs, ensemble=None if spec.get("ensemble") is None
                       else [str(s) for s in spec["ensemble"]],
                       per_seed=bool(spec.get("per_seed", False)))
         earlier = {s.name for s in stages}
-        for ref in (stage.init_from or []) + (stage.ensemble or []):
+        for ref in stage.references:
             if ref not in earlier:
                 raise RecipeError(f"recipe {recipe.name}: stage '{name}' refers to '{ref}', "
                                   f"which is not an earlier stage (earlier: {sorted(earlier)})")
-        if stage.is_ensemble and stage.init_from:
+        if stage.is_ensemble and stage.refs:
             raise RecipeError(f"recipe {recipe.name}: stage '{name}' is an ensemble; it cannot "
-                              "start from a run (init_from)")
+                              f"refer to runs by config keys ({sorted(stage.refs)})")
         stages.append(stage)
     if not stages:
         raise RecipeError(f"recipe {recipe.get('name')} has no stages")
@@ -142,6 +163,24 @@ class Runner:
         self.overrides = [str(o) for o in recipe.get("overrides") or []] + overrides
         self.launcher = launcher
         self.python = python
+        self.check_reference_keys()
+
+    def check_reference_keys(self) -> None:
+        """Refuse, before any stage runs, a reference to a config key that the stage's
+        composed training config does not have (a typo, or a method without that option)."""
+        for stage in self.stages:
+            if stage.is_ensemble or not stage.refs:
+                continue
+            config = compose_config("train", [*self.overrides, *stage.overrides])
+            for key in stage.refs:
+                parent, _, leaf = key.rpartition(".")
+                node = OmegaConf.select(config, parent) if parent else config
+                if not isinstance(node, DictConfig) or leaf not in node:
+                    raise RecipeError(
+                        f"recipe {self.recipe.name}: stage '{stage.name}' refers to config key "
+                        f"'{key}', which its configuration does not have (with overrides "
+                        f"{stage.overrides}); check the key's spelling, or the method/model it "
+                        "belongs to")
 
     def stage(self, name: str) -> Stage:
         for stage in self.stages:
@@ -179,10 +218,10 @@ class Runner:
     def training_overrides(self, stage: Stage) -> list[str]:
         """What ``train.py`` runs for ``stage`` (seed and run location aside)."""
         overrides = [*self.overrides, *stage.overrides]
-        if stage.init_from:
-            sources = [f"{(self.out / ref).resolve()}/seed${{seed}}" for ref in stage.init_from]
-            overrides.append(f"init_from={sources[0]}" if len(sources) == 1
-                             else f"init_from=[{','.join(sources)}]")
+        for key, refs in stage.refs.items():
+            sources = [f"{(self.out / ref).resolve()}/seed${{seed}}" for ref in refs]
+            overrides.append(f"{key}={sources[0]}" if len(sources) == 1
+                             else f"{key}=[{','.join(sources)}]")
         return overrides
 
     def check_finished(self, stage: Stage, run_dir: Path, seed: int) -> None:
@@ -208,7 +247,7 @@ class Runner:
         if not todo:
             log.info("stage %s: finished for seeds %s, skipped", stage.name, self.seeds)
             return
-        for ref in stage.init_from or []:
+        for ref in stage.references:
             self.require(stage, ref, todo)
         # Fresh seeds in one multirun; each interrupted one continues from its own checkpoint.
         groups = [([s for s in todo if s not in resumes], [])]

@@ -15,13 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
-CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "configs")
-
+from affectlab.config import upgrade_targets
 
 # Overrides that change where or how fast a run goes, not what it computes.
 NOT_PART_OF_THE_NAME = ("seed=", "hydra.", "dataset.root=", "dataset.num_workers=",
@@ -90,12 +87,9 @@ RUN_LOCATION_KEYS = tuple(k.rstrip("=.") for k in NOT_PART_OF_THE_NAME if k != "
 @functools.lru_cache(maxsize=None)
 def composed_config(overrides: tuple[str, ...]) -> dict[str, Any]:
     """The resolved config ``python train.py <overrides>`` would run now, flattened."""
-    if GlobalHydra.instance().is_initialized():
-        # inside a Hydra app of this project (the recipe runner): its config dir is ours
-        config = compose("train", overrides=list(overrides))
-    else:
-        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-            config = compose("train", overrides=list(overrides))
+    from affectlab.build import compose_config  # results is imported by the engine: no cycle
+
+    config = compose_config("train", overrides)
     return flatten(OmegaConf.to_container(config, resolve=True))
 
 
@@ -107,7 +101,7 @@ def config_changes(run_dir: Path, overrides: list[str] | tuple[str, ...], seed: 
     resolved_file = run_dir / "config_resolved.yaml"
     if not resolved_file.is_file():
         return []
-    then = flatten(yaml.safe_load(resolved_file.read_text()) or {})
+    then = flatten(upgrade_targets(yaml.safe_load(resolved_file.read_text()) or {}))
     now = composed_config((*overrides, f"seed={seed}"))
     changed = sorted(key for key in then
                      if then.get(key) != now.get(key)
@@ -245,3 +239,46 @@ def per_label_summary(results: dict[str, list[dict[str, Any]]], task: str = "au"
         cells.append(f"{mean('f1', None)} / {mean('tuned', None)} / {mean('ap', None)}")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------------------------ readable results
+def format_task_lines(tasks: dict[str, Any]) -> list[str]:
+    """Per task a readable block: per label F1 at 0.5, F1 at the tuned thresholds, the
+    thresholds, accuracy and AP, and the means; the criteria of the other tasks."""
+    lines = []
+    for task, values in tasks.items():
+        if "f1" in values:
+            tuned = values.get("tuned")
+            width = max(len(label) for label in values["labels"])
+            lines.append(f"  {task}: {'label':<{width}}  F1@0.5  F1@thr  thr   Acc    AP")
+            for c, label in enumerate(values["labels"]):
+                tuned_cells = (f"{tuned['f1'][c]:.3f}   {values['thresholds'][c]:.2f}"
+                               if tuned else "  –       – ")
+                lines.append(f"  {'':{len(task)}}  {label:<{width}}  {values['f1'][c]:.3f}   "
+                             f"{tuned_cells}  {values['acc'][c]:.3f}  "
+                             f"{values['average_precision'][c]:.3f}")
+            tuned_mean = f"{tuned['f1_mean']:.3f}        " if tuned else "  –          "
+            lines.append(f"  {'':{len(task)}}  {'mean':<{width}}  {values['f1_mean']:.3f}   "
+                         f"{tuned_mean}{values['acc_mean']:.3f}  {values['ap_mean']:.3f}")
+        elif "f1_macro" in values:
+            lines.append(f"  {task}: macro F1 {values['f1_macro']:.3f}  acc {values['acc']:.3f}")
+        elif "ccc_valence" in values:
+            lines.append(f"  {task}: CCC valence {values['ccc_valence']:.3f}  "
+                         f"arousal {values['ccc_arousal']:.3f}")
+        elif task == "identity":
+            lines.append(f"  {task}: top-1 accuracy {values['acc']:.3f} over "
+                         f"{values['num_valid']} faces of trained identities")
+    return lines
+
+
+def format_results(metrics: dict[str, Any]) -> str:
+    """A readable table of a run's test metrics (:func:`format_task_lines`), its score and
+    training throughput."""
+    lines = [f"Test results — method={metrics['method']} dataset={metrics['dataset']} "
+             f"seed={metrics['seed']} (best epoch {metrics['best_epoch']})",
+             *format_task_lines(metrics["tasks"])]
+    if metrics.get("score") is not None:
+        lines.append(f"  score (mean of the tasks' criteria): {metrics['score']:.3f}")
+    lines.append(f"  training throughput: {metrics['throughput_images_per_s']:.0f} images/s on "
+                 f"{metrics['device']}")
+    return "\n".join(lines)

@@ -28,7 +28,8 @@ class Constant:
 
 
 class StepDecay(Constant):
-    """lr(t) = lr₀ · gamma^⌊epoch(t) / step_epochs⌋ — "divide by 10 every N epochs" with gamma=0.1."""
+    """lr(t) = lr₀ · gamma^⌊epoch(t) / step_epochs⌋ — "divide by 10 every N epochs" with
+    gamma=0.1."""
 
     def __init__(self, *, step_epochs: int, gamma: float = 0.1, warmup_epochs: float = 0.0) -> None:
         super().__init__(warmup_epochs=warmup_epochs)
@@ -44,7 +45,8 @@ class StepDecay(Constant):
 
 
 class Cosine(Constant):
-    """lr(t) = lr₀ · (r + (1 − r) · ½ (1 + cos(π t / T))) with r = ``min_lr_ratio``, T = total steps."""
+    """lr(t) = lr₀ · (r + (1 − r) · ½ (1 + cos(π t / T))) with r = ``min_lr_ratio``,
+    T = total steps."""
 
     def __init__(self, *, warmup_epochs: float = 0.0, min_lr_ratio: float = 0.0) -> None:
         super().__init__(warmup_epochs=warmup_epochs)

@@ -26,21 +26,24 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 
-from affectlab.checkpoints import (RUN_CLAIM, CheckpointError, RunDirectoryError, claim_run_dir,
-                                   init_from)
-from affectlab.config import ConfigError, instantiate_checked
+from affectlab.build import CONFIG_DIR, build_data, build_method, build_trainer
+from affectlab.config import ConfigError
 from affectlab.data.contract import DataError, FaceData
-from affectlab.data.packed import use_packed
-from affectlab.data.preprocess import use_crops
-from affectlab.data.transforms import InputTransform
-from affectlab.methods.base import Method
+from affectlab.engine import (
+    CheckpointError,
+    DivergenceError,
+    RunDirectoryError,
+    Trainer,
+    TrainingInterrupted,
+)
+from affectlab.engine.checkpoint import init_from
+from affectlab.engine.run_dir import RUN_CLAIM, claim_run_dir
+from affectlab.results import format_results
 from affectlab.threads import configure_threads
-from affectlab.trainer import DivergenceError, Trainer, TrainingInterrupted
 from affectlab.utils import atomic_write_json, atomic_write_text, resolve_device, seed_everything
 
 log = logging.getLogger("affectlab")
 
-CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "configs")
 MAX_SUBDIR_LENGTH = 120
 LOG_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"   # Hydra's console format
 
@@ -70,88 +73,6 @@ def _git_sha() -> str | None:
                               cwd=Path(__file__).parent, timeout=5).stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         return None
-
-
-def format_task_lines(tasks: dict[str, Any]) -> list[str]:
-    """Per task a readable block: per label F1 at 0.5, F1 at the tuned thresholds, the
-    thresholds, accuracy and AP, and the means; the criteria of the other tasks."""
-    lines = []
-    for task, values in tasks.items():
-        if "f1" in values:
-            tuned = values.get("tuned")
-            width = max(len(label) for label in values["labels"])
-            lines.append(f"  {task}: {'label':<{width}}  F1@0.5  F1@thr  thr   Acc    AP")
-            for c, label in enumerate(values["labels"]):
-                tuned_cells = (f"{tuned['f1'][c]:.3f}   {values['thresholds'][c]:.2f}"
-                               if tuned else "  –       – ")
-                lines.append(f"  {'':{len(task)}}  {label:<{width}}  {values['f1'][c]:.3f}   "
-                             f"{tuned_cells}  {values['acc'][c]:.3f}  "
-                             f"{values['average_precision'][c]:.3f}")
-            tuned_mean = f"{tuned['f1_mean']:.3f}        " if tuned else "  –          "
-            lines.append(f"  {'':{len(task)}}  {'mean':<{width}}  {values['f1_mean']:.3f}   "
-                         f"{tuned_mean}{values['acc_mean']:.3f}  {values['ap_mean']:.3f}")
-        elif "f1_macro" in values:
-            lines.append(f"  {task}: macro F1 {values['f1_macro']:.3f}  acc {values['acc']:.3f}")
-        elif "ccc_valence" in values:
-            lines.append(f"  {task}: CCC valence {values['ccc_valence']:.3f}  "
-                         f"arousal {values['ccc_arousal']:.3f}")
-        elif task == "identity":
-            lines.append(f"  {task}: top-1 accuracy {values['acc']:.3f} over "
-                         f"{values['num_valid']} faces of trained identities")
-    return lines
-
-
-def format_results(metrics: dict[str, Any]) -> str:
-    """A readable table of a run's test metrics (:func:`format_task_lines`), its score and
-    training throughput."""
-    lines = [f"Test results — method={metrics['method']} dataset={metrics['dataset']} "
-             f"seed={metrics['seed']} (best epoch {metrics['best_epoch']})",
-             *format_task_lines(metrics["tasks"])]
-    if metrics.get("score") is not None:
-        lines.append(f"  score (mean of the tasks' criteria): {metrics['score']:.3f}")
-    lines.append(f"  training throughput: {metrics['throughput_images_per_s']:.0f} images/s on "
-                 f"{metrics['device']}")
-    return "\n".join(lines)
-
-
-def build_data(cfg: DictConfig, *, crops: bool = True, pack: bool = True) -> FaceData:
-    """The dataset of a composed config, with its pool (``pool``), its input transform
-    (``augment``), when ``crops`` and ``preprocessed`` is set reading the crops written by
-    ``scripts/preprocess.py``, and when ``pack`` and ``packed`` is set reading every split from
-    its packed uint8 array in ``packed_dir`` (built there on first use)."""
-    data = instantiate_checked(cfg.dataset, "dataset").build()
-    if cfg.get("pool") is not None:
-        # an unlabelled pool from elsewhere replaces the dataset's own (configs/pool/)
-        data.unlabeled = instantiate_checked(cfg.pool, "pool").pool(
-            image_size=data.train.image_size)
-    if crops and cfg.get("preprocessed"):
-        data = use_crops(data, cfg.preprocessed)
-    if pack and cfg.get("packed"):
-        data = use_packed(data, cfg.packed_dir)
-    augment = instantiate_checked(cfg.augment, "augment") if cfg.get("augment") else None
-    data.transform = InputTransform(mean=data.mean, std=data.std, augment=augment)
-    return data
-
-
-def build_method(cfg: DictConfig) -> Method:
-    """The method of a composed config, its networks not yet set up (sized by the data)."""
-    model_factory = instantiate_checked(cfg.model, "model", _partial_=True)
-    return instantiate_checked(cfg.method, "method", model=model_factory)
-
-
-def build_trainer(cfg: DictConfig) -> Trainer:
-    """The trainer of a composed config, with its optimizer, schedule and sampler."""
-    sampler = cfg.get("sampler")
-    return instantiate_checked(
-        cfg.trainer, "trainer", seed=cfg.seed,
-        optimizer=instantiate_checked(cfg.optim.optimizer, "optim.optimizer", _partial_=True),
-        scheduler=instantiate_checked(cfg.optim.scheduler, "optim.scheduler"),
-        sampler=instantiate_checked(sampler, "sampler") if sampler is not None else None)
-
-
-def build(cfg: DictConfig) -> tuple[FaceData, Method, Trainer]:
-    """Data, method (networks not yet set up) and trainer of a composed training config."""
-    return build_data(cfg), build_method(cfg), build_trainer(cfg)
 
 
 def run(cfg: DictConfig, run_dir: str | Path, *, unique_dir: bool = False) -> dict[str, Any]:
@@ -213,7 +134,9 @@ def _train_and_test(cfg: DictConfig, resolved: dict[str, Any], trainer: Trainer,
         method.prepare(data)
         init_from(method, cfg.init_from, list(cfg.get("init_parts") or ["backbone"]),
                   model_config=resolved.get("model"))
+        method.on_weights_loaded(source="init_from")
     result = trainer.fit(method, data, run_dir, config=resolved)
+    result.update(trainer.test(method, data, run_dir, step=result["steps"]))
     if not trainer.is_main:
         return result
     metrics = {
@@ -247,7 +170,8 @@ def write_run_info(run_dir: Path, data: FaceData, trainer: Trainer) -> None:
         "device": str(trainer.device), "precision": trainer.precision,
         "world_size": trainer.world_size, "threads": torch.get_num_threads(),
         "cuda": torch.version.cuda,
-        "gpu": torch.cuda.get_device_name(trainer.device) if trainer.device.type == "cuda" else None,
+        "gpu": (torch.cuda.get_device_name(trainer.device) if trainer.device.type == "cuda"
+                else None),
         "hostname": platform.node(), "pid": os.getpid(), "argv": sys.argv,
         "data": data.summary(),
     }, run_dir / RUN_CLAIM)

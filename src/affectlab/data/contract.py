@@ -59,9 +59,44 @@ EXPRESSIONS: tuple[str, ...] = (
 
 TASKS: tuple[str, ...] = ("au", "expr", "va", "attr")
 
-#: The label fields of a sample dict, gathered over a split for evaluation.
+#: The label fields of a face sample dict, gathered over a split for evaluation (a dataset
+#: whose samples carry other targets names them in its ``target_keys``).
 TARGET_KEYS: tuple[str, ...] = ("au", "au_mask", "expr", "expr_mask", "va", "va_mask", "attr",
                                 "attr_mask", "subject")
+#: The input a face image dataset's samples carry; other datasets name theirs in ``input_keys``
+#: (``clip``, ``mask``, ``audio``, ``sequence``, ...).
+IMAGE_KEYS: tuple[str, ...] = ("image",)
+
+
+@dataclass
+class DataSpec:
+    """What a method needs to build its networks, without the data: a checkpoint holds it.
+
+    Attributes:
+        name: the dataset's name (for messages).
+        label_names: ``{task: label names}`` of every task the training split labels; the
+            identity task's names are the training subjects' ids (as strings).
+        inputs: ``{input key: shape of one sample}``, e.g. ``{"image": [3, 64, 64]}``
+            (None for a side that varies).
+    """
+
+    name: str
+    label_names: dict[str, list[str]]
+    inputs: dict[str, list[int | None]]
+
+    @property
+    def tasks(self) -> list[str]:
+        return list(self.label_names)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "label_names": {k: list(v) for k, v in self.label_names.items()},
+                "inputs": {k: list(v) for k, v in self.inputs.items()}}
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "DataSpec":
+        return cls(name=str(values["name"]),
+                   label_names={k: [str(n) for n in v] for k, v in values["label_names"].items()},
+                   inputs={k: list(v) for k, v in values["inputs"].items()})
 
 
 class DataError(RuntimeError):
@@ -130,7 +165,8 @@ class LabelTable:
         """Rows of several tables with the same root, in order."""
         roots = {t.root for t in tables}
         if len(roots) != 1:
-            raise ValueError(f"cannot concatenate tables with different roots: {sorted(map(str, roots))}")
+            raise ValueError("cannot concatenate tables with different roots: "
+                             f"{sorted(map(str, roots))}")
         return LabelTable(
             root=tables[0].root,
             image_paths=[p for t in tables for p in t.image_paths],
@@ -174,8 +210,8 @@ class FaceData:
     label_names: dict[str, list[str]] = field(default_factory=dict)
     mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
     std: tuple[float, float, float] = (0.5, 0.5, 0.5)
-    # the split protocol as sample ids (affectlab.data.sources.on_disk.SplitManifest), saved into the
-    # run directory; None for datasets whose splits are fixed by their files (synthetic)
+    # the split protocol as sample ids (affectlab.data.sources.on_disk.SplitManifest), saved
+    # into the run directory; None for datasets whose splits are fixed by their files (synthetic)
     manifest: Any = None
     skipped: int = 0          # problems skipped under dataset.on_error=skip (a line, a sample
                               # or a file left out each)
@@ -201,6 +237,32 @@ class FaceData:
                 present.append(task)
         return present
 
+    @property
+    def input_keys(self) -> tuple[str, ...]:
+        """The input keys the samples carry (the training split's)."""
+        return tuple(self.train.input_keys)
+
+    @property
+    def target_keys(self) -> tuple[str, ...]:
+        """The label keys gathered over a split for evaluation (the training split's)."""
+        return tuple(self.train.target_keys)
+
+    def spec(self) -> DataSpec:
+        """What a method is built from (:class:`DataSpec`): the label names of every task the
+        training split labels — identity too, named by the training subjects' ids, when
+        subjects are known — and the shape of each input."""
+        table = self.train.table
+        names: dict[str, list[str]] = {}
+        for task in self.tasks:
+            values = getattr(table, task)
+            default = ([str(i) for i in range(values.shape[1])] if task in ("au", "attr")
+                       else list(EXPRESSIONS) if task == "expr" else ["valence", "arousal"])
+            names[task] = [str(n) for n in (self.label_names.get(task) or default)]
+        subjects = np.unique(table.subject[table.subject >= 0])
+        if subjects.size:
+            names["identity"] = [str(int(s)) for s in subjects]
+        return DataSpec(name=self.name, label_names=names, inputs=self.train.input_shapes())
+
     def summary(self) -> dict[str, Any]:
         """Sizes and label statistics of every split, for the log and ``metrics.json``."""
         out = {}
@@ -214,10 +276,17 @@ class FaceData:
 class FaceImageDataset(Dataset):
     """Reads the images of a :class:`LabelTable` and returns sample dicts (see module doc).
 
+    ``input_keys`` and ``target_keys`` say which entries of a sample are inputs (what models
+    read) and which are targets (gathered for evaluation); a dataset of other inputs (clips,
+    audio) declares its own, and the trainer handles whatever they name.
+
     Args:
         table: the split's labels and relative image paths.
         image_size: side length images are resized to (square), or None to keep their size.
     """
+
+    input_keys: tuple[str, ...] = IMAGE_KEYS
+    target_keys: tuple[str, ...] = TARGET_KEYS
 
     def __init__(self, table: LabelTable, *, image_size: int | None) -> None:
         self.table = table
@@ -225,6 +294,10 @@ class FaceImageDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.table)
+
+    def input_shapes(self) -> dict[str, list[int | None]]:
+        """``{input key: shape of one sample}``: (3, S, S) images, S = ``image_size``."""
+        return {"image": [3, self.image_size, self.image_size]}
 
     def transform(self, img: Image.Image, row: int) -> Image.Image:
         """Bring one RGB image to the network's input size (a dataset with crops, e.g. CelebA,

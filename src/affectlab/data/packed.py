@@ -178,7 +178,7 @@ def build_pack(dataset: FaceImageDataset, path: Path, *, workers: int = 0) -> Pa
     return path
 
 
-def default_workers() -> int:
+def decode_workers() -> int:
     """Processes that decode a build: the CPUs this process may use, at most 8."""
     return min(8, usable_cpus())
 
@@ -188,7 +188,7 @@ def use_packed(data: FaceData, folder: str | Path, *, workers: int | None = None
     when missing). A split without a fixed image size (``dataset.image_size=null``: images
     keep their sizes) cannot be packed and keeps decoding, said once in the log."""
     folder = Path(folder).expanduser()
-    workers = default_workers() if workers is None else workers
+    workers = decode_workers() if workers is None else workers
     for split in SPLITS:
         dataset = getattr(data, split)
         if dataset is None or isinstance(dataset, PackedImages):

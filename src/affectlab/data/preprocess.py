@@ -22,12 +22,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from affectlab.data.contract import (ARRAY_FIELDS, DataError, FaceData, FaceImageDataset,
-                                     LabelTable)
+from affectlab.data.contract import ARRAY_FIELDS, DataError, FaceData, FaceImageDataset, LabelTable
 from affectlab.data.packed import reading_settings
 from affectlab.utils import atomic_write, atomic_write_json
 

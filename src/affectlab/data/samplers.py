@@ -265,6 +265,7 @@ class InfiniteSampler(Sampler[int]):
         per_cycle = len(range(self.rank, self.num_samples, self.world_size))
         cycle, offset = divmod(self.start, per_cycle)
         while True:
-            order = _permutation(self.num_samples, self.seed + 7919, cycle)[self.rank::self.world_size]
+            order = _permutation(self.num_samples, self.seed + 7919,
+                                 cycle)[self.rank::self.world_size]
             yield from order[offset:].tolist()
             cycle, offset = cycle + 1, 0

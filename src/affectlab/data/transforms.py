@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -49,15 +50,24 @@ class BatchAugment:
     def _uniform(self, n: int, half_width: float) -> torch.Tensor:
         return (torch.rand(n, generator=self.generator) * 2 - 1) * half_width
 
-    def augment(self, images: torch.Tensor) -> torch.Tensor:
-        """(N, 3, H, W) in [0, 1] → augmented (N, 3, H, W), same device and dtype."""
-        n = images.shape[0]
+    def augment(self, images: torch.Tensor, group: int = 1) -> torch.Tensor:
+        """(N, C, H, W) in [0, 1] → augmented (N, C, H, W), same device and dtype.
+
+        Every channel is warped alike; brightness and contrast change the first three (RGB)
+        only, so a fourth channel (a landmark mask) keeps its values. ``group`` = T: each run
+        of T consecutive images (the frames of one clip) shares one draw."""
+        n = images.shape[0] // group
         scale = 1 + self._uniform(n, self.scale)
         angle = self._uniform(n, math.radians(self.rotation_deg))
         shift = torch.stack([self._uniform(n, self.shift), self._uniform(n, self.shift)], 1) * 2
         mirror = torch.where(torch.rand(n, generator=self.generator) < self.flip, -1.0, 1.0)
         brightness = self._uniform(n, self.brightness)
         contrast = 1 + self._uniform(n, self.contrast)
+        if group > 1:
+            scale, angle, shift, mirror, brightness, contrast = (
+                v.repeat_interleave(group, dim=0)
+                for v in (scale, angle, shift, mirror, brightness, contrast))
+            n = n * group
         if self.scale or self.rotation_deg or self.shift or self.flip:
             cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
             theta = torch.stack([torch.stack([cos * mirror, -sin, shift[:, 0]], 1),
@@ -67,10 +77,12 @@ class BatchAugment:
             images = F.grid_sample(images, grid, mode="bilinear", padding_mode="border",
                                    align_corners=False)
         if self.brightness or self.contrast:
-            mean = images.mean(dim=(1, 2, 3), keepdim=True)
-            contrast = contrast.to(images).view(n, 1, 1, 1)
-            brightness = brightness.to(images).view(n, 1, 1, 1)
-            images = ((images - mean) * contrast + mean + brightness).clamp(0, 1)
+            rgb, extra = (images, None) if images.shape[1] <= 3 else (images[:, :3], images[:, 3:])
+            mean = rgb.mean(dim=(1, 2, 3), keepdim=True)
+            contrast = contrast.to(rgb).view(n, 1, 1, 1)
+            brightness = brightness.to(rgb).view(n, 1, 1, 1)
+            rgb = ((rgb - mean) * contrast + mean + brightness).clamp(0, 1)
+            images = rgb if extra is None else torch.cat([rgb, extra], dim=1)
         return images
 
     def state_dict(self) -> dict[str, torch.Tensor]:
@@ -89,47 +101,101 @@ def _channel_stats(mean: tuple[float, ...], std: tuple[float, ...], device: torc
             torch.tensor(std, device=device, dtype=dtype).view(1, -1, 1, 1))
 
 
-def normalize(images: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
-    """Per-channel (x − mean) / std for (N, 3, H, W)."""
+def normalize(images: torch.Tensor, mean: tuple[float, ...],
+              std: tuple[float, ...]) -> torch.Tensor:
+    """Per-channel (x − mean) / std for (N, C, H, W); with C greater than the statistics' length
+    (an RGB image plus a landmark-mask channel), the channels past it are left as they are."""
     mean_t, std_t = _channel_stats(tuple(mean), tuple(std), images.device, images.dtype)
+    if images.shape[1] > len(mean):
+        k = len(mean)
+        return torch.cat([(images[:, :k] - mean_t) / std_t, images[:, k:]], dim=1)
     return (images - mean_t) / std_t
 
 
-class InputTransform:
-    """What the data does to a batch on the training device before a method sees it.
+def as_float(pixels: torch.Tensor) -> torch.Tensor:
+    """uint8 pixels (the packed store's, or a decoded clip's) → float in [0, 1]; float
+    inputs as they are."""
+    return pixels_to_float(pixels) if pixels.dtype == torch.uint8 else pixels
 
-    Per input key (today ``image``; clip and audio keys add their own rule here, not in the
-    trainer): uint8 pixels (the packed store's) become float in [0, 1]; training batches are augmented (``augment``, drawn ``views`` times
-    independently) and normalised; evaluation batches are only normalised.
 
-    With ``views`` = k > 1 (``Method.augmented_views``) the batch also gets ``image_views``
-    (k, N, 3, H, W), k independently augmented copies, and ``image`` is the first of them.
-
-    Args:
-        mean, std: per-channel normalisation of the images.
-        augment: the training augmentation (None: train on un-augmented images).
-    """
+class ImageRule:
+    """(N, C, H, W) images, C = 3 (RGB) or 4 (RGB and a landmark mask): to float, augmented
+    when training (``augment``), RGB normalised by ``mean``/``std``."""
 
     def __init__(self, *, mean: tuple[float, ...], std: tuple[float, ...],
                  augment: BatchAugment | None = None) -> None:
+        self.mean, self.std, self.augment = tuple(mean), tuple(std), augment
+
+    def __call__(self, value: torch.Tensor, *, train: bool) -> torch.Tensor:
+        images = as_float(value)
+        if train and self.augment is not None:
+            images = self.augment.augment(images)
+        return normalize(images, self.mean, self.std)
+
+
+class ClipRule(ImageRule):
+    """(N, T, C, H, W) clips: as :class:`ImageRule` frame by frame, the frames of one clip
+    sharing one augmentation draw (a clip moves as a whole)."""
+
+    def __call__(self, value: torch.Tensor, *, train: bool) -> torch.Tensor:
+        n, frames = value.shape[:2]
+        images = as_float(value).flatten(0, 1)
+        if train and self.augment is not None:
+            images = self.augment.augment(images, group=frames)
+        return normalize(images, self.mean, self.std).unflatten(0, (n, frames))
+
+
+class SpectrogramRule:
+    """(N, 1, F, T) spectrograms (log-mel of a clip's audio): (x − mean) / std with one mean
+    and std (of the training split's values); no augmentation."""
+
+    def __init__(self, *, mean: float = 0.0, std: float = 1.0) -> None:
+        if not std > 0:
+            raise ValueError(f"spectrogram std={std}: must be > 0")
+        self.mean, self.std = float(mean), float(std)
+
+    def __call__(self, value: torch.Tensor, *, train: bool) -> torch.Tensor:
+        return (value.float() - self.mean) / self.std
+
+
+class InputTransform:
+    """What the data does to a batch on the training device before a method sees it: a rule
+    per input key (:class:`ImageRule` for ``image`` by default; :class:`ClipRule`,
+    :class:`SpectrogramRule` or any callable ``rule(value, train=) -> value`` for others).
+    Keys without a rule (targets, vectors) pass unchanged.
+
+    With ``views`` = k > 1 (``Method.augmented_views``) a training batch also gets
+    ``<key>_views`` (k, N, ...) for each key with a rule: k independently augmented copies,
+    ``<key>`` being the first of them.
+
+    Args:
+        mean, std: per-channel normalisation of the images (the ``image`` rule).
+        augment: the training augmentation of the images (None: un-augmented).
+        rules: rules of other input keys (or another ``image`` rule).
+    """
+
+    def __init__(self, *, mean: tuple[float, ...], std: tuple[float, ...],
+                 augment: BatchAugment | None = None,
+                 rules: dict[str, Any] | None = None) -> None:
         self.mean = tuple(mean)
         self.std = tuple(std)
         self.augment = augment
+        self.rules: dict[str, Any] = {"image": ImageRule(mean=mean, std=std, augment=augment),
+                                      **(rules or {})}
 
     def __call__(self, batch: dict, *, train: bool, views: int = 1) -> dict:
-        images = batch["image"]
-        if images.dtype == torch.uint8:      # packed pixels, converted here on the device
-            images = pixels_to_float(images)
-        if not train or self.augment is None:
-            batch["image"] = normalize(images, self.mean, self.std)
+        for key, rule in self.rules.items():
+            if key not in batch:
+                continue
+            raw = batch[key]
+            copies = [rule(raw, train=train)]
             if train and views > 1:
-                batch["image_views"] = batch["image"].expand(views, *batch["image"].shape)
-            return batch
-        copies = [normalize(self.augment.augment(images), self.mean, self.std)
-                  for _ in range(views)]
-        batch["image"] = copies[0]
-        if views > 1:
-            batch["image_views"] = torch.stack(copies)
+                augmented = getattr(rule, "augment", None) is not None
+                copies += ([rule(raw, train=True) for _ in range(views - 1)] if augmented
+                           else [copies[0]] * (views - 1))
+                batch[f"{key}_views"] = (torch.stack(copies) if augmented
+                                         else copies[0].expand(views, *copies[0].shape))
+            batch[key] = copies[0]
         return batch
 
     def state_dict(self) -> dict | None:

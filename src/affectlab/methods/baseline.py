@@ -11,8 +11,8 @@ from typing import Any
 
 import torch
 
-from affectlab.data.contract import FaceData
-from affectlab.methods.base import Batch, Method, ModelFactory
+from affectlab.data.contract import DataSpec, FaceData
+from affectlab.methods.base import Batch, Method, ModelFactory, model_inputs
 from affectlab.methods.heads import TaskHeads
 
 
@@ -42,17 +42,23 @@ class Baseline(Method):
         self.backbone = model()
         self.heads = TaskHeads(tasks=tasks, loss_weights=loss_weights, options=_plain(heads))
 
-    def setup(self, data: FaceData) -> None:
-        self.heads.setup(data, self.backbone.num_features)
+    def build(self, spec: DataSpec) -> None:
+        self.heads.build(spec, self.backbone.num_features)
         self.label_names = dict(self.heads.label_names)
 
-    def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
-        terms = self.heads.losses(self.heads(self.backbone.forward_features(batch["image"])), batch)
-        return {k: v if k == "loss" else v.detach() for k, v in terms.items()}
+    def fit_statistics(self, data: FaceData) -> None:
+        self.heads.fit_statistics(data.train.table)
+
+    def outputs(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """``{task: raw head outputs (N, ·)}`` of the backbone's features of ``batch``."""
+        return self.heads(self.backbone.forward_features(*model_inputs(self.backbone, batch)))
+
+    def terms(self, batch: Batch) -> dict[str, torch.Tensor]:
+        return self.heads.losses(self.outputs(batch), batch)
 
     @torch.no_grad()
     def predict(self, batch: Batch) -> dict[str, torch.Tensor]:
-        return self.heads.predict(self.heads(self.backbone.forward_features(batch["image"])))
+        return self.heads.predict(self.outputs(batch))
 
 
 def _plain(options: Any) -> dict[str, dict] | None:

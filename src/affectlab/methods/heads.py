@@ -32,14 +32,19 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
-from affectlab.data.contract import EXPRESSIONS, FaceData
-from affectlab.losses import (inverse_frequency_weights, masked_bce_with_logits,
-                              masked_ccc_loss, masked_cross_entropy, masked_mse,
-                              selective_learning_weights, va_bin_indices)
+from affectlab.data.contract import DataSpec, LabelTable
+from affectlab.losses import (
+    inverse_frequency_weights,
+    masked_bce_with_logits,
+    masked_ccc_loss,
+    masked_cross_entropy,
+    masked_mse,
+    selective_learning_weights,
+    va_bin_indices,
+)
 
 #: Every task a head exists for, in the order heads are built and reported.
 HEAD_TASKS: tuple[str, ...] = ("au", "attr", "expr", "va", "identity")
@@ -188,6 +193,8 @@ class IdentityHead(ClassificationHead):
         self.register_buffer("subject_ids", torch.zeros(num_classes, dtype=torch.int64))
 
     def fit_statistics(self, subjects: torch.Tensor, mask: torch.Tensor) -> None:
+        """The training subjects (sorted ids: one class each, as the spec names them) and
+        the class weights over them."""
         self.subject_ids = torch.unique(subjects[mask])
         super().fit_statistics(*identity_classes(self.subject_ids, subjects, mask))
 
@@ -219,7 +226,8 @@ class IdentityHead(ClassificationHead):
         true_class = torch.zeros_like(logits, dtype=torch.bool).scatter_(1, index, True)
         return torch.where(true_class & known.unsqueeze(1), self.scale * psi, logits)
 
-    def loss(self, logits: torch.Tensor, subjects: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def loss(self, logits: torch.Tensor, subjects: torch.Tensor,
+             mask: torch.Tensor) -> torch.Tensor:
         classes, known = identity_classes(self.subject_ids, subjects, mask)
         return super().loss(self.apply_margin(logits, classes, known), classes, known)
 
@@ -285,7 +293,7 @@ class TaskHeads(nn.Module):
     """One head per task on a shared feature vector, built from the training data.
 
     Args:
-        tasks: the tasks to learn, or None: every task the dataset labels (:attr:`FaceData.tasks`).
+        tasks: the tasks to learn, or None: every task the dataset labels (the spec's tasks).
         loss_weights: λ_t per task (default 1): L = Σ_t λ_t L_t.
         options: per-task head options, e.g. ``{"au": {"weighting": "selective"},
             "va": {"form": "bins"}}`` (keyword arguments of the head classes above).
@@ -313,52 +321,47 @@ class TaskHeads(nn.Module):
     def tasks(self) -> list[str]:
         return list(self.heads)
 
-    def setup(self, data: FaceData, features: int) -> None:
-        """Build a head per task (sized by ``data``'s labels) and fit its label statistics."""
-        available = data_tasks(data)
+    def build(self, spec: DataSpec, features: int) -> None:
+        """Build a head per task, sized by ``spec``'s label names (identity: one class per
+        training subject)."""
+        available = [t for t in HEAD_TASKS if t in spec.label_names]
         tasks = self.requested if self.requested is not None else [
             t for t in available if t != "identity"]
         for task in tasks:
             if task not in HEAD_TASKS:
-                raise ValueError(f"method.tasks has unknown task {task!r}: dataset '{data.name}' "
+                raise ValueError(f"method.tasks has unknown task {task!r}: dataset '{spec.name}' "
                                  f"labels {available} (tasks with heads: {list(HEAD_TASKS)})")
             if task == "identity" and task not in available:
-                raise ValueError(f"method.tasks has 'identity', but dataset '{data.name}' has no "
+                raise ValueError(f"method.tasks has 'identity', but dataset '{spec.name}' has no "
                                  "subject ids in its training split: identity pre-training needs "
                                  "a face-recognition set (dataset=msceleb or lfw) or the "
                                  "synthetic pool (dataset.train_split=pool)")
             if task not in available:
-                raise ValueError(f"method.tasks has '{task}', but dataset '{data.name}' labels "
+                raise ValueError(f"method.tasks has '{task}', but dataset '{spec.name}' labels "
                                  f"{available} in its training split; choose from those")
-        table = data.train.table
         for task in tasks:
-            options = self.options.get(task, {})
-            if task in MULTILABEL:
-                targets = torch.from_numpy(getattr(table, task)).float()
-                mask = torch.from_numpy(getattr(table, f"{task}_mask")).bool()
-                head = build_head(task, features, targets.shape[1], options)
-                head.fit_statistics(targets, mask)
-                names = list(data.label_names.get(task)
-                             or [str(i) for i in range(targets.shape[1])])
-            elif task == "expr":
-                names = list(data.label_names.get("expr") or EXPRESSIONS)
-                head = build_head(task, features, len(names), options)
-                head.fit_statistics(torch.from_numpy(table.expr), torch.from_numpy(table.expr_mask))
-            elif task == "va":
-                head = build_head(task, features, 2, options)
-                names = ["valence", "arousal"]
-            else:
-                subjects = torch.from_numpy(table.subject)
-                head = build_head(task, features, len(np.unique(table.subject[table.subject >= 0])),
-                                  options)
-                head.fit_statistics(subjects, subjects >= 0)
-                names = [str(int(s)) for s in head.subject_ids]
+            names = list(spec.label_names[task])
+            head = build_head(task, features, len(names), self.options.get(task, {}))
+            if task == "identity":
+                head.subject_ids = torch.tensor([int(s) for s in names], dtype=torch.int64)
             self.heads[task] = head
             self.label_names[task] = names
         unknown = set(self.loss_weights) - set(tasks)
         if unknown:
             raise ValueError(f"method.loss_weights names {sorted(unknown)}, which this run does "
                              f"not learn (tasks: {tasks})")
+
+    def fit_statistics(self, table: LabelTable) -> None:
+        """Each head's label statistics of the training split (``table``)."""
+        for task, head in self.heads.items():
+            if task in MULTILABEL:
+                head.fit_statistics(torch.from_numpy(getattr(table, task)).float(),
+                                    torch.from_numpy(getattr(table, f"{task}_mask")).bool())
+            elif task == "expr":
+                head.fit_statistics(torch.from_numpy(table.expr), torch.from_numpy(table.expr_mask))
+            elif task == "identity":
+                subjects = torch.from_numpy(table.subject)
+                head.fit_statistics(subjects, subjects >= 0)
 
     def forward(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
         """(N, d) features → ``{task: raw outputs (N, ·)}``."""
@@ -406,14 +409,6 @@ def identity_classes(subject_ids: torch.Tensor, subjects: torch.Tensor,
     return position, known
 
 
-def data_tasks(data: FaceData) -> list[str]:
-    """Tasks the training split of ``data`` labels, identity included when subjects are known."""
-    tasks = list(data.tasks)
-    if (data.train.table.subject >= 0).any():
-        tasks.append("identity")
-    return [t for t in HEAD_TASKS if t in tasks]
-
-
 __all__ = ["TaskHeads", "build_head", "MultiLabelHead", "ClassificationHead", "IdentityHead",
            "ValenceArousalHead",
-           "HEAD_TASKS", "MULTILABEL", "data_tasks", "identity_classes", "head_targets"]
+           "HEAD_TASKS", "MULTILABEL", "identity_classes", "head_targets"]

@@ -29,11 +29,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from affectlab.data.contract import FaceData
-from affectlab.losses import (co_regularization_loss, inverse_frequency_weights,
-                              masked_bce_with_logits, multi_view_loss,
-                              selective_learning_weights)
-from affectlab.methods.base import Batch, Method, ModelFactory, label_task_size
+from affectlab.data.contract import DataSpec, FaceData
+from affectlab.losses import (
+    co_regularization_loss,
+    inverse_frequency_weights,
+    masked_bce_with_logits,
+    multi_view_loss,
+    selective_learning_weights,
+)
+from affectlab.methods.base import Batch, Method, ModelFactory, model_inputs
 
 log = logging.getLogger(__name__)
 
@@ -138,6 +142,10 @@ class AURelationGCN(nn.Module):
             h1 = torch.empty(hidden, features).uniform_(-features ** -0.5, features ** -0.5)
         self.h0 = nn.Parameter(h0)
         self.h1 = nn.Parameter(h1)
+
+    def set_adjacency(self, adjacency: torch.Tensor) -> None:
+        """Use the un-normalised (C, C) Â (:func:`dependency_adjacency`) from now on."""
+        self.adjacency = normalize_adjacency(adjacency.float()).to(self.adjacency)
 
     def forward(self, weights: torch.Tensor) -> torch.Tensor:
         """(C, F) classifier vectors → (C, F) classifier vectors."""
@@ -248,6 +256,8 @@ class MLCR(Method):
 
     # The GCN is idle until step two starts, so DDP must tolerate unused parameters.
     has_idle_parameters = True
+    # L_mv compares the two views' classifiers; L_cr their predictions on every sample
+    unsupervised_terms = {"multi_view": "heads", "co_regularization": "views"}
 
     def __init__(self, *, model: ModelFactory, task: str = "au", name: str = "mlcr",
                  lambda_mv: float = 400.0, lambda_cr: float = 100.0,
@@ -261,7 +271,8 @@ class MLCR(Method):
                  gcn_residual: bool = True, gcn_init: str = "identity", gcn_input: str = "live",
                  cr_eps: float = 1e-6) -> None:
         super().__init__()
-        choices = {"supervised_weighting": (supervised_weighting, ("frequency", "selective", "none")),
+        choices = {"supervised_weighting": (supervised_weighting,
+                                            ("frequency", "selective", "none")),
                    "supervised_reduction": (supervised_reduction, ("mean", "sum")),
                    "selective_rule": (selective_rule, ("released", "ratio")),
                    "gcn_activation": (gcn_activation, ("leaky_relu", "relu")),
@@ -275,9 +286,11 @@ class MLCR(Method):
             raise ValueError(f"method.step_two_start={step_two_start}: must be ≥ 0")
         if lambda_cr_rampup_steps < 0:
             raise ValueError(f"method.lambda_cr_rampup_steps={lambda_cr_rampup_steps}: must be ≥ 0")
-        ratios = [selective_ratio] if isinstance(selective_ratio, (int, float)) else list(selective_ratio)
+        ratios = ([selective_ratio] if isinstance(selective_ratio, (int, float))
+                  else list(selective_ratio))
         if not all(0.0 < float(r) < 1.0 for r in ratios):
-            raise ValueError(f"method.selective_ratio={selective_ratio!r}: ratios must lie in (0, 1)")
+            raise ValueError(f"method.selective_ratio={selective_ratio!r}: ratios must lie in "
+                             "(0, 1)")
         if gcn_hidden is not None and gcn_hidden < 1:
             raise ValueError(f"method.gcn_hidden={gcn_hidden}: must be ≥ 1 (or null)")
         self.task = task
@@ -318,20 +331,14 @@ class MLCR(Method):
         self.steps_done = 0
 
     # ------------------------------------------------------------------ setup
-    def setup(self, data: FaceData) -> None:
-        num_labels = label_task_size(data, self.task)
-        self.label_names = {self.task: list(data.label_names[self.task])}
+    def build(self, spec: DataSpec) -> None:
+        if not spec.label_names.get(self.task):
+            raise ValueError(f"dataset '{spec.name}' has no '{self.task}' labels in its training "
+                             f"split; choose method.task from {sorted(spec.label_names)}")
+        num_labels = len(spec.label_names[self.task])
+        self.label_names = {self.task: list(spec.label_names[self.task])}
         features = self.views[0].num_features
         self.heads = nn.ModuleList([nn.Linear(features, num_labels) for _ in range(2)])
-        table = data.train.table
-        targets = torch.from_numpy(getattr(table, self.task)).float()
-        mask = torch.from_numpy(getattr(table, f"{self.task}_mask")).bool()
-        if self.supervised_weighting == "frequency":
-            # a label without positives is weighted like one with a single positive
-            eps = 1.0 / max(int(mask.sum(0).max()), 1)
-            self.label_weights = inverse_frequency_weights(targets, mask, eps=eps)
-        else:
-            self.label_weights = torch.ones(num_labels)
         ratios = self._selective_ratio
         if len(ratios) == 1:
             ratios = ratios * num_labels
@@ -339,9 +346,24 @@ class MLCR(Method):
             raise ValueError(f"method.selective_ratio has {len(ratios)} values but the task "
                              f"'{self.task}' has {num_labels} labels")
         self.selective_ratio = torch.tensor(ratios)
-        self.adjacency = dependency_adjacency(targets, mask)
+        self.label_weights = torch.ones(num_labels)
+        # Â is fitted from the training split (fit_statistics) or restored from a checkpoint
+        self.adjacency = torch.eye(num_labels)
         if self.use_gcn:
             self.gcn = AURelationGCN(self.adjacency, features + 1, **self.gcn_options)
+
+    def fit_statistics(self, data: FaceData) -> None:
+        """Label weights and the AU-relation adjacency Â of the labelled training split."""
+        table = data.train.table
+        targets = torch.from_numpy(getattr(table, self.task)).float()
+        mask = torch.from_numpy(getattr(table, f"{self.task}_mask")).bool()
+        if self.supervised_weighting == "frequency":
+            # a label without positives is weighted like one with a single positive
+            eps = 1.0 / max(int(mask.sum(0).max()), 1)
+            self.label_weights = inverse_frequency_weights(targets, mask, eps=eps)
+        self.adjacency = dependency_adjacency(targets, mask)
+        if self.gcn is not None:
+            self.gcn.set_adjacency(self.adjacency)
 
     # ------------------------------------------------------------- step state
     def get_extra_state(self) -> torch.Tensor:
@@ -389,18 +411,22 @@ class MLCR(Method):
             raw = [v.detach() for v in raw]
         return [self.gcn(v) for v in raw]
 
-    def view_logits(self, images: torch.Tensor | Sequence[torch.Tensor],
+    def view_logits(self, inputs: torch.Tensor | Sequence[tuple[torch.Tensor, ...]],
                     vectors: list[torch.Tensor] | None = None) -> list[torch.Tensor]:
         """Per view (N, C) logits.
 
-        ``images``: (N, 3, H, W) seen by both views, or one such tensor per view;
+        ``inputs``: per view, the tuple of inputs its backbone reads (:func:`model_inputs`)
+        or one image tensor (N, 3, H, W); or one image tensor seen by both views;
         ``vectors``: from :meth:`classifier_vectors` (default: computed here).
         """
         vectors = self.classifier_vectors() if vectors is None else vectors
-        per_view = [images, images] if isinstance(images, torch.Tensor) else list(images)
+        if isinstance(inputs, torch.Tensor):
+            inputs = [(inputs,), (inputs,)]
         out = []
-        for backbone, v, view_images in zip(self.views, vectors, per_view):
-            feats = backbone.forward_features(view_images)
+        for backbone, v, view_inputs in zip(self.views, vectors, inputs):
+            if isinstance(view_inputs, torch.Tensor):
+                view_inputs = (view_inputs,)
+            feats = backbone.forward_features(*view_inputs)
             out.append(F.linear(feats, v[:, :-1].to(feats.dtype), v[:, -1].to(feats.dtype)))
         return out
 
@@ -422,16 +448,18 @@ class MLCR(Method):
 
     def terms(self, batch: Batch) -> dict[str, torch.Tensor]:
         """Undetached ``supervised``, ``multi_view``, ``co_regularization`` and ``loss``."""
-        num_labeled = batch["image"].shape[0]
-        images = self._view_inputs(batch)
+        num_labeled = batch[self.task].shape[0]
+        inputs = self._view_inputs(batch)
         if self.unlabeled:
             if "unlabeled" not in batch:
                 raise KeyError("MLCR with method.unlabeled=true needs batch['unlabeled'] (the "
                                "trainer provides it when needs_unlabeled is True)")
             pool = self._view_inputs(batch["unlabeled"])
-            images = [torch.cat([mine, extra]) for mine, extra in zip(images, pool)]
+            # labelled and pool samples through each backbone in one batch
+            inputs = [tuple(torch.cat([mine, extra]) for mine, extra in zip(own, other))
+                      for own, other in zip(inputs, pool)]
         vectors = self.classifier_vectors()
-        logits = self.view_logits(images, vectors)
+        logits = self.view_logits(inputs, vectors)
 
         targets, mask = batch[self.task], batch[f"{self.task}_mask"]
         supervised = 0.5 * sum(self.supervised_loss(z[:num_labeled], targets, mask)
@@ -450,23 +478,20 @@ class MLCR(Method):
         return {"loss": loss, "supervised": supervised, "multi_view": multi_view,
                 "co_regularization": co_regularization}
 
-    def _view_inputs(self, samples: Batch) -> list[torch.Tensor]:
-        """The images each view sees: the same batch, or its own augmented copy."""
+    def _view_inputs(self, samples: Batch) -> list[tuple[torch.Tensor, ...]]:
+        """The inputs each view sees: the same batch, or its own augmented copy."""
         if self.view_augmentation == "shared":
-            return [samples["image"], samples["image"]]
-        if "image_views" not in samples:
-            raise KeyError("MLCR with method.view_augmentation=independent needs "
-                           "batch['image_views'] (the trainer provides it when "
-                           "augmented_views is 2)")
-        return [samples["image_views"][0], samples["image_views"][1]]
-
-    def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
-        terms = self.terms(batch)
-        return {k: v if k == "loss" else v.detach() for k, v in terms.items()}
+            return [model_inputs(view, samples) for view in self.views]
+        keys = [f"{k}_views" for k in getattr(self.views[0], "input_keys", ("image",))]
+        if not all(k in samples for k in keys):
+            raise KeyError(f"MLCR with method.view_augmentation=independent needs batch{keys} "
+                           "(the trainer provides them when augmented_views is 2)")
+        return [model_inputs(view, samples, views=k) for k, view in enumerate(self.views)]
 
     @torch.no_grad()
     def predict(self, batch: Batch) -> dict[str, torch.Tensor]:
-        probs = [torch.sigmoid(z.float()) for z in self.view_logits(batch["image"])]
+        inputs = [model_inputs(view, batch) for view in self.views]
+        probs = [torch.sigmoid(z.float()) for z in self.view_logits(inputs)]
         return {self.task: (probs[0] + probs[1]) / 2}
 
     def parts(self) -> dict[str, list[str]]:

@@ -110,6 +110,9 @@ class IRNet(nn.Module):
         dropout: dropout probability before the FC.
     """
 
+    #: the sample keys forward_features reads, in argument order (affectlab.methods.base)
+    input_keys: tuple[str, ...] = ("image",)
+
     def __init__(self, *, depth: int = 50, input_size: int = 112, embedding: int = 512,
                  dropout: float = 0.0) -> None:
         super().__init__()

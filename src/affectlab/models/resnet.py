@@ -29,6 +29,13 @@ def imagenet_weights_path(depth: int) -> Path:
 def load_state_dict_file(path: Path) -> dict[str, torch.Tensor]:
     """A state dict from a checkpoint file, unwrapping ``state_dict``/``model`` and ``module.``."""
     state = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and "method" in state and "method_class" in state:
+        # a whole trained method (backbone, heads, optimizer, ...), not one network's weights
+        run = Path(path).parent.parent if Path(path).parent.name == "checkpoints" else path
+        raise PretrainedWeightsError(
+            f"{path} is an affectlab run's checkpoint, not a backbone state dict: start from it "
+            f"with init_from={run} (init_parts=[backbone] by default; see configs/train.yaml) "
+            "and model.pretrained=none.")
     for key in ("state_dict", "model"):
         if isinstance(state, dict) and key in state and isinstance(state[key], dict):
             state = state[key]
@@ -46,10 +53,14 @@ class ResNet(nn.Module):
             from the torch hub cache; never downloaded), or a path to a state dict.
     """
 
+    #: the sample keys forward_features reads, in argument order (affectlab.methods.base)
+    input_keys: tuple[str, ...] = ("image",)
+
     def __init__(self, *, depth: int = 18, pretrained: str = "none") -> None:
         super().__init__()
         if depth not in _ARCHS:
-            raise ValueError(f"model.depth={depth} is not supported; choose one of {sorted(_ARCHS)}")
+            raise ValueError(f"model.depth={depth} is not supported; choose one of "
+                             f"{sorted(_ARCHS)}")
         net = _ARCHS[depth][0](weights=None)
         if pretrained == "imagenet":
             path = imagenet_weights_path(depth)

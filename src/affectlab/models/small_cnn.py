@@ -26,6 +26,9 @@ class SmallCNN(nn.Module):
             processes trains exactly as the whole batch in one process, to float rounding).
     """
 
+    #: the sample keys forward_features reads, in argument order (affectlab.methods.base)
+    input_keys: tuple[str, ...] = ("image",)
+
     def __init__(self, *, widths: list[int] = (32, 64, 128, 256), convs_per_block: int = 1,
                  dropout: float = 0.0, pooling: str = "avg", input_size: int = 64,
                  norm: str = "batch") -> None:

@@ -188,5 +188,5 @@ class BoxCroppedDataset(OnDiskDataset):
                              image_size if image_size is not None else self.image_size)
 
 
-__all__ = ["boxes_in_index_order", "BoxCropImages", "BoxCroppedDataset", "CROPS", "check_crop", "rows_behind",
-           "square_box"]
+__all__ = ["boxes_in_index_order", "BoxCropImages", "BoxCroppedDataset", "CROPS", "check_crop",
+           "rows_behind", "square_box"]

@@ -93,7 +93,7 @@ class _Stage(nn.Module):
             setattr(self, f"dense{self.dense_index}", nn.Linear(*dense))
             setattr(self, f"prelu{self.dense_index}", nn.PReLU(dense[1]))
         self.head = head   # "conv4" (P-Net, 1×1 convs) or "dense5" / "dense6"
-        for suffix, (name, width) in enumerate(outputs.items(), start=1):
+        for suffix, (_name, width) in enumerate(outputs.items(), start=1):
             features = dense[1] if dense is not None else convs[-1][1]
             layer = (nn.Conv2d(features, width, 1) if dense is None else nn.Linear(features, width))
             setattr(self, f"{head}_{suffix}", layer)

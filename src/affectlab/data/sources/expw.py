@@ -37,13 +37,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
-from affectlab.data.contract import EXPRESSIONS, DataError, LabelTable, empty_labels
+from affectlab.data.contract import EXPRESSIONS, LabelTable, empty_labels
 from affectlab.data.faces.boxes import CROPS, BoxCroppedDataset, boxes_in_index_order
-from affectlab.data.sources.on_disk import (DatasetIndex, Problems, SplitManifest,
-                                     subject_split)
-from affectlab.data.sources.synthetic.benchmark import LayoutFace
+from affectlab.data.sources.on_disk import DatasetIndex, Problems, SplitManifest, subject_split
 
 LABEL_FILES = ("label/label.lst", "label.lst")
 IMAGE_DIRS = ("image/origin", "origin")
@@ -143,20 +140,13 @@ class ExpW(BoxCroppedDataset):
                                       seed=seed, crop=crop, box_margin=box_margin, crops=CROPS)
 
     # ------------------------------------------------------------------ layout
-    def _find(self, candidates: tuple[str, ...], what: str) -> Path:
-        for candidate in candidates:
-            if (self.root / candidate).exists():
-                return self.root / candidate
-        expected = " or ".join(str(self.root / c) for c in candidates)
-        raise DataError(f"ExpW {what} not found: expected {expected}. Point dataset.root at the "
-                        f"release, laid out as:\n{LAYOUT}")
-
     def label_file(self) -> Path:
-        return self._find(LABEL_FILES, "label file")
+        return self.locate_path(LABEL_FILES, "ExpW label file")
 
     def image_dir(self) -> str:
         """The image folder relative to the root (``image/origin`` or ``origin``)."""
-        return self._find(IMAGE_DIRS, "image folder").relative_to(self.root).as_posix()
+        return (self.locate_path(IMAGE_DIRS, "ExpW image folder")
+                .relative_to(self.root).as_posix())
 
     def check_root(self) -> None:
         super().check_root()
@@ -204,61 +194,4 @@ class ExpW(BoxCroppedDataset):
         return SplitManifest(f"expw/random-images/seed{self.seed}", ids)
 
 
-# --------------------------------------------------------------------------- fixture writer
-EXPRESSION_TO_EXPW = {e: code for code, e in enumerate(EXPW_TO_EXPRESSION)}
-_WORDS = ("actor", "student", "family", "crowd", "wedding", "player", "baby", "teacher")
-
-
-def write_layout(faces: list[LayoutFace], root: Path, *,
-                 faces_per_image: tuple[int, ...] = (1, 2, 3), nested: bool = True,
-                 seed: int = 0) -> dict[str, dict]:
-    """Write synthetic faces as an ExpW release; return what was written, per sample id.
-
-    Consecutive faces share one web image, ``faces_per_image`` cycling (1, 2, 3 faces …). The
-    image is a noisy canvas with the faces side by side at different heights (so that reading
-    the box fields in the wrong order finds no face); it is named like ExpW's
-    (``<class of its first face>_<word>_<n>.jpg``, JPEG quality 95). ``label.lst`` gets one
-    line per face, ``name face_id top left right bottom confidence expression``, the
-    expression in ExpW's codes. ``nested``: ``image/origin`` + ``label/label.lst`` (else
-    ``origin`` + ``label.lst`` at the root).
-
-    Returns:
-        ``{"<image>#<face_id>": {"image": name, "face": position in faces, "code": ExpW
-        class, "expression": EXPRESSIONS index, "box": (left, top, right, bottom)}}``.
-    """
-    root = Path(root)
-    image_dir = root / IMAGE_DIRS[0 if nested else 1]
-    label_file = root / LABEL_FILES[0 if nested else 1]
-    image_dir.mkdir(parents=True, exist_ok=True)
-    label_file.parent.mkdir(parents=True, exist_ok=True)
-    written: dict[str, dict] = {}
-    lines: list[str] = []
-    start, group = 0, 0
-    while start < len(faces):
-        members = faces[start:start + faces_per_image[group % len(faces_per_image)]]
-        size = members[0].image.shape[0]
-        gap = size // 3
-        rng = np.random.default_rng([seed, group])
-        width = gap + len(members) * (size + gap)
-        height = 2 * size
-        canvas = rng.integers(40, 215, (height, width, 3)).astype(np.uint8)
-        first = EXPW_CLASSES[EXPRESSION_TO_EXPW[members[0].labels.expression]]
-        name = f"{first}_{_WORDS[group % len(_WORDS)]}_{group + 1}.jpg"
-        for face_id, face in enumerate(members):
-            left = gap + face_id * (size + gap)
-            top = int(rng.integers(0, height - size + 1))
-            canvas[top:top + size, left:left + size] = face.image
-            code = EXPRESSION_TO_EXPW[face.labels.expression]
-            box = (left, top, left + size, top + size)
-            lines.append(f"{name} {face_id} {top} {left} {left + size} {top + size} "
-                         f"{rng.uniform(20, 60):.1f} {code}\n")
-            written[f"{name}#{face_id}"] = {"image": name, "face": start + face_id, "code": code,
-                                           "expression": face.labels.expression, "box": box}
-        Image.fromarray(canvas).save(image_dir / name, quality=95)
-        start += len(members)
-        group += 1
-    label_file.write_text("".join(lines))
-    return written
-
-
-__all__ = ["ExpW", "EXPW_TO_EXPRESSION", "LAYOUT", "read_label_list", "write_layout"]
+__all__ = ["ExpW", "EXPW_TO_EXPRESSION", "LAYOUT", "read_label_list"]

@@ -33,11 +33,17 @@ separate streams (changing ``pool_images`` does not move identities between spli
 from __future__ import annotations
 
 from pathlib import Path
+
 import numpy as np
 
 from affectlab.data.contract import DataError, FaceData, LabelTable, empty_labels
-from affectlab.data.sources.on_disk import (DatasetIndex, OnDiskDataset, SplitManifest,
-                                     check_split_fractions, subject_split)
+from affectlab.data.sources.on_disk import (
+    DatasetIndex,
+    OnDiskDataset,
+    SplitManifest,
+    check_split_fractions,
+    subject_split,
+)
 
 IDENTITY_PROTOCOLS: tuple[str, ...] = ("identities", "pool")
 POOL = "pool"

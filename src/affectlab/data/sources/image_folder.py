@@ -27,8 +27,13 @@ import numpy as np
 
 from affectlab.data.contract import DataError, FaceImageDataset, LabelTable, empty_labels
 from affectlab.data.faces.detection import MTCNN
-from affectlab.data.sources.on_disk import (FaceCrops, Problems, check_folder, image_check_cache,
-                                     readable_images)
+from affectlab.data.sources.on_disk import (
+    FaceCrops,
+    Problems,
+    check_folder,
+    image_check_cache,
+    readable_images,
+)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".tif", ".tiff", ".webp")
 LAYOUT = """\

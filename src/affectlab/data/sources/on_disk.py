@@ -1,7 +1,7 @@
 """What every on-disk dataset module shares: AU selection, error policy, index cache, split
 manifests, and the assembly of :class:`~affectlab.data.contract.FaceData`.
 
-A dataset module (``datasets/<name>.py``) subclasses :class:`OnDiskDataset` and fills in three
+A dataset module (``data/sources/<name>.py``) subclasses :class:`OnDiskDataset` and fills in three
 hooks; everything else — caching, AU selection, image checks, subject-leakage checks, the split
 manifest — happens here, once::
 
@@ -33,11 +33,18 @@ from typing import Any, Callable
 
 import numpy as np
 
+from affectlab.data.contract import (
+    ARRAY_FIELDS,
+    DataError,
+    FaceData,
+    FaceImageDataset,
+    LabelTable,
+    check_subject_exclusive,
+    image_file_problem,
+)
 from affectlab.data.faces.alignment import AlignedImages
 from affectlab.data.faces.alignment import template as template_by_name
 from affectlab.data.faces.detection import MTCNN, detect_landmarks
-from affectlab.data.contract import (FaceData, FaceImageDataset, LabelTable, DataError,
-                                     check_subject_exclusive, image_file_problem, ARRAY_FIELDS)
 from affectlab.utils import atomic_write, atomic_write_json, save_npz
 
 log = logging.getLogger(__name__)
@@ -570,6 +577,21 @@ class OnDiskDataset(FaceCrops):
         tried = ", ".join(f"{self.root / c}/{example}" for c in candidates)
         raise DataError(f"no {what} under dataset.root={self.root} (looked for {tried}). Set "
                         f"dataset.{key}, or lay the data out as:\n{self.LAYOUT}")
+
+    def locate_path(self, candidates: tuple[str, ...], what: str, *, relative: str = "",
+                    folders_only: bool = False,
+                    hint: str = "Point dataset.root at the release, laid out as:") -> Path:
+        """The first ``root/candidate/relative`` that exists (that is a folder, with
+        ``folders_only``), for a file or folder whose place differs between copies of a release
+        and that no ``dataset.<key>`` names (unlike :meth:`locate_folder`); else a
+        :class:`DataError`: ``<what> not found: expected <every path tried>. <hint>`` and the
+        layout."""
+        for candidate in candidates:
+            path = self.root / candidate / relative
+            if path.is_dir() if folders_only else path.exists():
+                return path
+        expected = " or ".join(str(self.root / c / relative) for c in candidates)
+        raise DataError(f"{what} not found: expected {expected}. {hint}\n{self.LAYOUT}")
 
     def check_root(self) -> None:
         check_folder(self.root, "dataset.root", f"your copy of {self.name}", self.LAYOUT)

@@ -2,9 +2,10 @@
 
 Generative story (one draw per subject, then one per image):
 
-1. **Subject**: an identity (:func:`~affectlab.data.sources.synthetic.faces.random_face`: face shape,
-   colours, feature placement and a resting face), an *expressivity* e ~ U(EXPRESSIVITY_RANGE)
-   that scales the subject's AU intensities, and a personal expression distribution
+1. **Subject**: an identity (:func:`~affectlab.data.sources.synthetic.faces.random_face`: face
+   shape, colours, feature placement and a resting face), an *expressivity*
+   e ~ U(EXPRESSIVITY_RANGE) that scales the subject's AU intensities, and a personal expression
+   distribution
    π_s ~ Dirichlet(SUBJECT_EXPRESSION_CONCENTRATION · π) around the population's π
    (:data:`EXPRESSION_FREQUENCIES`: neutral and happiness common, fear and disgust rare).
 2. **Expression** c ~ Categorical(π_s), in :data:`~affectlab.data.contract.EXPRESSIONS` order.
@@ -312,47 +313,6 @@ def image_path(split: str, subject_id: int, k: int) -> str:
     return f"images/{split}/{subject_id:05d}_{k:03d}.png"
 
 
-@dataclass(frozen=True)
-class LayoutFace:
-    """One synthetic face for a real dataset's layout writer (``datasets/<name>.py``).
-
-    Attributes:
-        image: uint8 (H, W, 3).
-        subject: 0-based identity number (faces of one subject share a face).
-        index: the face's number within its subject (0-based).
-        labels: expression, AU intensities (0 = absent, every supported AU), the annotated AU
-            labels (1 / 0 / UNKNOWN = 999 for occluded), valence and arousal.
-        glasses: whether the identity wears glasses (an attribute for CelebA-style layouts).
-    """
-
-    image: np.ndarray
-    subject: int
-    index: int
-    labels: ImageLabels
-    glasses: bool
-
-
-def layout_faces(num_subjects: int, images_per_subject: int, *, seed: int = 0,
-                 image_size: int = 64) -> list[LayoutFace]:
-    """Synthetic faces drawn by the benchmark's story (default nuisances and label noise), for
-    writing fixture trees in the layouts of real datasets. Deterministic in ``seed``."""
-    params = GenerationParams(
-        seed=seed, image_size=image_size, num_subjects_train=num_subjects,
-        images_per_subject_train=images_per_subject, num_subjects_unlabeled=0,
-        images_per_subject_unlabeled=0, num_subjects_val=0, images_per_subject_val=0,
-        num_subjects_test=0, images_per_subject_test=0, rotation_deg=5.0, scale_jitter=0.05,
-        shift_jitter=0.03, yaw_jitter=0.3, illumination=0.3, noise_std=0.02, clutter=3,
-        occlusion_prob=0.15, label_noise=0.0, spontaneous_au_rate=0.03, blink_rate=0.06,
-        intensity_alpha=2.0, intensity_beta=2.0, va_noise=0.12, au_effect_scale=1.0)
-    faces = []
-    for s in range(num_subjects):
-        subject = sample_subject(rng_for(params, "train", s, 0))
-        for k in range(images_per_subject):
-            image, labels = sample_image(rng_for(params, "train", s, k + 1), subject, params)
-            faces.append(LayoutFace(image, s, k, labels, bool(subject.face.glasses)))
-    return faces
-
-
 def _generate_subject(task: tuple[GenerationParams, str, int, int, str]) -> dict[str, Any]:
     """Render and save every image of one subject; return its CSV rows and pixel sums.
 
@@ -503,7 +463,7 @@ def read_labels_csv(path: Path, aus: Sequence[int]) -> dict[str, LabelTable]:
     for record in reader:
         line = reader.line_num
 
-        def fail(why: str) -> DataError:
+        def fail(why: str, line: int = line) -> DataError:
             return DataError(f"{path}, line {line}: {why}. Fix or delete the line, or delete the "
                              "dataset folder to regenerate it.")
 
@@ -782,9 +742,10 @@ class Synthetic:
         return meta
 
     def check_images(self, tables: dict[str, LabelTable]) -> None:
-        """Every image of every split readable (:func:`~affectlab.data.sources.on_disk.readable_images`:
-        cheap checks, cached by path, size and mtime), so a damaged file stops the run before it
-        trains rather than when the test split is first read."""
+        """Every image of every split readable
+        (:func:`~affectlab.data.sources.on_disk.readable_images`: cheap checks, cached by path,
+        size and mtime), so a damaged file stops the run before it trains rather than when the
+        test split is first read."""
         from affectlab.data.sources.on_disk import Problems, readable_images
 
         table = LabelTable.concat(list(tables.values()))

@@ -1,8 +1,9 @@
 """Procedural cartoon faces whose facial action units (AUs) have visible, local effects.
 
-This module is the renderer of the synthetic benchmark (:mod:`affectlab.data.sources.synthetic.benchmark`):
-identity parameters (:class:`FaceParams`) + AU intensities (``{au: intensity in [0, 1]}``) +
-image nuisances (:class:`Nuisance`) → an RGB image (uint8, ``(H, W, 3)``). Only numpy and Pillow.
+This module is the renderer of the synthetic benchmark
+(:mod:`affectlab.data.sources.synthetic.benchmark`): identity parameters (:class:`FaceParams`)
++ AU intensities (``{au: intensity in [0, 1]}``) + image nuisances (:class:`Nuisance`) → an RGB
+image (uint8, ``(H, W, 3)``). Only numpy and Pillow.
 
 Geometry lives in *face units*: the origin is the centre of the head, x points right, y points
 down, and the head's half-height is 1 (the chin is at y = 1, the top of the skull at y = -1).

@@ -1,49 +1,45 @@
-"""Reading checkpoints safely, rebuilding trained methods from run directories, and starting a
+"""Checkpoints: reading them safely, what they hold, loading weights exactly, and starting a
 run from another run's weights (``init_from``).
 
 Every checkpoint is read with ``torch.load(weights_only=True)``: tensors, numbers, strings and
 plain containers only, so loading a file can never run code from it. A file holding other
 objects is refused with one message naming it. A checkpoint is a dict::
 
-    {"method": state dict, "optimizer": ..., "scheduler": ..., "rng": ..., "augment": ...,
-     "config": the run's resolved config (plain dicts), "method_class": "module.Class",
-     "label_names": {task: names}, "thresholds": {task: [per-label thresholds]},
+    {"format": 2, "method": state dict, "optimizer": ..., "scheduler": ..., "rng": ...,
+     "augment": ..., "config": the run's resolved config (plain dicts),
+     "method_class": "module.Class", "label_names": {task: names},
+     "thresholds": {task: [per-label thresholds]},
+     "spec": the DataSpec the method was built from (task and label names, input shapes),
+     "inputs": the input spec (input keys and shapes, the mean/std used, image size and the
+               dataset's reading settings: crop, alignment, ...),
      "epoch", "batch_in_epoch", "global_step", "best_value", "best_epoch", ...}
+
+``spec`` and ``inputs`` (format 2) let :func:`affectlab.load_run` rebuild the method without
+its dataset; older checkpoints lack them and are rebuilt through their run's data.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import pickle
-import platform
-import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import ListConfig
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT_DIR = "checkpoints"
+#: 2: with ``spec`` and ``inputs`` (a method rebuilt without its data); 1: without
+CHECKPOINT_FORMAT = 2
+#: Dataset settings that decide what a network sees (recorded in a checkpoint's input spec).
+READING_KEYS = ("name", "image_size", "crop", "template", "align_size", "box_margin", "detector")
 
 
 class CheckpointError(RuntimeError):
     """A checkpoint that cannot be used for this run, with the reason and the fix."""
-
-
-class RunDirectoryError(CheckpointError):
-    """A run directory that is taken by another run or cannot be written."""
-
-
-#: The file whose exclusive creation claims a run directory (later the run's environment).
-RUN_CLAIM = "run_info.json"
-# what a run directory of affectlab written before claims existed holds
-RUN_MARKERS = (RUN_CLAIM, "config_resolved.yaml", "metrics.json", CHECKPOINT_DIR)
 
 
 def class_path(obj: Any) -> str:
@@ -96,89 +92,13 @@ def load_method_state(method: torch.nn.Module, checkpoint: dict[str, Any],
     method.thresholds = {k: list(v) for k, v in (checkpoint.get("thresholds") or {}).items()}
 
 
-# ------------------------------------------------------------------------------ run directories
-def claim_run_dir(run_dir: str | Path, *, unique: bool = False) -> Path:
-    """Claim ``run_dir`` for this run before anything is written into it, and return it.
-
-    The claim is the exclusive creation of ``run_info.json`` (``O_CREAT | O_EXCL``: of two
-    processes racing for one directory exactly one wins). A directory that holds a run
-    already is refused with :class:`RunDirectoryError`, or, with ``unique`` (the default
-    timestamped directories), the next free ``<name>_1``, ``<name>_2``, ... is claimed
-    instead. A directory that cannot be written is a :class:`RunDirectoryError` too.
-    """
-    run_dir = Path(run_dir)
-    for attempt in range(10_000):
-        path = run_dir if attempt == 0 else run_dir.with_name(f"{run_dir.name}_{attempt}")
-        try:
-            taken = any((path / marker).exists() for marker in RUN_MARKERS)
-            if not taken:
-                path.mkdir(parents=True, exist_ok=True)
-                fd = os.open(path / RUN_CLAIM, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            taken = True
-        except OSError as err:
-            raise RunDirectoryError(
-                f"cannot write into the run directory {path} ({err.strerror or err}): choose a "
-                "writable place with hydra.run.dir=<folder> (or run from a writable working "
-                "directory).") from None
-        if taken and unique:
-            continue
-        if taken:
-            raise RunDirectoryError(
-                f"{path} already holds a run: runs never share a directory, and this one wrote "
-                "nothing there. Choose another hydra.run.dir (the default "
-                "outputs/<run_name>/<time> is always new), or continue that run with "
-                f"trainer.resume={path / CHECKPOINT_DIR / 'last.pt'} (into a new directory).")
-        with os.fdopen(fd, "w") as claim:
-            json.dump({"claimed_by": {"hostname": platform.node(), "pid": os.getpid(),
-                                      "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}}, claim)
-        if path != run_dir:
-            log.info("%s is taken by another run: this run writes into %s", run_dir, path)
-        return path
-    raise RunDirectoryError(f"no free run directory next to {run_dir}")
-
-
-def writer_alive(run_dir: Path) -> bool | None:
-    """Whether the process that claimed ``run_dir`` still runs: True / False when it ran on
-    this machine (its pid is looked up), None when that cannot be known (another machine, or
-    no ``run_info.json``)."""
-    try:
-        info = json.loads((run_dir / RUN_CLAIM).read_text())
-    except (OSError, ValueError):
-        return None
-    info = info.get("claimed_by", info)      # the claim, or the full run_info written later
-    if info.get("hostname") != platform.node() or not isinstance(info.get("pid"), int):
-        return None
-    if info["pid"] == os.getpid():   # an earlier run of this very process: not writing now
-        return False
-    try:
-        os.kill(info["pid"], 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:          # alive, under another user
-        return True
-    return True
-
-
-def remove_stray_temporaries(folder: Path) -> None:
-    """Delete the temporaries (``.<name>.*.tmp``) that killed atomic writes left in a run's
-    checkpoint ``folder`` — once the process that wrote them is known to be gone (its
-    ``run_info.json`` names host and pid); a write still in progress is never touched."""
-    strays = list(folder.glob(".*.tmp")) if folder.is_dir() else []
-    if not strays:
-        return
-    alive = writer_alive(folder.parent)
-    if alive is not False:
-        log.warning("%s holds %d temporary file(s) of interrupted writes; left in place because "
-                    "the run that wrote them %s", folder, len(strays),
-                    "is still running" if alive else "ran on another machine")
-        return
-    for stray in strays:
-        try:
-            stray.unlink()
-        except OSError:
-            continue
-        log.info("removed %s, left by a write that was killed", stray)
+def input_spec(data: Any, config: dict[str, Any] | None) -> dict[str, Any]:
+    """What a trained network expects of its inputs: ``{"keys": {key: sample shape}, "mean",
+    "std" (the normalisation actually used), "dataset": the reading settings of
+    :data:`READING_KEYS` from the run's dataset config}``."""
+    dataset = (config or {}).get("dataset") or {}
+    return {"keys": data.spec().inputs, "mean": list(data.mean), "std": list(data.std),
+            "dataset": {k: dataset[k] for k in READING_KEYS if k in dataset}}
 
 
 def checkpoint_of(source: str | Path, which: str = "best.pt") -> Path:
@@ -196,43 +116,6 @@ def checkpoint_of(source: str | Path, which: str = "best.pt") -> Path:
         raise CheckpointError(f"{source} does not exist: name a run directory (with "
                               f"{CHECKPOINT_DIR}/{which}) or a checkpoint file.")
     return source
-
-
-def run_config(run_dir: str | Path) -> DictConfig:
-    """The resolved config a run was trained with (``config_resolved.yaml``)."""
-    path = Path(run_dir) / "config_resolved.yaml"
-    if not path.is_file():
-        raise CheckpointError(f"{run_dir} has no config_resolved.yaml: it is not a run "
-                              "directory of affectlab.")
-    return OmegaConf.create(OmegaConf.to_container(OmegaConf.load(path)))
-
-
-@dataclass
-class LoadedRun:
-    """A trained method rebuilt from its run directory."""
-
-    run_dir: Path
-    config: DictConfig
-    method: Any          # affectlab.methods.base.Method, weights and thresholds loaded
-    data: Any            # the run's own FaceData (its label set and statistics)
-
-
-def load_run(run_dir: str | Path, *, device: str = "cpu", which: str = "best.pt") -> LoadedRun:
-    """Rebuild a trained method from a run directory: its saved config, its data (for the
-    label set), its ``checkpoints/<which>`` weights and stored thresholds, in eval mode on
-    ``device``. Used by evaluation, ensembles and the scripts."""
-    from affectlab.train import build_data, build_method   # the run's own builders
-
-    run_dir = Path(run_dir)
-    cfg = run_config(run_dir)
-    path = checkpoint_of(run_dir, which)
-    checkpoint = load_checkpoint(path)
-    data = build_data(cfg, pack=False)    # read for its labels; evaluation decodes
-    method = build_method(cfg)
-    method.prepare(data)
-    load_method_state(method, checkpoint, path)
-    method.to(torch.device(device)).eval()
-    return LoadedRun(run_dir=run_dir, config=cfg, method=method, data=data)
 
 
 # ---------------------------------------------------------------------------------- init_from
