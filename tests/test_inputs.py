@@ -172,3 +172,11 @@ def test_channels_last_only_for_four_dimensional_weights():
     assert net[0].weight.is_contiguous() and net[0].weight.dim() == 5
     with pytest.raises(RuntimeError):
         nn.Conv3d(3, 4, 3).to(memory_format=torch.channels_last)
+
+
+def test_the_packed_store_leaves_splits_with_other_inputs_alone(tmp_path):
+    from affectlab.data.packed import PackedImages, use_packed
+
+    data = use_packed(two_key_data(), tmp_path / "packed", workers=0)
+    assert not any(isinstance(getattr(data, s), PackedImages) for s in ("train", "val", "test"))
+    assert not (tmp_path / "packed").exists() or not any((tmp_path / "packed").iterdir())

@@ -183,10 +183,16 @@ def decode_workers() -> int:
     return min(8, usable_cpus())
 
 
+#: The input keys the store can pack: (3, S, S) uint8 images. A split whose samples carry other
+#: inputs (clips, audio, vectors) keeps reading them its own way.
+PACKABLE_KEYS: tuple[str, ...] = ("image",)
+
+
 def use_packed(data: FaceData, folder: str | Path, *, workers: int | None = None) -> FaceData:
     """``data`` with every split reading its packed images from ``folder`` (built there first
     when missing). A split without a fixed image size (``dataset.image_size=null``: images
-    keep their sizes) cannot be packed and keeps decoding, said once in the log."""
+    keep their sizes), or whose samples carry inputs other than :data:`PACKABLE_KEYS`, cannot
+    be packed and keeps decoding, said once in the log."""
     folder = Path(folder).expanduser()
     workers = decode_workers() if workers is None else workers
     for split in SPLITS:
@@ -197,11 +203,16 @@ def use_packed(data: FaceData, folder: str | Path, *, workers: int | None = None
             log.info("%s/%s keeps decoding its images: packing needs one image size "
                      "(dataset.image_size)", data.name, split)
             continue
+        others = [k for k in dataset.input_keys if k not in PACKABLE_KEYS]
+        if others:
+            log.info("%s/%s is read as it is: the packed store holds %s, its samples also carry "
+                     "%s", data.name, split, list(PACKABLE_KEYS), others)
+            continue
         path = build_pack(dataset, pack_path(folder, data.name, split, dataset), workers=workers)
         setattr(data, split, PackedImages(dataset.table, image_size=dataset.image_size,
                                           path=path))
     return data
 
 
-__all__ = ["PackedImages", "build_pack", "use_packed", "pack_path", "pack_key",
+__all__ = ["PackedImages", "PACKABLE_KEYS", "build_pack", "use_packed", "pack_path", "pack_key",
            "reading_settings"]

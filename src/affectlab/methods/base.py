@@ -14,7 +14,7 @@ alone (:func:`affectlab.load_run`, no dataset needed)::
 
     method.on_weights_loaded(source=...)     # after init_from or resume loaded weights
     for each step:
-        losses = method(batch)               # forward(): {"loss": scalar, **named_terms}
+        losses = method(batch)               # forward() = terms(): {"loss": scalar, **named}
         losses["loss"].backward(); clip; optimizer.step(); scheduler.step()
         method.after_optimizer_step(step)    # e.g. an EMA teacher update
     per evaluation:
@@ -123,8 +123,12 @@ class Method(nn.Module):
         raise NotImplementedError
 
     def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
-        """:meth:`terms` with every term but ``loss`` detached (logged, not backpropagated)."""
-        return {k: v if k == "loss" else v.detach() for k, v in self.terms(batch).items()}
+        """:meth:`terms`: the trainer backpropagates ``loss`` and logs the values of all.
+
+        The terms are returned as they are, not detached: under ``torch.compile`` a detached
+        output that aliases the loss (a one-task loss λ·L with λ = 1) left the loss without a
+        gradient (torch 2.14), and the logger reads detached values anyway."""
+        return self.terms(batch)
 
     @torch.no_grad()
     def predict(self, batch: Batch) -> dict[str, torch.Tensor]:
