@@ -269,13 +269,14 @@ class Trainer:
                                          self.unlabeled_batch_size))
         loader = self.loader(data.train, sampler, self.batch_size, persistent=True)
         method.train()
+        steps = range(run.position["global_step"] + 1, total_steps + 1)   # this call's steps
         try:
             with StopRequest() as stop:
                 for epoch in range(run.position["epoch"], num_epochs):
                     start = run.position["batch_in_epoch"] if epoch == run.position["epoch"] else 0
                     sampler.set_position(epoch, start)
                     self._train_epoch(run, model, self._progress(loader, epoch, num_epochs),
-                                      unlabeled, start, total_steps, stop)
+                                      unlabeled, start, steps, stop)
                     position = run.position
                     position.update(epoch=epoch + 1, batch_in_epoch=0)
                     watch.check()    # before validation writes any checkpoint
@@ -315,11 +316,12 @@ class Trainer:
 
     def _train_epoch(self, run: Session, model: torch.nn.Module, batches: Any,
                      unlabeled: Iterator[dict[str, torch.Tensor]] | None, start_batch: int,
-                     total_steps: int, stop: StopRequest) -> None:
+                     steps: range, stop: StopRequest) -> None:
         """The steps of one epoch from ``start_batch`` on: prepare, step, log, checkpoint,
-        stop at a step boundary when asked."""
+        stop at a step boundary when asked. ``steps``: the 1-based steps this fit takes (its
+        first and last are always logged)."""
         position, views = run.position, run.method.augmented_views
-        first_step = position["global_step"] + 1
+        first_step, total_steps = steps.start, steps.stop - 1
         epoch_start, images_in_epoch = time.perf_counter(), 0
 
         def so_far() -> dict[str, Any]:
