@@ -38,7 +38,8 @@ def test_composed_config_works_inside_a_running_hydra_app():
     """The recipe runner (a Hydra app) checks finished runs with composed_config."""
     from hydra import initialize_config_dir
 
-    from affectlab.results import CONFIG_DIR, composed_config
+    from affectlab.build import CONFIG_DIR
+    from affectlab.results import composed_config
 
     composed_config.cache_clear()
     outside = composed_config(("seed=3",))
