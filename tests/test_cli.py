@@ -169,7 +169,7 @@ def test_evaluate_and_recipe_apps_give_one_clear_line_for_bad_input(tmp_path):
 
     for module, args, expected in (
             ("affectlab.evaluate", [f"runs=[{tmp_path / 'nowhere'}]"],
-             "has no config_resolved.yaml"),
+             "does not exist: name a run directory"),
             ("affectlab.evaluate", ["runs=[]"], "runs=[] is empty"),
             ("affectlab.recipe", ["recipe=multitask_synthetic", "stages=[nope]"],
              "has no stage 'nope'")):
