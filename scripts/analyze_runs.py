@@ -58,7 +58,7 @@ def analyze_run(run_dir: Path, task: str, device: str) -> RunAnalysis:
                                                                          "resume": None}}))
 
     def predict(split):
-        outputs, targets = trainer.predict_split(loaded.method, data, split)
+        outputs, targets = trainer.evaluation.predict(loaded.method, data, split)
         return outputs[task], targets[task], targets[f"{task}_mask"]
 
     val_score, val_true, val_mask = predict(data.val)

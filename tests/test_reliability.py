@@ -175,7 +175,7 @@ from pathlib import Path
 sys.path.insert(0, {repo!r})
 from tests.conftest import compose_config
 from affectlab.train import run
-import affectlab.engine.loop as trainer_module
+import affectlab.engine.selection as selection_module
 import torch
 torch.set_num_threads({threads})   # the test process's: float sums then match bit for bit
 {patch}
@@ -194,13 +194,13 @@ Baseline.forward = killing_forward
 """
 
 KILL_WRITING_BEST = """
-save = trainer_module.atomic_torch_save
+save = selection_module.atomic_torch_save     # best.pt is written by the selection
 def killing_save(obj, path):
     if Path(path).name == "best.pt":      # half a temporary, then the power goes
         Path(path).with_name(".best.pt.killed.tmp").write_bytes(b"half a checkpoint")
         os.kill(os.getpid(), signal.SIGKILL)
     return save(obj, path)
-trainer_module.atomic_torch_save = killing_save
+selection_module.atomic_torch_save = killing_save
 """
 
 

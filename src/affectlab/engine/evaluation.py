@@ -1,15 +1,27 @@
-"""Predictions over whole splits, and per-label thresholds searched on them."""
+"""Predictions and metrics over whole splits (:class:`SplitEvaluator`), and per-label
+thresholds searched on them."""
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from torch.utils.data import DataLoader, Dataset
 
-from affectlab.metrics import MULTILABEL_TASKS, best_thresholds
+from affectlab.data.contract import FaceData
+from affectlab.engine import distributed
+from affectlab.engine.run_log import RunLogger
+from affectlab.metrics import (
+    MULTILABEL_TASKS,
+    best_thresholds,
+    evaluate_tasks,
+    flatten_metrics,
+    overall_score,
+)
 
 
 @torch.inference_mode()
@@ -51,3 +63,60 @@ def search_thresholds(outputs: dict[str, np.ndarray], targets: dict[str, np.ndar
             found[task] = best_thresholds(targets[task], outputs[task], targets[f"{task}_mask"],
                                           criterion=criterion).tolist()
     return found
+
+
+class SplitEvaluator:
+    """Predicts and scores whole splits the way the trainer feeds them: its loaders, devices,
+    precision and evaluation transform. Under torchrun every process predicts its strided
+    shard and the shards are gathered, so each process gets the whole split (a collective).
+
+    Args:
+        loader: ``(dataset, rows or None) -> DataLoader`` of those rows in order.
+        prepare: ``(batch, data) -> batch`` on the device, evaluation transform applied.
+        autocast: context factory of the trainer's precision.
+        rank, world_size: this process among the torchrun processes.
+    """
+
+    def __init__(self, *, loader: Callable[[Dataset, list[int] | None], DataLoader],
+                 prepare: Callable[[dict[str, Any], FaceData], dict[str, Any]],
+                 autocast: Callable[[], Any], rank: int = 0, world_size: int = 1) -> None:
+        self._make_loader, self._prepare, self._autocast = loader, prepare, autocast
+        self.rank, self.world_size = rank, world_size
+        self._loaders: dict[int, DataLoader] = {}    # per split evaluated, by id
+
+    def predict(self, method: Any, data: FaceData,
+                dataset: Dataset) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """Stacked predictions and targets (``data.target_keys``) over a whole split
+        (:func:`predict_split`)."""
+        loader = self._loaders.get(id(dataset))
+        if loader is None or loader.dataset is not dataset:
+            rows = distributed.shard_rows(len(dataset), self.rank, self.world_size)
+            loader = self._loaders[id(dataset)] = self._make_loader(dataset, rows)
+        outputs, targets = predict_split(method, loader, lambda b: self._prepare(b, data),
+                                         self._autocast, data.target_keys)
+        if self.world_size > 1:
+            outputs, targets = distributed.gather_shards((outputs, targets), len(dataset),
+                                                         self.world_size)
+        return outputs, targets
+
+    def evaluate(self, method: Any, data: FaceData, dataset: Dataset,
+                 thresholds: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Metrics of every task the method predicts, on one split (:mod:`affectlab.metrics`;
+        ``thresholds`` give the ``tuned`` ones)."""
+        outputs, targets = self.predict(method, data, dataset)
+        return evaluate_tasks(outputs, targets, {**data.label_names, **method.label_names},
+                              thresholds)
+
+    def test(self, method: Any, data: FaceData, run_dir: str | Path | None = None,
+             step: int = 0) -> dict[str, Any]:
+        """Test metrics of ``method`` (its stored thresholds applied in ``tuned``) on the test
+        split; logged at ``step`` into ``run_dir``'s TensorBoard and ``metrics.jsonl`` when
+        given (main process). Returns ``{"test": task metrics, "score": their mean
+        criterion}``."""
+        metrics = self.evaluate(method, data, data.test, method.thresholds)
+        score = overall_score(metrics)
+        if run_dir is not None and self.rank == 0:
+            logger = RunLogger(Path(run_dir))
+            logger.record({**flatten_metrics(metrics, "test"), "test/score": score}, step)
+            logger.close()
+        return {"test": metrics, "score": score}

@@ -21,6 +21,8 @@ import torch
 import torch.distributed as dist
 
 from affectlab.data.contract import FaceData
+from affectlab.engine import distributed
+from affectlab.engine.checkpoint import CheckpointError
 from affectlab.metrics import MULTILABEL_TASKS
 
 log = logging.getLogger("affectlab.engine")
@@ -56,6 +58,17 @@ class StopRequest:
     @property
     def name(self) -> str:
         return signal.Signals(self.signum).name if self.signum is not None else ""
+
+    def agreed(self, device: torch.device, world_size: int) -> bool:
+        """Whether a stop was asked for; under torchrun, whether it was on any process (a
+        collective: every process calls it at the same step and gets the same answer, and
+        one not yet signalled takes the signal of another)."""
+        if world_size == 1:
+            return self.signum is not None
+        signum = distributed.largest(self.signum or 0, device)
+        if signum and self.signum is None:
+            self.signum = signum
+        return bool(signum)
 
     def _handle(self, signum: int, frame: Any) -> None:
         if signum == signal.SIGINT and self.signum == signal.SIGINT:
@@ -139,6 +152,21 @@ class NonFiniteWatch:
             f"{step}; the checkpoints on disk hold the last finite weights. Lower the learning "
             "rate (optim.optimizer.lr), set trainer.grad_clip_norm, or set "
             "trainer.skip_nonfinite=true to skip such steps.")
+
+
+def check_can_fit(method: Any, data: FaceData, ckpt_dir: Path, is_main: bool) -> None:
+    """Refuse, before anything is written, a run directory that already holds a run's
+    checkpoints and a method needing an unlabelled pool the data does not have."""
+    if is_main and (ckpt_dir / "last.pt").exists():
+        raise CheckpointError(f"{ckpt_dir} already holds a run's checkpoints; refusing to "
+                              "overwrite them. Use a new run directory, or continue that "
+                              f"run with trainer.resume={ckpt_dir / 'last.pt'}.")
+    if method.needs_unlabeled and data.unlabeled is None:
+        raise ValueError(f"method {type(method).__name__} needs an unlabelled pool, but "
+                         f"dataset '{data.name}' has none. Pick a dataset config with an "
+                         "unlabelled split (or a pool: pool=<name>)" + (
+                             ", or set method.unlabeled=false" if hasattr(method, "unlabeled")
+                             else "") + ".")
 
 
 def warn_labels_without_positives(data: FaceData, label_names: dict[str, list[str]]) -> None:

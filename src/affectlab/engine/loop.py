@@ -16,8 +16,9 @@ separate call.
 
 What the loop leans on lives beside it in :mod:`affectlab.engine`: stop requests and the
 non-finite watch (``guards``), resume checks (``resume``), checkpoints (``checkpoint``),
-logging (``run_log``), agreement between torchrun processes (``distributed``) and prediction
-over splits (``evaluation``). Every resume continues bit-exactly: a checkpoint is only ever
+logging (``run_log``), agreement between torchrun processes (``distributed``), prediction
+over splits (``evaluation``) and the choice of the best weights and their thresholds
+(``selection``). Every resume continues bit-exactly: a checkpoint is only ever
 written between two steps.
 """
 
@@ -25,14 +26,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset
@@ -41,23 +40,23 @@ from affectlab.data.contract import FaceData
 from affectlab.data.samplers import EpochSampler, InfiniteSampler, uniform_epochs
 from affectlab.engine import distributed
 from affectlab.engine.checkpoint import (
-    CheckpointError,
     input_spec,
     load_checkpoint,
 )
-from affectlab.engine.evaluation import predict_split, search_thresholds
+from affectlab.engine.evaluation import SplitEvaluator
 from affectlab.engine.guards import (
     NonFiniteWatch,
     StopRequest,
     TrainingInterrupted,
+    check_can_fit,
     warn_labels_without_positives,
 )
 from affectlab.engine.resume import check_resume_config
-from affectlab.engine.run_log import RunLogger
+from affectlab.engine.run_log import RunLogger, progress
+from affectlab.engine.selection import BestSelection
 from affectlab.engine.session import Session, restore
 from affectlab.engine.settings import TrainerSettings, default_workers
 from affectlab.methods.base import Method
-from affectlab.metrics import evaluate_tasks, flatten_metrics, overall_score
 from affectlab.schedules import Constant
 from affectlab.utils import atomic_torch_save, resolve_device
 
@@ -102,7 +101,15 @@ class Trainer:
         self.resume_changes: dict[str, tuple[Any, Any]] = {}   # allowed, applied differences
         self.skipped_steps = 0
         self._resume_checkpoint: dict[str, Any] | None = None
-        self._eval_loaders: dict[int, DataLoader] = {}    # per split evaluated, by id
+        self.evaluation = SplitEvaluator(
+            # kept (with its workers) for the next evaluation of the split
+            loader=lambda dataset, rows: self.loader(dataset, rows, self.eval_batch_size,
+                                                     persistent=True),
+            prepare=lambda batch, data: self.prepare_batch(batch, data, train=False),
+            autocast=self.autocast, rank=self.rank, world_size=self.world_size)
+        self.selection = BestSelection(monitor=settings.monitor, mode=settings.monitor_mode,
+                                       threshold_criterion=settings.threshold_criterion,
+                                       is_main=self.is_main, world_size=self.world_size)
         if cuda:
             torch.backends.cudnn.benchmark = not settings.deterministic
         if settings.deterministic:
@@ -160,44 +167,11 @@ class Trainer:
         return torch.compile(model) if self.settings.compile else model
 
     # --------------------------------------------------------------- evaluation
-    def predict_split(self, method: Method, data: FaceData,
-                      dataset: Dataset) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-        """Stacked predictions and targets over a whole split
-        (:func:`~affectlab.engine.evaluation.predict_split`). Under torchrun every process
-        predicts its shard and the shards are gathered, so each returns the whole split."""
-        loader = self._eval_loaders.get(id(dataset))
-        if loader is None or loader.dataset is not dataset:
-            rows = distributed.shard_rows(len(dataset), self.rank, self.world_size)
-            # kept (with its workers) for the next evaluation of the split
-            loader = self.loader(dataset, rows, self.eval_batch_size, persistent=True)
-            self._eval_loaders[id(dataset)] = loader
-        outputs, targets = predict_split(method, loader,
-                                         lambda b: self.prepare_batch(b, data, train=False),
-                                         self.autocast, data.target_keys)
-        if self.world_size > 1:
-            outputs, targets = distributed.gather_shards((outputs, targets), len(dataset),
-                                                         self.world_size)
-        return outputs, targets
-
-    def evaluate(self, method: Method, data: FaceData, dataset: Dataset,
-                 thresholds: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Metrics of every task the method predicts, on one split (:mod:`affectlab.metrics`)."""
-        outputs, targets = self.predict_split(method, data, dataset)
-        names = {**data.label_names, **method.label_names}
-        return evaluate_tasks(outputs, targets, names, thresholds)
-
     def test(self, method: Method, data: FaceData, run_dir: str | Path | None = None,
              step: int = 0) -> dict[str, Any]:
-        """Test metrics of ``method`` (its stored thresholds applied in ``tuned``) on the test
-        split; logged at ``step`` into ``run_dir``'s TensorBoard and ``metrics.jsonl`` when
-        given. Returns ``{"test": task metrics, "score": their mean criterion}``."""
-        metrics = self.evaluate(method, data, data.test, method.thresholds)
-        score = overall_score(metrics)
-        if run_dir is not None and self.is_main:
-            logger = RunLogger(Path(run_dir))
-            logger.record({**flatten_metrics(metrics, "test"), "test/score": score}, step)
-            logger.close()
-        return {"test": metrics, "score": score}
+        """Test metrics of ``method`` with its stored thresholds
+        (:meth:`~affectlab.engine.evaluation.SplitEvaluator.test`)."""
+        return self.evaluation.test(method, data, run_dir, step)
 
     # ---------------------------------------------------------------------- fit
     def fit(self, method: Method, data: FaceData, run_dir: str | Path,
@@ -211,14 +185,7 @@ class Trainer:
         on SIGTERM, SIGUSR1 or Ctrl-C, :class:`DivergenceError` on a non-finite loss.
         """
         ckpt_dir = Path(run_dir) / "checkpoints"
-        if self.is_main and (ckpt_dir / "last.pt").exists():
-            raise CheckpointError(f"{ckpt_dir} already holds a run's checkpoints; refusing to "
-                                  "overwrite them. Use a new run directory, or continue that "
-                                  f"run with trainer.resume={ckpt_dir / 'last.pt'}.")
-        if method.needs_unlabeled and data.unlabeled is None:
-            raise ValueError(f"method {type(method).__name__} needs an unlabelled pool, but "
-                             f"dataset '{data.name}' has none. Pick a dataset config with an "
-                             "unlabelled split.")
+        check_can_fit(method, data, ckpt_dir, self.is_main)
         method.prepare(data)
         warn_labels_without_positives(data, method.label_names)
         model = self.place(method)
@@ -233,13 +200,12 @@ class Trainer:
                              f"epoch, fewer than one batch (trainer.batch_size="
                              f"{self.batch_size} × {self.world_size} processes); lower "
                              "trainer.batch_size.")
-        max_steps = self.settings.max_steps
-        total_steps = max_steps or self.settings.max_epochs * steps_per_epoch
-        num_epochs = math.ceil(total_steps / steps_per_epoch)
+        total_steps, num_epochs = self.settings.training_length(steps_per_epoch)
+        method.on_fit_start(total_steps=total_steps)
         # said every time: the schedule follows the length, so a shorter run is another run
         log.info("training %d steps (%d epoch(s) of %d steps%s); the learning-rate schedule "
                  "spans these %d steps", total_steps, num_epochs, steps_per_epoch,
-                 ", capped by trainer.max_steps" if max_steps else "", total_steps)
+                 ", capped by trainer.max_steps" if self.settings.max_steps else "", total_steps)
 
         optimizer = self.optimizer_factory(method.param_groups())
         scheduler = self.schedule.build(optimizer, steps_per_epoch=steps_per_epoch,
@@ -275,8 +241,9 @@ class Trainer:
                 for epoch in range(run.position["epoch"], num_epochs):
                     start = run.position["batch_in_epoch"] if epoch == run.position["epoch"] else 0
                     sampler.set_position(epoch, start)
-                    self._train_epoch(run, model, self._progress(loader, epoch, num_epochs),
-                                      unlabeled, start, steps, stop)
+                    batches = progress(loader, f"epoch {epoch + 1}/{num_epochs}",
+                                       self.settings.progress_bar and self.is_main)
+                    self._train_epoch(run, model, batches, unlabeled, start, steps, stop)
                     position = run.position
                     position.update(epoch=epoch + 1, batch_in_epoch=0)
                     watch.check()    # before validation writes any checkpoint
@@ -300,7 +267,8 @@ class Trainer:
                 # a resume whose best.pt was gone, at its very end: the last weights are
                 # all there is to select from
                 self._validate(run, run.position["epoch"] - 1)
-            self._use_best(run)
+            self.selection.use_best(
+                run, lambda: self.evaluation.predict(run.method, run.data, run.data.val))
         finally:
             run.logger.close()
         position = run.position
@@ -398,66 +366,10 @@ class Trainer:
 
     # ----------------------------------------------------- validation, selection
     def _validate(self, run: Session, epoch: int) -> None:
-        """Validate, write ``best.pt`` when the monitored value improved, then ``last.pt``.
-
-        Order matters: ``best.pt`` first, so a ``last.pt`` never names a best epoch whose
-        checkpoint was not yet written (an interrupt between the two leaves a ``last.pt`` one
-        validation older, which replays to the same point). Under torchrun every process
-        predicts its shard; the main one selects and writes."""
-        task_metrics = self.evaluate(run.method, run.data, run.data.val)
-        if not self.is_main:
-            return
-        position, monitor = run.position, self.settings.monitor
-        unscored = sorted(set(run.method.label_names) - set(task_metrics))
-        if unscored and position["best_epoch"] is None:      # said once, at the first validation
-            log.warning("no validation targets for %s (e.g. identities the validation split does "
-                        "not share): not in val/score; their test metrics are skipped too%s",
-                        unscored, "" if task_metrics else
-                        ". Nothing is left to select on: best.pt follows the latest epoch")
-        metrics = {**flatten_metrics(task_metrics, "val"), "val/score": overall_score(task_metrics)}
-        if monitor not in metrics and task_metrics:
-            raise KeyError(f"trainer.monitor={monitor!r} is not among the validation "
-                           f"metrics: {sorted(k for k in metrics if k.count('/') <= 2)}")
-        value = metrics.get(monitor, math.nan)
-        run.logger.record(metrics, position["global_step"])
-        run.ckpt_dir.mkdir(parents=True, exist_ok=True)
-        # without any validation signal (identity pre-training on identity-disjoint splits)
-        # the latest weights are the best there is
-        if self._better(value, position["best_value"]) or not task_metrics:
-            position.update(best_value=value if task_metrics else None, best_epoch=epoch + 1)
-            atomic_torch_save(run.state(position), run.ckpt_dir / "best.pt")
-        atomic_torch_save(run.state(position), run.ckpt_dir / "last.pt")
-        log.info("epoch %d  step %d  %s = %.4f  (best %.4f at epoch %s)", epoch + 1,
-                 position["global_step"], monitor, value,
-                 math.nan if position["best_value"] is None else position["best_value"],
-                 position["best_epoch"])
-
-    def _better(self, value: float, best: float | None) -> bool:
-        if best is None or math.isnan(best):
-            return not math.isnan(value)
-        return value > best if self.settings.monitor_mode == "max" else value < best
-
-    def _use_best(self, run: Session) -> None:
-        """Load the best checkpoint's weights and search per-label thresholds for them on
-        validation (stored in ``best.pt``). Under torchrun the main process loads it and sends
-        the weights to the others; every process predicts its shard of validation and gets
-        the same gathered predictions, so all find the same thresholds."""
-        best_path = run.ckpt_dir / "best.pt"
-        best = load_checkpoint(best_path) if self.is_main else None
-        if best is not None:
-            run.method.load_state_dict(best["method"])
-        if self.world_size > 1:
-            distributed.broadcast_module(run.method)
-        criterion = self.settings.threshold_criterion
-        if criterion == "none":
-            return
-        outputs, targets = self.predict_split(run.method, run.data, run.data.val)
-        run.method.thresholds = search_thresholds(outputs, targets, criterion)
-        if run.method.thresholds and best is not None:
-            best["thresholds"] = run.method.thresholds
-            atomic_torch_save(best, best_path)
-            rounded = {t: [round(v, 2) for v in thr] for t, thr in run.method.thresholds.items()}
-            log.info("per-label thresholds (%s on validation): %s", criterion, rounded)
+        """Validate (every process predicts its shard under torchrun), then let the selection
+        write ``best.pt`` when the monitored value improved, and ``last.pt``."""
+        self.selection.record(run, epoch,
+                              self.evaluation.evaluate(run.method, run.data, run.data.val))
 
     # -------------------------------------------------------------- checkpoints
     def _save_last(self, run: Session, position: dict[str, Any]) -> Path:
@@ -485,23 +397,11 @@ class Trainer:
 
     # -------------------------------------------------------------------- stops
     def _stop_requested(self, stop: StopRequest, step: int, boundary: bool) -> bool:
-        """Whether a signal asked to stop; under torchrun all processes agree (the flags are
-        combined every ``log_every_steps`` steps and at epoch ends, so they stop together)."""
-        if self.world_size == 1:
-            return stop.signum is not None
-        if not boundary and step % self.settings.log_every_steps:
+        """Whether a signal asked to stop. Under torchrun the processes agree (a collective)
+        every ``log_every_steps`` steps and at epoch ends, so they stop together."""
+        if self.world_size > 1 and not boundary and step % self.settings.log_every_steps:
             return False
-        signum = distributed.largest(stop.signum or 0, self.device)
-        if signum and stop.signum is None:
-            stop.signum = signum
-        return bool(signum)
-
-    def _progress(self, loader: DataLoader, epoch: int, num_epochs: int) -> Any:
-        if not (self.settings.progress_bar and self.is_main):
-            return loader
-        from tqdm import tqdm
-
-        return tqdm(loader, desc=f"epoch {epoch + 1}/{num_epochs}", leave=False, dynamic_ncols=True)
+        return stop.agreed(self.device, self.world_size)
 
 
 def channels_last_weights(module: torch.nn.Module) -> None:

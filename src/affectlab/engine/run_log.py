@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -41,3 +42,13 @@ class RunLogger:
             rate = position["images_seen"] / max(position["train_time_s"], 1e-9)
             progress.set_postfix(step=step, loss=f"{scalars['train/loss']:.4f}",
                                  img_s=f"{rate:.0f}")
+
+
+def progress(loader: Iterable[Any], description: str, shown: bool) -> Iterable[Any]:
+    """``loader`` behind a tqdm progress bar when ``shown`` (the main process, with
+    ``trainer.progress_bar``), else ``loader`` itself."""
+    if not shown:
+        return loader
+    from tqdm import tqdm
+
+    return tqdm(loader, desc=description, leave=False, dynamic_ncols=True)

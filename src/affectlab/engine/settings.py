@@ -6,6 +6,7 @@ message naming the key, the value and what is allowed.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 
@@ -107,6 +108,12 @@ class TrainerSettings:
             raise ValueError(f"trainer.grad_clip_norm={self.grad_clip_norm}: must be > 0 (the "
                              "largest global gradient norm), or null for no clipping")
         self.allow_changes = list(self.allow_changes or [])
+
+    def training_length(self, steps_per_epoch: int) -> tuple[int, int]:
+        """``(total optimizer steps, epochs begun)`` of a fit whose epochs have
+        ``steps_per_epoch`` steps: ``max_steps`` when set, else ``max_epochs`` epochs."""
+        total_steps = self.max_steps or self.max_epochs * steps_per_epoch
+        return total_steps, math.ceil(total_steps / steps_per_epoch)
 
 
 def check_range(key: str, value: int | None, low: int, meaning: str) -> None:

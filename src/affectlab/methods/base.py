@@ -13,6 +13,7 @@ alone (:func:`affectlab.load_run`, no dataset needed)::
 ``method.setup(data)`` does both (``prepare`` once). Then, all calls made by the trainer::
 
     method.on_weights_loaded(source=...)     # after init_from or resume loaded weights
+    method.on_fit_start(total_steps=...)     # the run's length, before the first step
     for each step:
         losses = method(batch)               # forward() = terms(): {"loss": scalar, **named}
         losses["loss"].backward(); clip; optimizer.step(); scheduler.step()
@@ -116,6 +117,10 @@ class Method(nn.Module):
         (another run's weights for some parts), ``resume`` (this run's own checkpoint, every
         tensor restored) or ``checkpoint`` (a trained run rebuilt to predict). A method that
         keeps a copy of its networks (an EMA or frozen teacher) refreshes it here."""
+
+    def on_fit_start(self, *, total_steps: int) -> None:
+        """Called by the trainer before the first step with the run's length in optimizer
+        steps (schedules of loss weights check theirs against it)."""
 
     def terms(self, batch: Batch) -> dict[str, torch.Tensor]:
         """Every loss term of one batch, undetached: the scalar ``loss`` that is
