@@ -55,6 +55,8 @@ def compose_config(data_root: Path, overrides: list[str] = ()) -> DictConfig:
                 tiny += TINY_DATA_IR     # IR nets are built for 112 or 224 px faces only
         if plain.model._target_.endswith(".SmallCNN"):
             tiny += TINY_MODEL
+        if "consistency_rampup_steps" in plain.method:
+            tiny += ["method.consistency_rampup_steps=0"]   # a ramp must fit a run of a few steps
         return compose("train", overrides=[*tiny, *rest])
 
 

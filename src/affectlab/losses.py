@@ -212,3 +212,30 @@ def selective_learning_weights(targets: torch.Tensor, mask: torch.Tensor,
     rank = noise.argsort(dim=0).argsort(dim=0)
     kept_negative = negative & (rank < keep.unsqueeze(0))
     return (positive | kept_negative).float()
+
+
+# ------------------------------------------------------- consistency (mean teacher, pseudo-labels)
+def masked_sigmoid_mse(logits: torch.Tensor, target_probs: torch.Tensor,
+                       mask: torch.Tensor) -> torch.Tensor:
+    """Squared distance between the student's and the target's label probabilities, averaged
+    over the selected entries (Tarvainen & Valpola's consistency, per label):
+
+        L = Σ_{n,c} m_nc (σ(z_nc) − q_nc)² / Σ_{n,c} m_nc
+
+    logits z (N, C), target_probs q (N, C) in [0, 1] (no gradient is taken through them),
+    mask (N, C) bool. 0 (with a gradient path) when no entry is selected."""
+    per_entry = (torch.sigmoid(logits.float()) - target_probs.float()).pow(2)
+    mask = mask.to(per_entry.dtype)
+    return (per_entry * mask).sum() / mask.sum().clamp_min(1.0)
+
+
+def masked_kl_divergence(logits: torch.Tensor, target_probs: torch.Tensor,
+                         mask: torch.Tensor) -> torch.Tensor:
+    """KL(q ‖ softmax(z)) = Σ_k q_k (log q_k − log p_k), averaged over the selected samples.
+
+    logits z (N, K), target_probs q (N, K) (rows sum to 1), mask (N,) bool."""
+    log_p = torch.log_softmax(logits.float(), dim=1)
+    q = target_probs.float()
+    per_sample = (q * (torch.log(q.clamp_min(1e-12)) - log_p)).sum(1)
+    mask = mask.to(per_sample.dtype)
+    return (per_sample * mask).sum() / mask.sum().clamp_min(1.0)
