@@ -16,6 +16,7 @@ from torch import nn
 
 from affectlab.build import build_data, build_method
 from affectlab.losses import masked_kl_divergence, masked_sigmoid_mse
+from affectlab.methods.diagnostics import label_prior, pool_diagnostics
 from affectlab.methods.mean_teacher import MeanTeacher
 from affectlab.train import run
 
@@ -38,6 +39,31 @@ def test_kl_divergence_by_hand():
     expected = 0.75 * math.log(0.75 / 0.5) + 0.25 * math.log(0.25 / 0.5)   # row 2: KL = 0
     mask = torch.tensor([True, True])
     assert masked_kl_divergence(logits, q, mask).item() == pytest.approx(expected / 2)
+
+
+def test_pool_diagnostics_by_hand():
+    a = torch.tensor([[0.9, 0.2], [0.4, 0.1], [0.6, 0.0]])
+    b = torch.tensor([[0.7, 0.6], [0.5, 0.1], [0.2, 0.0]])
+    selected = torch.tensor([[True, True], [True, True], [False, True]])
+    prior = label_prior(torch.tensor([[1.0, 0.0], [0.0, 0.0], [1.0, 1.0], [1.0, 0.0]]),
+                        torch.ones(4, 2, dtype=torch.bool))        # 0.75, 0.25
+    out = pool_diagnostics("au", a, b, selected, prior, ["AU1", "AU2"])
+    # |a − b| on the 5 selected entries: 0.2, 0.4, 0.1, 0.0, 0.0
+    assert out["au_disagreement"].item() == pytest.approx(0.7 / 5)
+    # positive rates of b: AU1 1 of 2 selected (0.7, 0.5), AU2 1 of 3 (0.6)
+    assert out["au_pool_rate/AU1"].item() == pytest.approx(1.0)
+    assert out["au_pool_rate/AU2"].item() == pytest.approx(1 / 3)
+    assert out["au_pool_rate"].item() == pytest.approx((1 + 1 / 3) / 2)
+    assert out["au_rate_to_prior"].item() == pytest.approx((1 / 0.75 + (1 / 3) / 0.25) / 2)
+
+
+def test_mlcr_logs_the_same_diagnostics_on_its_pool(tmp_path):
+    cfg = compose_config(tmp_path / "synthetic", ["method=mlcr"])
+    data, method = built(cfg)
+    terms = method.terms(a_batch(data, method))
+    assert {"au_disagreement", "au_pool_rate", "au_rate_to_prior", "au_pool_rate/AU1"} <= set(terms)
+    assert torch.allclose(method.label_prior, label_prior(
+        torch.from_numpy(data.train.table.au), torch.from_numpy(data.train.table.au_mask)))
 
 
 # ----------------------------------------------------------------------------- the method

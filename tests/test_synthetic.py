@@ -488,3 +488,32 @@ def test_a_shared_identity_pool_shows_the_labelled_subjects_in_new_images(tmp_pa
     assert torch.equal(shared.test.load_image(0), new.test.load_image(0))
     with pytest.raises(ValueError, match="dataset.pool_identities='same': use new or shared"):
         tiny(tmp_path / "bad", pool_identities="same")
+
+
+def test_more_labelled_faces_keep_the_same_pool_val_and_test(tmp_path):
+    """The learning-curve presets (experiment=labels_*) change the labelled set only."""
+    small = tiny(tmp_path / "small").build()
+    large = tiny(tmp_path / "large", num_subjects_train=TINY["num_subjects_train"] + 2).build()
+    assert len(large.train) > len(small.train)
+    for split in ("unlabeled", "val", "test"):
+        a, b = getattr(small, split), getattr(large, split)
+        # the same faces and labels (subject ids are numbered across splits, so they shift)
+        assert len(a) == len(b) and np.array_equal(a.table.au, b.table.au), split
+        assert np.array_equal(a.table.va, b.table.va), split
+        assert all(torch.equal(a.load_image(i), b.load_image(i)) for i in (0, len(a) - 1)), split
+    # and the smaller labelled set is the first faces of the larger one
+    assert large.train.table.image_paths[:len(small.train)] == small.train.table.image_paths
+
+
+def test_one_task_per_face_keeps_one_task_of_each_labelled_face(tmp_path):
+    full = tiny(tmp_path).build().train.table
+    partial = tiny(tmp_path, train_labels="one_task").build().train.table
+    carried = np.stack([partial.au_mask.any(1), partial.expr_mask, partial.va_mask], 1)
+    assert (carried.sum(1) <= 1).all() and carried.any(0).all()
+    # what is kept is the generated label, unchanged; the rows with all AUs occluded keep none
+    kept_au = partial.au_mask
+    assert np.array_equal(partial.au[kept_au], full.au[kept_au])
+    assert (partial.au_mask <= full.au_mask).all() and (partial.expr_mask <= full.expr_mask).all()
+    assert np.array_equal(S.one_task_per_face(full, 0).expr_mask, partial.expr_mask)  # seeded
+    with pytest.raises(ValueError, match="dataset.train_labels='some'"):
+        tiny(tmp_path, train_labels="some")

@@ -39,11 +39,9 @@ weights (integer counters are copied); ``copy`` copies the student's after every
 teacher always runs in evaluation mode (it normalises with its running statistics, and its
 forward pass changes nothing), so its targets do not depend on the batch's composition.
 
-**Diagnostics** logged with the loss terms (every multi-label task): ``<task>_disagreement``
-(mean |σ(z_s) − σ(z_t)| where consistency applies), ``<task>_pool_rate`` (the teacher's
-positive rate at 0.5 there, mean over labels), ``<task>_rate_to_prior`` (that rate over the
-labelled training split's positive rate, mean over labels: far below 1 is the collapse to
-"absent") and ``<task>_pool_rate/<label>`` per label.
+**Diagnostics** logged with the loss terms (every multi-label task, where consistency
+applies; :mod:`affectlab.methods.diagnostics`): student–teacher disagreement, the teacher's
+positive rate per label and its ratio to the labelled prior.
 
 Evaluation, thresholds and ``best.pt`` selection use the teacher (``evaluate_with``, the
 paper's choice) or the student. Checkpoints hold both networks and the step.
@@ -69,6 +67,7 @@ from affectlab.losses import (
 )
 from affectlab.methods.base import Batch, Method, ModelFactory, model_inputs
 from affectlab.methods.baseline import _plain
+from affectlab.methods.diagnostics import label_prior, pool_diagnostics
 from affectlab.methods.heads import MULTILABEL, TaskHeads, head_targets
 
 #: consistency forms per task, the first being the default
@@ -173,9 +172,10 @@ class MeanTeacher(Method):
             raise ValueError(f"method.consistency_task_weights names {sorted(unknown)}, which "
                              f"this run does not learn (tasks: {self.heads.tasks})")
         for task in self.heads.tasks:
-            if task in MULTILABEL:   # the labelled split's positive rates (diagnostics, prior)
+            if task in MULTILABEL:   # the labelled split's positive rates (diagnostics, prior);
+                # fitted on every fit, so not saved
                 self.register_buffer(f"prior_{task}", torch.full((len(self.label_names[task]),),
-                                                                 0.5))
+                                                                 0.5), persistent=False)
         self.teacher = nn.ModuleDict({"backbone": copy.deepcopy(self.backbone),
                                       "heads": copy.deepcopy(self.heads)})
         self.teacher.requires_grad_(False)
@@ -186,10 +186,9 @@ class MeanTeacher(Method):
         self.heads.fit_statistics(table)
         for task in self.heads.tasks:
             if task in MULTILABEL:
-                values = torch.from_numpy(getattr(table, task)).float()
-                mask = torch.from_numpy(getattr(table, f"{task}_mask")).float()
-                rate = (values * mask).sum(0) / mask.sum(0).clamp_min(1.0)
-                setattr(self, f"prior_{task}", rate.clamp(1e-3, 1.0))
+                setattr(self, f"prior_{task}", label_prior(
+                    torch.from_numpy(getattr(table, task)),
+                    torch.from_numpy(getattr(table, f"{task}_mask"))))
         if not self.unlabeled and self.consistency_on == "missing" and not _any_missing(
                 table, self.heads.tasks):
             raise ValueError(
@@ -283,7 +282,9 @@ class MeanTeacher(Method):
             terms[f"consistency_{task}"] = term
             consistency = consistency + self.task_weights.get(task, 1.0) * term
             if task in MULTILABEL:
-                terms.update(self._diagnostics(task, student[task], teacher[task], selected))
+                terms.update(pool_diagnostics(
+                    task, torch.sigmoid(student[task].detach()), torch.sigmoid(teacher[task]),
+                    selected, getattr(self, f"prior_{task}"), self.label_names[task]))
         weight = self.ramp()
         terms["consistency"] = consistency
         terms["consistency_weight"] = consistency.new_tensor(weight)
@@ -339,23 +340,6 @@ class MeanTeacher(Method):
             return (probs >= thresholds).float(), torch.ones_like(probs, dtype=torch.bool)
         positive = probs >= self.confidence
         return positive.float(), positive | (probs <= 1.0 - self.confidence)
-
-    @torch.no_grad()
-    def _diagnostics(self, task: str, student: torch.Tensor, teacher: torch.Tensor,
-                     selected: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Disagreement and the teacher's positive rate where consistency applies, against
-        the labelled prior (see the module docstring)."""
-        weight = selected.float()
-        count = weight.sum(0).clamp_min(1.0)
-        p_student, p_teacher = torch.sigmoid(student.float()), torch.sigmoid(teacher.float())
-        disagreement = ((p_student - p_teacher).abs() * weight).sum() / weight.sum().clamp_min(1)
-        rate = ((p_teacher >= 0.5).float() * weight).sum(0) / count          # (C,)
-        prior = getattr(self, f"prior_{task}").to(rate)
-        out = {f"{task}_disagreement": disagreement, f"{task}_pool_rate": rate.mean(),
-               f"{task}_rate_to_prior": (rate / prior).mean()}
-        for name, value in zip(self.label_names[task], rate):
-            out[f"{task}_pool_rate/{name}"] = value
-        return out
 
     # ------------------------------------------------------------- prediction
     @torch.no_grad()

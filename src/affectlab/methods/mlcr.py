@@ -38,6 +38,7 @@ from affectlab.losses import (
     selective_learning_weights,
 )
 from affectlab.methods.base import Batch, Method, ModelFactory, model_inputs
+from affectlab.methods.diagnostics import label_prior, pool_diagnostics
 
 log = logging.getLogger(__name__)
 
@@ -328,6 +329,9 @@ class MLCR(Method):
         self.register_buffer("label_weights", torch.ones(0))
         self.register_buffer("selective_ratio", torch.ones(0))
         self.register_buffer("adjacency", torch.zeros(0, 0))
+        # positive rate per label of the labelled split, for the logged pool diagnostics;
+        # fitted on every fit, so not saved (older checkpoints load unchanged)
+        self.register_buffer("label_prior", torch.ones(0), persistent=False)
         self.steps_done = 0
 
     # ------------------------------------------------------------------ setup
@@ -347,6 +351,7 @@ class MLCR(Method):
                              f"'{self.task}' has {num_labels} labels")
         self.selective_ratio = torch.tensor(ratios)
         self.label_weights = torch.ones(num_labels)
+        self.label_prior = torch.full((num_labels,), 0.5)
         # Â is fitted from the training split (fit_statistics) or restored from a checkpoint
         self.adjacency = torch.eye(num_labels)
         if self.use_gcn:
@@ -362,6 +367,7 @@ class MLCR(Method):
             eps = 1.0 / max(int(mask.sum(0).max()), 1)
             self.label_weights = inverse_frequency_weights(targets, mask, eps=eps)
         self.adjacency = dependency_adjacency(targets, mask)
+        self.label_prior = label_prior(targets, mask)
         if self.gcn is not None:
             self.gcn.set_adjacency(self.adjacency)
 
@@ -475,8 +481,14 @@ class MLCR(Method):
         lambda_cr = self.current_lambda_cr
         if lambda_cr != 0:
             loss = loss + lambda_cr * co_regularization
+        # the entries L_cr regularises without labels: the pool's (else the labelled ones')
+        unlabelled = slice(num_labeled, None) if self.unlabeled else slice(None)
+        diagnostics = pool_diagnostics(
+            self.task, probs[0][unlabelled].detach(), probs[1][unlabelled].detach(),
+            torch.ones_like(probs[0][unlabelled], dtype=torch.bool), self.label_prior,
+            self.label_names[self.task])
         return {"loss": loss, "supervised": supervised, "multi_view": multi_view,
-                "co_regularization": co_regularization}
+                "co_regularization": co_regularization, **diagnostics}
 
     def _view_inputs(self, samples: Batch) -> list[tuple[torch.Tensor, ...]]:
         """The inputs each view sees: the same batch, or its own augmented copy."""

@@ -534,6 +534,23 @@ def reveal_labels(pool: LabelTable, tasks: Sequence[str]) -> LabelTable:
     return hidden
 
 
+#: tasks of which ``train_labels=one_task`` keeps one per labelled face
+PARTIAL_TASKS = ("au", "expr", "va")
+
+
+def one_task_per_face(table: LabelTable, seed: int) -> LabelTable:
+    """A copy of ``table`` in which each face keeps the labels of one task only (AU,
+    expression or valence/arousal, drawn uniformly and independently per face from ``seed``):
+    the partially labelled multi-task data of Aff-Wild2, where most frames carry one task."""
+    kept = np.random.default_rng([seed, 0x9A27]).integers(0, len(PARTIAL_TASKS), len(table))
+    copy = table.subset(np.arange(len(table)))
+    for index, task in enumerate(PARTIAL_TASKS):
+        mask = getattr(copy, f"{task}_mask").copy()
+        mask[kept != index] = False
+        setattr(copy, f"{task}_mask", mask)
+    return copy
+
+
 class Synthetic:
     """The synthetic face benchmark (see the module doc for the generative story).
 
@@ -570,15 +587,18 @@ class Synthetic:
         pool_labels: with ``train_split=pool``, the pool's labels revealed (``expr``, ``va``,
             ``au``; the subject ids always are, for identity pre-training); the others stay
             unknown.
+        train_labels: ``all`` (default) or ``one_task``: each labelled training face keeps
+            the labels of one task (AU, expression or valence/arousal, drawn per face), as
+            most Aff-Wild2 frames do (:func:`one_task_per_face`).
         pool_identities: ``new`` (default: the pool's subjects are people seen nowhere else) or
             ``shared`` (pool subject i is labelled subject i mod num_subjects_train, in new
             images: the pool carries the labelled identities, like unlabelled frames of the
             labelled videos).
         num_workers: processes for the one-off generation (0: in this process).
 
-    ``aus``, ``oracle``, ``train_split``, ``pool_labels``, ``name``, ``root`` and
-    ``num_workers`` do not change the generated files; every other argument does and is part
-    of the folder's hash.
+    ``aus``, ``oracle``, ``train_split``, ``pool_labels``, ``train_labels``, ``name``,
+    ``root`` and ``num_workers`` do not change the generated files; every other argument does
+    and is part of the folder's hash.
     """
 
     def __init__(
@@ -617,6 +637,7 @@ class Synthetic:
         oracle: bool = False,
         train_split: str = "train",
         pool_labels: list[str] | tuple[str, ...] = ("expr",),
+        train_labels: str = "all",
         num_workers: int = 0,
     ) -> None:
         self.name = name
@@ -640,6 +661,11 @@ class Synthetic:
         if train_split == "pool" and oracle:
             raise ValueError("dataset.train_split=pool and dataset.oracle=true exclude each "
                              "other: the oracle adds the labelled pool to the labelled set")
+        if train_labels not in ("all", "one_task"):
+            raise ValueError(f"dataset.train_labels={train_labels!r}: use all (every labelled "
+                             "face carries AU, expression and valence/arousal labels) or "
+                             "one_task (each carries one of them)")
+        self.train_labels = train_labels
         self.train_split = train_split
         self.pool_labels = tuple(pool_labels)
         self.num_workers = int(num_workers)
@@ -784,6 +810,8 @@ class Synthetic:
             train, unlabeled = reveal_labels(pool, self.pool_labels), None
         else:
             unlabeled = FaceImageDataset(pool.unlabeled(), image_size=size) if len(pool) else None
+        if self.train_labels == "one_task":
+            train = one_task_per_face(train, self.params.seed)
         return FaceData(
             name=self.name,
             train=FaceImageDataset(train, image_size=size),
