@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -179,3 +181,40 @@ def test_evaluate_and_recipe_apps_give_one_clear_line_for_bad_input(tmp_path):
         assert result.returncode == 2, result.stderr[-2000:]
         assert expected in result.stdout + result.stderr
         assert "Traceback" not in result.stderr
+
+
+GLOO_THREADS = """
+import importlib, os, socket, sys
+from pathlib import Path
+import torch, torch.distributed as dist
+from affectlab.engine.distributed import start_process_group
+probe = socket.socket(); probe.bind(("127.0.0.1", 0)); port = probe.getsockname()[1]; probe.close()
+os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK="0", WORLD_SIZE="1")
+def gloo_threads():
+    return sum("gloo" in Path(t, "comm").read_text() for t in Path("/proc/self/task").iterdir())
+if sys.argv[1] == "framework":
+    start_process_group(torch.device("cpu"))
+else:                       # the order that left the group alive: DDP imports it afterwards
+    dist.init_process_group("gloo")
+model = torch.nn.parallel.DistributedDataParallel(torch.nn.Linear(2, 2))
+model(torch.ones(1, 2)).sum().backward()
+during = gloo_threads()
+del model
+dist.destroy_process_group()
+print(during, gloo_threads())
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="threads are read from /proc")
+def test_destroying_the_process_group_joins_its_gloo_threads():
+    """The torchrun abort's cause (train.main, engine/distributed.start_process_group): gloo
+    threads still running at interpreter finalization. With the framework's start they are
+    joined by destroy_process_group; the order that caused the abort leaves them running."""
+    counts = {}
+    for order in ("framework", "import_after"):
+        result = subprocess.run([sys.executable, "-c", GLOO_THREADS, order], capture_output=True,
+                                text=True, timeout=120, cwd=Path(__file__).parents[1])
+        assert result.returncode == 0, result.stderr[-2000:]
+        counts[order] = [int(v) for v in result.stdout.split()[-2:]]
+    assert counts["framework"][0] > 0 and counts["framework"][1] == 0, counts
+    assert counts["import_after"][1] > 0, counts      # the check can fail

@@ -11,7 +11,6 @@ checkpoint).
 from __future__ import annotations
 
 import hashlib
-import importlib
 import logging
 import os
 import platform
@@ -38,6 +37,7 @@ from affectlab.engine import (
     TrainingInterrupted,
 )
 from affectlab.engine.checkpoint import init_from
+from affectlab.engine.distributed import start_process_group
 from affectlab.engine.run_dir import RUN_CLAIM, claim_run_dir
 from affectlab.results import format_results
 from affectlab.threads import configure_threads
@@ -220,23 +220,9 @@ def main(cfg: DictConfig) -> float | None:
     distributed = int(os.environ.get("WORLD_SIZE", 1)) > 1
     try:
         if distributed and not dist.is_initialized():
-            # Imported before the process group exists, on purpose. torch.distributed.nn binds
-            # `group=group.WORLD` as default arguments when it is imported, and DDP's constructor
-            # imports it (through torch._dynamo); imported after init_process_group, it holds
-            # the default group for good, destroy_process_group() below cannot destroy it, and
-            # the group's gloo worker threads are still running when the interpreter finalizes.
-            # A worker late in dropping its last collective (descheduled on a loaded machine)
-            # then frees tensors Python created, must take the GIL for that, and is ended by the
-            # finalizing interpreter inside a noexcept destructor: "terminate called without
-            # an active exception", SIGABRT, in one run of many. Destroyed for real, the group
-            # joins its threads with the GIL released, before Python shuts down.
-            importlib.import_module("torch.distributed.nn")
             # the trainer's own device rule (cuda:LOCAL_RANK), so a process without a GPU gets
             # its message before NCCL is started
-            device = resolve_device(cfg.trainer.device)
-            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-            if device.type == "cuda":
-                torch.cuda.set_device(device)
+            start_process_group(resolve_device(cfg.trainer.device))
         configure_threads(cfg)    # this job's share of the CPUs (src/affectlab/threads.py)
         metrics = run(cfg, HydraConfig.get().runtime.output_dir, unique_dir=default_run_dir())
     except TrainingInterrupted as stopped:

@@ -3,11 +3,31 @@ process's view of its files, stop requests, the best weights."""
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 import numpy as np
 import torch
 import torch.distributed as dist
+
+
+def start_process_group(device: torch.device) -> None:
+    """The torchrun job's default process group (NCCL on CUDA, else gloo), this process's GPU
+    selected; ``dist.destroy_process_group()`` ends it, its threads joined.
+
+    ``torch.distributed.nn`` is imported before the group exists, on purpose: it binds
+    ``group=group.WORLD`` as default arguments when it is imported, and DDP's constructor
+    imports it (through torch._dynamo). Imported after ``init_process_group``, it holds the
+    default group for good, ``destroy_process_group()`` cannot destroy it, and the group's gloo
+    worker threads still run when the interpreter finalizes. A worker late in dropping its last
+    collective (descheduled on a loaded machine) then frees tensors Python created, must take
+    the GIL for that, and is ended by the finalizing interpreter inside a noexcept destructor:
+    "terminate called without an active exception", SIGABRT, in one run of many. Destroyed for
+    real, the group joins its threads with the GIL released, before Python shuts down."""
+    importlib.import_module("torch.distributed.nn")
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
 
 
 def shard_rows(num_rows: int, rank: int, world_size: int) -> list[int] | None:
