@@ -7,6 +7,7 @@ contract test covers both methods.)"""
 from __future__ import annotations
 
 import copy
+import json
 import math
 from pathlib import Path
 
@@ -262,3 +263,13 @@ def test_a_tiny_run_logs_consistency_and_diagnostics(tiny, tmp_path, method):
                 "train/au_rate_to_prior", "train/au_pool_rate/AU12", "train/consistency_weight"):
         assert f'"{key}"' in logged, key
     assert result["steps"] > 0 and {"au", "expr", "va"} <= set(result["tasks"])
+
+
+def test_partial_labels_without_a_pool_train_on_the_missing_tasks(tiny, tmp_path):
+    """One task per labelled face and no pool: consistency comes from the missing tasks only."""
+    run(tiny("dataset.train_labels=one_task", "method.unlabeled=false"), tmp_path / "r")
+    rows = [r for r in map(json.loads,
+                           (tmp_path / "r/metrics.jsonl").read_text().splitlines())
+            if "train/consistency_au" in r]
+    for task in ("au", "expr", "va"):
+        assert any(r[f"train/consistency_{task}"] > 0 for r in rows), task
