@@ -180,3 +180,21 @@ def test_the_packed_store_leaves_splits_with_other_inputs_alone(tmp_path):
     data = use_packed(two_key_data(), tmp_path / "packed", workers=0)
     assert not any(isinstance(getattr(data, s), PackedImages) for s in ("train", "val", "test"))
     assert not (tmp_path / "packed").exists() or not any((tmp_path / "packed").iterdir())
+
+
+def test_another_rendering_of_an_input_takes_its_rule_and_leaves_its_draws_alone():
+    from affectlab.data.transforms import BatchAugment, InputTransform
+
+    def transform():
+        return InputTransform(mean=(0.5,) * 3, std=(0.25,) * 3,
+                              augment=BatchAugment(brightness=0.3, seed=3))
+
+    images = torch.rand(4, 3, 8, 8)
+    alone = transform()({"image": images.clone()}, train=True, views=2)
+    both = transform()({"image": images.clone(), "image_alt": images.clone()}, train=True,
+                       views=2)
+    assert torch.equal(alone["image_views"], both["image_views"])
+    assert both["image_alt_views"].shape == both["image_views"].shape
+    assert not torch.equal(both["image_alt_views"], both["image_views"])   # its own draws
+    plain = transform()({"image": images.clone(), "image_alt": images.clone()}, train=False)
+    assert torch.allclose(plain["image_alt"], (images - 0.5) / 0.25)      # normalised as image

@@ -273,3 +273,20 @@ def test_partial_labels_without_a_pool_train_on_the_missing_tasks(tiny, tmp_path
             if "train/consistency_au" in r]
     for task in ("au", "expr", "va"):
         assert any(r[f"train/consistency_{task}"] > 0 for r in rows), task
+
+
+def test_the_teacher_can_see_another_rendering_of_each_pool_face(tiny, tmp_path):
+    data, method = built(tiny("dataset.pool_renderings=2", "method.teacher_view=rendering"))
+    batch = a_batch(data, method)
+    pool = batch["unlabeled"]
+    assert "image_alt_views" in pool
+    labelled = len(batch["index"])
+    teacher_input = method._inputs(batch, 1)[0]
+    assert torch.equal(teacher_input[:labelled], batch["image_views"][1])
+    assert torch.equal(teacher_input[labelled:], pool["image_alt_views"][1])
+    assert torch.equal(method._inputs(batch, 0)[0][labelled:], pool["image_views"][0])
+    run(tiny("dataset.pool_renderings=2", "method.teacher_view=rendering"), tmp_path / "r")
+    # without the renderings: one message saying what to set
+    _, plain = built(tiny("method.teacher_view=rendering"))
+    with pytest.raises(KeyError, match="dataset.pool_renderings=2"):
+        plain.terms(a_batch(*built(tiny())))

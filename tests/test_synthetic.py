@@ -517,3 +517,30 @@ def test_one_task_per_face_keeps_one_task_of_each_labelled_face(tmp_path):
     assert np.array_equal(S.one_task_per_face(full, 0).expr_mask, partial.expr_mask)  # seeded
     with pytest.raises(ValueError, match="dataset.train_labels='some'"):
         tiny(tmp_path, train_labels="some")
+
+
+def test_a_second_rendering_of_each_pool_face_changes_only_the_nuisances(tmp_path):
+    one = tiny(tmp_path / "one").build()
+    source = tiny(tmp_path / "two", pool_renderings=2)
+    assert source.params.digest() != tiny(tmp_path / "x").params.digest()
+    two = source.build()
+    pool = two.unlabeled
+    assert isinstance(pool, S.PoolWithRenderings)
+    assert not isinstance(two.train, S.PoolWithRenderings)
+    assert pool.input_keys == ("image", "image_alt")
+    sample = pool[0]
+    # the first rendering is the one-rendering benchmark's image; the second another picture
+    assert torch.equal(sample["image"], one.unlabeled[0]["image"])
+    assert sample["image_alt"].shape == sample["image"].shape
+    assert not torch.equal(sample["image_alt"], sample["image"])
+    # of the same face in the same AU state: with the nuisances turned off, the two differ
+    # only where the eyes look (gaze is drawn per image too)
+    calm = dict(rotation_deg=0.0, scale_jitter=0.0, shift_jitter=0.0, yaw_jitter=0.0,
+                illumination=0.0, noise_std=0.0, clutter=0, occlusion_prob=0.0)
+    still = tiny(tmp_path / "calm", pool_renderings=2, **calm).build().unlabeled[0]
+    def differs(pair: dict) -> float:      # share of pixels that differ
+        return float(((pair["image"] - pair["image_alt"]).abs() > 2 / 255).float().mean())
+
+    assert differs(still) < 0.05 < 0.5 < differs(sample)
+    with pytest.raises(ValueError, match="dataset.pool_renderings=3"):
+        tiny(tmp_path / "bad", pool_renderings=3)

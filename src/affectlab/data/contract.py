@@ -306,10 +306,11 @@ class FaceImageDataset(Dataset):
             img = img.resize((self.image_size, self.image_size), Image.BILINEAR)
         return img
 
-    def load_pixels(self, row: int) -> np.ndarray:
+    def load_pixels(self, row: int, relative: str | None = None) -> np.ndarray:
         """The RGB image of ``row`` as uint8 (H, W, 3), after :meth:`transform`: what the
-        packed store (:mod:`affectlab.data.packed`) keeps."""
-        path = Path(self.table.root) / self.table.image_paths[row]
+        packed store (:mod:`affectlab.data.packed`) keeps. ``relative``: another file of the
+        sample (default its image path)."""
+        path = Path(self.table.root) / (relative or self.table.image_paths[row])
         try:
             with Image.open(path) as img:
                 return np.asarray(self.transform(img.convert("RGB"), row), dtype=np.uint8)

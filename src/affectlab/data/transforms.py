@@ -158,6 +158,11 @@ class SpectrogramRule:
         return (value.float() - self.mean) / self.std
 
 
+#: suffix of an input key holding another rendering of that input (the synthetic pool's
+#: ``image_alt``): it is transformed by the input's rule
+ALTERNATE = "_alt"
+
+
 class InputTransform:
     """What the data does to a batch on the training device before a method sees it: a rule
     per input key (:class:`ImageRule` for ``image`` by default; :class:`ClipRule`,
@@ -166,7 +171,8 @@ class InputTransform:
 
     With ``views`` = k > 1 (``Method.augmented_views``) a training batch also gets
     ``<key>_views`` (k, N, ...) for each key with a rule: k independently augmented copies,
-    ``<key>`` being the first of them.
+    ``<key>`` being the first of them. ``<key>_alt`` (another rendering of input ``key``,
+    e.g. the synthetic pool's ``image_alt``) goes through ``key``'s rule too.
 
     Args:
         mean, std: per-channel normalisation of the images (the ``image`` rule).
@@ -185,18 +191,25 @@ class InputTransform:
 
     def __call__(self, batch: dict, *, train: bool, views: int = 1) -> dict:
         for key, rule in self.rules.items():
-            if key not in batch:
-                continue
-            raw = batch[key]
-            copies = [rule(raw, train=train)]
-            if train and views > 1:
-                augmented = getattr(rule, "augment", None) is not None
-                copies += ([rule(raw, train=True) for _ in range(views - 1)] if augmented
-                           else [copies[0]] * (views - 1))
-                batch[f"{key}_views"] = (torch.stack(copies) if augmented
-                                         else copies[0].expand(views, *copies[0].shape))
-            batch[key] = copies[0]
+            # ``<key>_alt``, another rendering of the same input, takes the same rule (after
+            # the input itself, whose augmentation draws are then those of a batch without it)
+            for name in (key, f"{key}{ALTERNATE}"):
+                if name in batch:
+                    self._apply(batch, name, rule, train, views)
         return batch
+
+    @staticmethod
+    def _apply(batch: dict, key: str, rule: Any, train: bool, views: int) -> None:
+        """``batch[key]`` through ``rule``; with ``views`` > 1 also ``batch[key_views]``."""
+        raw = batch[key]
+        copies = [rule(raw, train=train)]
+        if train and views > 1:
+            augmented = getattr(rule, "augment", None) is not None
+            copies += ([rule(raw, train=True) for _ in range(views - 1)] if augmented
+                       else [copies[0]] * (views - 1))
+            batch[f"{key}_views"] = (torch.stack(copies) if augmented
+                                     else copies[0].expand(views, *copies[0].shape))
+        batch[key] = copies[0]
 
     def state_dict(self) -> dict | None:
         """The augmentation's random state (checkpointed, so resume augments identically)."""

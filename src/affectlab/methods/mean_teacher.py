@@ -5,9 +5,10 @@ The student is the baseline's network (backbone → one head per task). The teac
 whose weights follow the student's as an exponential moving average after every optimizer
 step; it receives no gradient. Student and teacher see differently perturbed copies of the
 same batch (the data's transform draws two augmentations, ``augmented_views = 2``; student
-view 0, teacher view 1; ``input_noise`` adds Gaussian noise to each). Per task, consistency
-is asked for wherever that task's label is missing: on every unlabelled pool sample, and on
-labelled samples for the tasks (or the AUs) they lack.
+view 0, teacher view 1; ``input_noise`` adds Gaussian noise to each; with
+``teacher_view=rendering`` the teacher sees another rendering of each pool face). Per task,
+consistency is asked for wherever that task's label is missing: on every unlabelled pool
+sample, and on labelled samples for the tasks (or the AUs) they lack.
 
     L = L_s + w(t) · L_c
     L_s = Σ_τ λ_τ L_τ(student(x₀), y)                        on the known labels (as Baseline)
@@ -57,6 +58,7 @@ import torch
 from torch import nn
 
 from affectlab.data.contract import DataSpec, FaceData
+from affectlab.data.transforms import ALTERNATE
 from affectlab.losses import (
     masked_bce_with_logits,
     masked_ccc_loss,
@@ -94,6 +96,9 @@ class MeanTeacher(Method):
         unlabeled: draw a batch of the unlabelled pool with every labelled batch; false: only
             the labelled samples' missing labels get consistency.
         input_noise: std of Gaussian noise added to each view's normalised input (≥ 0).
+        teacher_view: ``augmented`` (the teacher's pool input is a second augmentation of the
+            student's) or ``rendering`` (a second rendering of the same pool face, ``<key>_alt``:
+            the synthetic benchmark's ``dataset.pool_renderings=2``).
         targets: ``soft`` (mean teacher) or ``hard`` (pseudo-labelling).
         confidence: pseudo-labels' confidence in (0.5, 1).
         pseudo_rule: ``confidence`` or ``prior`` (multi-label thresholds matching the labelled
@@ -112,7 +117,8 @@ class MeanTeacher(Method):
                  consistency_rampup_steps: int = 0, consistency: dict[str, str] | None = None,
                  consistency_task_weights: dict[str, float] | None = None,
                  consistency_on: str = "missing", unlabeled: bool = True,
-                 input_noise: float = 0.0, targets: str = "soft", confidence: float = 0.9,
+                 input_noise: float = 0.0, teacher_view: str = "augmented",
+                 targets: str = "soft", confidence: float = 0.9,
                  pseudo_rule: str = "confidence", evaluate_with: str = "teacher",
                  name: str = "mean_teacher") -> None:
         super().__init__()
@@ -121,6 +127,7 @@ class MeanTeacher(Method):
                              "must lie in (0, 1) (0.99 in the paper)")
         choices = {"buffers": (buffers, ("ema", "copy")),
                    "consistency_on": (consistency_on, ("missing", "all")),
+                   "teacher_view": (teacher_view, ("augmented", "rendering")),
                    "targets": (targets, ("soft", "hard")),
                    "pseudo_rule": (pseudo_rule, ("confidence", "prior")),
                    "evaluate_with": (evaluate_with, ("teacher", "student"))}
@@ -152,6 +159,7 @@ class MeanTeacher(Method):
         self.forms = forms
         self.task_weights = {str(t): float(w) for t, w in (consistency_task_weights or {}).items()}
         self.consistency_on, self.input_noise = consistency_on, float(input_noise)
+        self.teacher_view = teacher_view
         self.targets, self.confidence, self.pseudo_rule = targets, float(confidence), pseudo_rule
         self.evaluate_with = evaluate_with
         self.needs_unlabeled = bool(unlabeled)
@@ -254,16 +262,35 @@ class MeanTeacher(Method):
 
     # ------------------------------------------------------------------ terms
     def _inputs(self, batch: Batch, view: int) -> tuple[torch.Tensor, ...]:
-        """The backbone's inputs of view ``view``: the labelled batch, then the pool's."""
+        """The backbone's inputs of view ``view``: the labelled batch, then the pool's (for
+        the teacher, view 1, with ``teacher_view=rendering``: the pool's other rendering)."""
         parts = [model_inputs(self.backbone, batch, views=view)]
         if "unlabeled" in batch:
-            parts.append(model_inputs(self.backbone, batch["unlabeled"], views=view))
+            pool = batch["unlabeled"]
+            if view == 1 and self.teacher_view == "rendering":
+                pool = self._other_rendering(pool)
+            parts.append(model_inputs(self.backbone, pool, views=view))
         inputs = tuple(torch.cat(values) if len(values) > 1 else values[0]
                        for values in zip(*parts))
         if self.input_noise and self.training:
             inputs = tuple(x + self.input_noise * torch.randn_like(x) if x.is_floating_point()
                            else x for x in inputs)
         return inputs
+
+    def _other_rendering(self, samples: Batch) -> Batch:
+        """``samples`` with each input ``k`` (and its views) replaced by ``k_alt``."""
+        keys = getattr(self.backbone, "input_keys", ("image",))
+        missing = [f"{k}{ALTERNATE}" for k in keys if f"{k}{ALTERNATE}" not in samples]
+        if missing:
+            raise KeyError(f"method.teacher_view=rendering needs the pool's other renderings "
+                           f"{missing}, which these samples lack: use dataset.pool_renderings=2 "
+                           "(synthetic benchmark), or teacher_view=augmented")
+        swapped = dict(samples)
+        for key in keys:
+            for suffix in ("", "_views"):
+                if f"{key}{ALTERNATE}{suffix}" in samples:
+                    swapped[f"{key}{suffix}"] = samples[f"{key}{ALTERNATE}{suffix}"]
+        return swapped
 
     def terms(self, batch: Batch) -> dict[str, torch.Tensor]:
         labelled = len(batch["index"])

@@ -55,6 +55,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from PIL import Image
 
 from affectlab.data.contract import (
@@ -74,6 +75,7 @@ from affectlab.data.sources.synthetic.faces import (
     random_nuisance,
     render_face,
 )
+from affectlab.data.transforms import pixels_to_float
 
 # Bump when the story or the renderer changes what a given parameter set produces: every cached
 # dataset then gets a new hash and is regenerated.
@@ -145,6 +147,9 @@ class GenerationParams:
     pool_identities: str = "new"    # new | shared: the pool's faces are the labelled subjects'
     # population expression frequencies in EXPRESSIONS order (None: EXPRESSION_FREQUENCIES)
     expression_frequencies: tuple[float, ...] | None = None
+    # renderings of each pool face: 2 adds a second one (same face, same AU state and labels,
+    # new pose, lighting, clutter, occluder and noise), read as the pool's ``image_alt``
+    pool_renderings: int = 1
 
     def split_sizes(self) -> dict[str, tuple[int, int]]:
         """``{split: (subjects, images per subject)}``."""
@@ -160,11 +165,14 @@ class GenerationParams:
         return first
 
     def digest(self) -> str:
-        """12 hex digits of SHA-256 over the parameters and GENERATOR_VERSION (the default
-        ``pool_identities="new"`` is left out, so benchmarks made before it keep their hash)."""
+        """12 hex digits of SHA-256 over the parameters and GENERATOR_VERSION (the defaults
+        ``pool_identities="new"`` and ``pool_renderings=1`` are left out, so benchmarks made
+        before them keep their hash)."""
         fields = asdict(self)
         if fields["pool_identities"] == "new":
             del fields["pool_identities"]
+        if fields["pool_renderings"] == 1:
+            del fields["pool_renderings"]
         if fields["expression_frequencies"] is None:
             del fields["expression_frequencies"]
         else:
@@ -283,20 +291,37 @@ def sample_labels(rng: np.random.Generator, subject: Subject, params: Generation
     )
 
 
-def sample_image(rng: np.random.Generator, subject: Subject,
-                 params: GenerationParams) -> tuple[np.ndarray, ImageLabels]:
-    """One image of ``subject``: nuisances first (they decide which AUs are hidden), then the
-    labels, then the rendering. Returns the uint8 (H, W, 3) image and its labels."""
-    nuisance = random_nuisance(
+def draw_nuisance(rng: np.random.Generator, subject: Subject, params: GenerationParams) -> Any:
+    """Pose, lighting, clutter, occluder and noise of one image of ``subject``."""
+    return random_nuisance(
         rng, subject.face, rotation_deg=params.rotation_deg, scale_jitter=params.scale_jitter,
         shift_jitter=params.shift_jitter, yaw_jitter=params.yaw_jitter,
         illumination=params.illumination, noise_std=params.noise_std, clutter=params.clutter,
         occlusion_prob=params.occlusion_prob)
+
+
+def sample_image(rng: np.random.Generator, subject: Subject,
+                 params: GenerationParams) -> tuple[np.ndarray, ImageLabels]:
+    """One image of ``subject``: nuisances first (they decide which AUs are hidden), then the
+    labels, then the rendering. Returns the uint8 (H, W, 3) image and its labels."""
+    nuisance = draw_nuisance(rng, subject, params)
     labels = sample_labels(rng, subject, params, occluded_aus(subject.face, nuisance.occluder))
+    return render(subject, labels, nuisance, params), labels
+
+
+def render(subject: Subject, labels: ImageLabels, nuisance: Any,
+           params: GenerationParams) -> np.ndarray:
+    """The uint8 (H, W, 3) image of ``subject`` showing ``labels``' AU intensities."""
     active = {au: v for au, v in labels.intensity.items() if v > 0}
-    image = render_face(subject.face, active, nuisance, params.image_size,
-                        effect_scale=params.au_effect_scale)
-    return image, labels
+    return render_face(subject.face, active, nuisance, params.image_size,
+                       effect_scale=params.au_effect_scale)
+
+
+def alternate_path(path: str, rendering: int = 1) -> str:
+    """Path of another rendering of the pool image at ``path`` (``..._000.png`` →
+    ``..._000_r1.png``)."""
+    stem, suffix = path.rsplit(".", 1)
+    return f"{stem}_r{rendering}.{suffix}"
 
 
 def rng_for(params: GenerationParams, split: str, subject_index: int,
@@ -338,6 +363,14 @@ def _generate_subject(task: tuple[GenerationParams, str, int, int, str]) -> dict
         image, labels = sample_image(rng_for(params, split, subject_index, k + 1), subject, params)
         relative = image_path(split, subject_id, first_file + k)
         Image.fromarray(image).save(Path(directory) / relative, format="PNG")
+        for rendering in range(1, params.pool_renderings if split == "unlabeled" else 1):
+            # the same face and AU state under a nuisance of its own draw; the first
+            # rendering's draws are untouched, so its files equal a one-rendering benchmark's
+            other = np.random.default_rng(np.random.SeedSequence(
+                params.seed, spawn_key=(SPLITS.index(split), subject_index, k + 1, rendering)))
+            again = render(subject, labels, draw_nuisance(other, subject, params), params)
+            Image.fromarray(again).save(Path(directory) / alternate_path(relative, rendering),
+                                        format="PNG")
         x = image.reshape(-1, 3).astype(np.float64) / 255.0
         pixel_sum += x.sum(0)
         pixel_sq += (x**2).sum(0)
@@ -534,6 +567,25 @@ def reveal_labels(pool: LabelTable, tasks: Sequence[str]) -> LabelTable:
     return hidden
 
 
+class PoolWithRenderings(FaceImageDataset):
+    """The unlabelled pool of ``pool_renderings=2``: each sample carries ``image`` and
+    ``image_alt``, a second rendering of the same face and AU state under other nuisances
+    (an input of the same kind: the transform applies the image rule to it,
+    :class:`~affectlab.data.transforms.InputTransform`)."""
+
+    input_keys = ("image", "image_alt")
+
+    def input_shapes(self) -> dict[str, list[int | None]]:
+        shape = super().input_shapes()["image"]
+        return {"image": shape, "image_alt": list(shape)}
+
+    def __getitem__(self, row: int) -> dict[str, torch.Tensor]:
+        sample = super().__getitem__(row)
+        pixels = self.load_pixels(row, alternate_path(self.table.image_paths[row]))
+        sample["image_alt"] = pixels_to_float(torch.from_numpy(pixels.copy()).permute(2, 0, 1))
+        return sample
+
+
 #: tasks of which ``train_labels=one_task`` keeps one per labelled face
 PARTIAL_TASKS = ("au", "expr", "va")
 
@@ -590,6 +642,10 @@ class Synthetic:
         train_labels: ``all`` (default) or ``one_task``: each labelled training face keeps
             the labels of one task (AU, expression or valence/arousal, drawn per face), as
             most Aff-Wild2 frames do (:func:`one_task_per_face`).
+        pool_renderings: 1 (default) or 2: each pool face is rendered a second time (same
+            face and AU state, new pose, lighting, clutter, occluder and noise), read as the
+            pool samples' ``image_alt`` (:class:`PoolWithRenderings`): a perturbation that
+            changes exactly the generator's nuisances.
         pool_identities: ``new`` (default: the pool's subjects are people seen nowhere else) or
             ``shared`` (pool subject i is labelled subject i mod num_subjects_train, in new
             images: the pool carries the labelled identities, like unlabelled frames of the
@@ -638,6 +694,7 @@ class Synthetic:
         train_split: str = "train",
         pool_labels: list[str] | tuple[str, ...] = ("expr",),
         train_labels: str = "all",
+        pool_renderings: int = 1,
         num_workers: int = 0,
     ) -> None:
         self.name = name
@@ -686,7 +743,7 @@ class Synthetic:
             spontaneous_au_rate=float(spontaneous_au_rate), blink_rate=float(blink_rate),
             intensity_alpha=float(intensity_alpha), intensity_beta=float(intensity_beta),
             va_noise=float(va_noise), au_effect_scale=float(au_effect_scale),
-            pool_identities=str(pool_identities),
+            pool_identities=str(pool_identities), pool_renderings=int(pool_renderings),
             expression_frequencies=(None if expression_frequencies is None
                                     else tuple(float(f) for f in expression_frequencies)),
         )
@@ -721,6 +778,9 @@ class Synthetic:
                              f"order {list(EXPRESSIONS)}")
         if p.intensity_alpha <= 0 or p.intensity_beta <= 0:
             raise ValueError("dataset.intensity_alpha and intensity_beta must be > 0")
+        if p.pool_renderings not in (1, 2):
+            raise ValueError(f"dataset.pool_renderings={p.pool_renderings}: 1 (one image per pool "
+                             "face) or 2 (a second rendering of each, read as image_alt)")
         if p.pool_identities not in ("new", "shared"):
             raise ValueError(f"dataset.pool_identities={p.pool_identities!r}: use new or shared")
 
@@ -775,8 +835,11 @@ class Synthetic:
         from affectlab.data.sources.on_disk import Problems, readable_images
 
         table = LabelTable.concat(list(tables.values()))
+        paths = list(table.image_paths)
+        if self.params.pool_renderings > 1:
+            paths += [alternate_path(path) for path in tables["unlabeled"].image_paths]
         try:
-            readable_images(table.root, table.image_paths, Problems("raise"),
+            readable_images(table.root, paths, Problems("raise"),
                             cache_file=self.dataset_dir / "images_checked.npy")
         except DataError as err:
             message = str(err).split(" (set dataset.on_error")[0]
@@ -809,7 +872,9 @@ class Synthetic:
         elif self.train_split == "pool":
             train, unlabeled = reveal_labels(pool, self.pool_labels), None
         else:
-            unlabeled = FaceImageDataset(pool.unlabeled(), image_size=size) if len(pool) else None
+            pool_class = (FaceImageDataset if self.params.pool_renderings == 1
+                          else PoolWithRenderings)
+            unlabeled = pool_class(pool.unlabeled(), image_size=size) if len(pool) else None
         if self.train_labels == "one_task":
             train = one_task_per_face(train, self.params.seed)
         return FaceData(
