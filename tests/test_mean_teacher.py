@@ -290,3 +290,11 @@ def test_the_teacher_can_see_another_rendering_of_each_pool_face(tiny, tmp_path)
     _, plain = built(tiny("method.teacher_view=rendering"))
     with pytest.raises(KeyError, match="dataset.pool_renderings=2"):
         plain.terms(a_batch(*built(tiny())))
+
+
+def test_a_checkpoint_that_saved_the_label_priors_still_loads(tiny):
+    _, method = built(tiny())
+    state = {**method.state_dict(), "prior_au": torch.full((12,), 0.3)}
+    method.load_state_dict(state)          # strict: the saved prior is dropped, not refused
+    assert "prior_au" not in method.state_dict() and not torch.equal(method.prior_au,
+                                                                     torch.full((12,), 0.3))

@@ -207,6 +207,14 @@ class MeanTeacher(Method):
                 "method.consistency_on=all")
         self.copy_student_to_teacher()
 
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str,
+                              *args: Any, **kwargs: Any) -> None:
+        # the first runs of this method saved the label priors, which are now refitted on
+        # every fit and not saved: their checkpoints still load
+        for key in [k for k in state_dict if k.startswith(f"{prefix}prior_")]:
+            del state_dict[key]
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     def on_weights_loaded(self, *, source: str) -> None:
         """After ``init_from`` the teacher starts from the loaded student; after a resume (or
         a rebuilt run) it is the checkpoint's own and stays."""
