@@ -298,3 +298,31 @@ def test_a_checkpoint_that_saved_the_label_priors_still_loads(tiny):
     method.load_state_dict(state)          # strict: the saved prior is dropped, not refused
     assert "prior_au" not in method.state_dict() and not torch.equal(method.prior_au,
                                                                      torch.full((12,), 0.3))
+
+
+def test_evaluate_reports_the_student_or_the_teacher_of_a_run(tiny, tmp_path):
+    from hydra import compose, initialize_config_dir
+
+    from affectlab.build import CONFIG_DIR
+    from affectlab.evaluate import evaluate
+
+    run(tiny("method.tasks=[au]"), tmp_path / "r")
+
+    def evaluated(*overrides):
+        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+            cfg = compose("evaluate", overrides=[f"runs=[{tmp_path / 'r'}]", *overrides])
+        return evaluate(cfg, tmp_path / f"eval_{len(overrides)}_{overrides[-1][-7:]}")
+
+    default = evaluated("thresholds=none")
+    teacher = evaluated("thresholds=none", "network=teacher")
+    student = evaluated("thresholds=none", "network=student")
+    assert default["tasks"] == teacher["tasks"] and student["network"] == "student"
+    assert student["tasks"]["au"]["ap_mean"] != teacher["tasks"]["au"]["ap_mean"]
+    with pytest.raises(ValueError, match=r"network='ema': MeanTeacher predicts with \['teacher'"):
+        evaluated("network=ema")
+
+
+def test_a_one_network_method_says_so_when_asked_for_another(tiny):
+    _, baseline = built(tiny("method=baseline"))
+    with pytest.raises(ValueError, match="Baseline predicts with one network"):
+        baseline.use_network("student")

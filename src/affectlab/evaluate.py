@@ -80,6 +80,9 @@ def evaluate(cfg: DictConfig, out_dir: str | Path) -> dict[str, Any]:
                           "overwrite it. Choose another hydra.run.dir.")
     device = resolve_device(cfg.device)
     loaded = [load_run(run, device=str(device), which=cfg.checkpoint) for run in runs]
+    if cfg.get("network"):
+        for run in loaded:
+            run.method.use_network(str(cfg.network))
     method: Method = (loaded[0].method if len(loaded) == 1
                       else Ensemble([r.method for r in loaded], names=runs))
     data = evaluation_data(cfg, loaded[0])
@@ -106,7 +109,8 @@ def evaluate(cfg: DictConfig, out_dir: str | Path) -> dict[str, Any]:
                            thresholds)
     metrics = {
         "runs": runs, "members": len(runs), "dataset": data.name, "split": cfg.split,
-        "checkpoint": cfg.checkpoint, "tasks": tasks, "score": overall_score(tasks),
+        "checkpoint": cfg.checkpoint, "network": cfg.get("network"), "tasks": tasks,
+        "score": overall_score(tasks),
         "thresholds_from": cfg.thresholds,
         "threshold_criterion": cfg.threshold_criterion if cfg.thresholds == "search" else None,
         "device": str(device),

@@ -63,6 +63,10 @@ class Method(nn.Module):
     # checks that each is non-zero and moves those weights.
     unsupervised_terms: ClassVar[dict[str, str]] = {}
 
+    # The networks a trained method can predict with, the first being its default (a mean
+    # teacher: ("teacher", "student")); empty: one. See use_network.
+    networks: ClassVar[tuple[str, ...]] = ()
+
     def __init__(self) -> None:
         super().__init__()
         #: what each predicted task's outputs are, ``{task: label names}`` (set by build)
@@ -139,6 +143,14 @@ class Method(nn.Module):
     def predict(self, batch: Batch) -> dict[str, torch.Tensor]:
         """Outputs of the deployed network per task, e.g. ``{"au": probs (N, C)}``."""
         raise NotImplementedError
+
+    def use_network(self, name: str) -> None:
+        """Predict with network ``name`` of :attr:`networks` from now on (``python -m
+        affectlab.evaluate network=student`` on a mean-teacher run)."""
+        raise ValueError(f"{type(self).__name__} predicts with one network; network={name!r} "
+                         "names none of its own" if not self.networks else
+                         f"network={name!r}: {type(self).__name__} predicts with "
+                         f"{list(self.networks)}")
 
     def parts(self) -> dict[str, list[str]]:
         """Named groups of state-dict prefixes, for starting from another run (``init_from``).

@@ -109,6 +109,7 @@ class MeanTeacher(Method):
 
     augmented_views = 2
     unsupervised_terms = {"consistency": "backbone"}
+    networks = ("teacher", "student")
 
     def __init__(self, *, model: ModelFactory, tasks: list[str] | None = None,
                  loss_weights: dict[str, float] | None = None,
@@ -384,6 +385,11 @@ class MeanTeacher(Method):
         else:
             backbone, heads = self.backbone, self.heads
         return heads.predict(heads(backbone.forward_features(*model_inputs(backbone, batch))))
+
+    def use_network(self, name: str) -> None:
+        if name not in self.networks:
+            super().use_network(name)
+        self.evaluate_with = name
 
     def parts(self) -> dict[str, list[str]]:
         """``backbone`` and ``heads`` are the student's (what ``init_from`` loads into, and
