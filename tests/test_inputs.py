@@ -198,3 +198,26 @@ def test_another_rendering_of_an_input_takes_its_rule_and_leaves_its_draws_alone
     assert not torch.equal(both["image_alt_views"], both["image_views"])   # its own draws
     plain = transform()({"image": images.clone(), "image_alt": images.clone()}, train=False)
     assert torch.allclose(plain["image_alt"], (images - 0.5) / 0.25)      # normalised as image
+
+
+def test_view_strengths_multiply_the_augmentation_ranges_with_the_same_draws():
+    from affectlab.data.transforms import BatchAugment, InputTransform
+
+    images = torch.full((4, 3, 8, 8), 0.5)
+    plain = BatchAugment(brightness=0.2, seed=5).augment(images.clone())
+    strong = BatchAugment(brightness=0.2, seed=5).augment(images.clone(), strength=2.0)
+    # brightness b·k on a flat grey image: the offsets double, the draws are the same
+    assert torch.allclose(strong - 0.5, 2 * (plain - 0.5), atol=1e-6)
+
+    def views(strengths):
+        transform = InputTransform(mean=(0.0,) * 3, std=(1.0,) * 3,
+                                   augment=BatchAugment(brightness=0.1, rotation_deg=5, seed=1))
+        return transform({"image": torch.rand(4, 3, 8, 8, generator=torch.Generator()
+                                              .manual_seed(0))}, train=True, views=2,
+                         strengths=strengths)["image_views"]
+
+    same, weak_strong = views(None), views((3.0, 1.0))
+    assert torch.equal(views((1.0, 1.0)), same)
+    assert torch.equal(weak_strong[1], same[1]) and not torch.equal(weak_strong[0], same[0])
+    with pytest.raises(ValueError, match="1 view strengths for 2 views"):
+        views((2.0,))

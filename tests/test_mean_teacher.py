@@ -326,3 +326,25 @@ def test_a_one_network_method_says_so_when_asked_for_another(tiny):
     _, baseline = built(tiny("method=baseline"))
     with pytest.raises(ValueError, match="Baseline predicts with one network"):
         baseline.use_network("student")
+
+
+def test_weak_to_strong_pseudo_labels_augment_the_students_pool_view_more(tiny, tmp_path,
+                                                                         monkeypatch):
+    from affectlab.data.transforms import InputTransform
+
+    _, method = built(tiny("method=pseudo_label", "method.student_strength=3.0"))
+    assert method.pool_view_strengths == (3.0, 1.0)
+    _, plain = built(tiny("method=pseudo_label"))
+    assert plain.pool_view_strengths is None
+    asked, call = [], InputTransform.__call__
+
+    def recording(self, batch, **kwargs):
+        asked.append((bool(batch["labeled"].any()), kwargs.get("strengths")))
+        return call(self, batch, **kwargs)
+
+    monkeypatch.setattr(InputTransform, "__call__", recording)
+    run(tiny("method=pseudo_label", "method.student_strength=3.0"), tmp_path / "r")
+    # the trainer asks for the strong view on pool batches only
+    assert (False, (3.0, 1.0)) in asked and (True, (3.0, 1.0)) not in asked
+    with pytest.raises(Exception, match="method.student_strength=0.0"):
+        build_method(tiny("method.student_strength=0.0"))

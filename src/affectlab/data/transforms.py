@@ -50,19 +50,23 @@ class BatchAugment:
     def _uniform(self, n: int, half_width: float) -> torch.Tensor:
         return (torch.rand(n, generator=self.generator) * 2 - 1) * half_width
 
-    def augment(self, images: torch.Tensor, group: int = 1) -> torch.Tensor:
+    def augment(self, images: torch.Tensor, group: int = 1,
+                strength: float = 1.0) -> torch.Tensor:
         """(N, C, H, W) in [0, 1] → augmented (N, C, H, W), same device and dtype.
 
         Every channel is warped alike; brightness and contrast change the first three (RGB)
         only, so a fourth channel (a landmark mask) keeps its values. ``group`` = T: each run
-        of T consecutive images (the frames of one clip) shares one draw."""
+        of T consecutive images (the frames of one clip) shares one draw. ``strength`` = k
+        multiplies every range but the flip's (k × scale, k × rotation_deg, ...): the strong
+        view of weak → strong consistency; the random draws are the same for any k."""
         n = images.shape[0] // group
-        scale = 1 + self._uniform(n, self.scale)
-        angle = self._uniform(n, math.radians(self.rotation_deg))
-        shift = torch.stack([self._uniform(n, self.shift), self._uniform(n, self.shift)], 1) * 2
+        k = float(strength)
+        scale = 1 + self._uniform(n, self.scale) * k
+        angle = self._uniform(n, math.radians(self.rotation_deg)) * k
+        shift = torch.stack([self._uniform(n, self.shift), self._uniform(n, self.shift)], 1) * 2 * k
         mirror = torch.where(torch.rand(n, generator=self.generator) < self.flip, -1.0, 1.0)
-        brightness = self._uniform(n, self.brightness)
-        contrast = 1 + self._uniform(n, self.contrast)
+        brightness = self._uniform(n, self.brightness) * k
+        contrast = 1 + self._uniform(n, self.contrast) * k
         if group > 1:
             scale, angle, shift, mirror, brightness, contrast = (
                 v.repeat_interleave(group, dim=0)
@@ -126,10 +130,11 @@ class ImageRule:
                  augment: BatchAugment | None = None) -> None:
         self.mean, self.std, self.augment = tuple(mean), tuple(std), augment
 
-    def __call__(self, value: torch.Tensor, *, train: bool) -> torch.Tensor:
+    def __call__(self, value: torch.Tensor, *, train: bool,
+                 strength: float = 1.0) -> torch.Tensor:
         images = as_float(value)
         if train and self.augment is not None:
-            images = self.augment.augment(images)
+            images = self.augment.augment(images, strength=strength)
         return normalize(images, self.mean, self.std)
 
 
@@ -137,11 +142,12 @@ class ClipRule(ImageRule):
     """(N, T, C, H, W) clips: as :class:`ImageRule` frame by frame, the frames of one clip
     sharing one augmentation draw (a clip moves as a whole)."""
 
-    def __call__(self, value: torch.Tensor, *, train: bool) -> torch.Tensor:
+    def __call__(self, value: torch.Tensor, *, train: bool,
+                 strength: float = 1.0) -> torch.Tensor:
         n, frames = value.shape[:2]
         images = as_float(value).flatten(0, 1)
         if train and self.augment is not None:
-            images = self.augment.augment(images, group=frames)
+            images = self.augment.augment(images, group=frames, strength=strength)
         return normalize(images, self.mean, self.std).unflatten(0, (n, frames))
 
 
@@ -189,23 +195,35 @@ class InputTransform:
         self.rules: dict[str, Any] = {"image": ImageRule(mean=mean, std=std, augment=augment),
                                       **(rules or {})}
 
-    def __call__(self, batch: dict, *, train: bool, views: int = 1) -> dict:
+    def __call__(self, batch: dict, *, train: bool, views: int = 1,
+                 strengths: tuple[float, ...] | None = None) -> dict:
+        """``strengths``: per view, a multiple of the augmentation's ranges (None: 1 each),
+        e.g. (3.0, 1.0): view 0 strongly, view 1 weakly augmented."""
+        if strengths is not None and len(strengths) != views:
+            raise ValueError(f"{len(strengths)} view strengths for {views} views")
         for key, rule in self.rules.items():
             # ``<key>_alt``, another rendering of the same input, takes the same rule (after
             # the input itself, whose augmentation draws are then those of a batch without it)
             for name in (key, f"{key}{ALTERNATE}"):
                 if name in batch:
-                    self._apply(batch, name, rule, train, views)
+                    self._apply(batch, name, rule, train, views, strengths)
         return batch
 
     @staticmethod
-    def _apply(batch: dict, key: str, rule: Any, train: bool, views: int) -> None:
+    def _apply(batch: dict, key: str, rule: Any, train: bool, views: int,
+               strengths: tuple[float, ...] | None) -> None:
         """``batch[key]`` through ``rule``; with ``views`` > 1 also ``batch[key_views]``."""
         raw = batch[key]
-        copies = [rule(raw, train=train)]
+        augmented = getattr(rule, "augment", None) is not None
+
+        def view(k: int, train: bool) -> torch.Tensor:
+            if augmented and train and strengths is not None and strengths[k] != 1.0:
+                return rule(raw, train=train, strength=strengths[k])
+            return rule(raw, train=train)
+
+        copies = [view(0, train)]
         if train and views > 1:
-            augmented = getattr(rule, "augment", None) is not None
-            copies += ([rule(raw, train=True) for _ in range(views - 1)] if augmented
+            copies += ([view(k, True) for k in range(1, views)] if augmented
                        else [copies[0]] * (views - 1))
             batch[f"{key}_views"] = (torch.stack(copies) if augmented
                                      else copies[0].expand(views, *copies[0].shape))

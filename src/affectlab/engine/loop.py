@@ -140,12 +140,14 @@ class Trainer:
                           drop_last=False, generator=torch.Generator().manual_seed(self.seed))
 
     def prepare_batch(self, batch: dict[str, Any], data: FaceData, train: bool,
-                      views: int = 1) -> dict[str, Any]:
+                      views: int = 1,
+                      strengths: tuple[float, ...] | None = None) -> dict[str, Any]:
         """Move to the device and apply the data's own transform (augmentation, normalisation,
-        ``views`` copies; :class:`~affectlab.data.transforms.InputTransform`); 4-D float
-        inputs (image batches) in channels-last order when ``channels_last``."""
+        ``views`` copies, each augmented ``strengths[k]`` times as strongly;
+        :class:`~affectlab.data.transforms.InputTransform`); 4-D float inputs (image batches)
+        in channels-last order when ``channels_last``."""
         batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
-        batch = data.transform(batch, train=train, views=views)
+        batch = data.transform(batch, train=train, views=views, strengths=strengths)
         if self.settings.channels_last:
             for key, value in batch.items():
                 if torch.is_tensor(value) and value.dim() == 4 and value.is_floating_point():
@@ -304,8 +306,9 @@ class Trainer:
                 break
             batch = self.prepare_batch(batch, run.data, train=True, views=views)
             if unlabeled is not None:
-                batch["unlabeled"] = self.prepare_batch(next(unlabeled), run.data, train=True,
-                                                        views=views)
+                batch["unlabeled"] = self.prepare_batch(
+                    next(unlabeled), run.data, train=True, views=views,
+                    strengths=run.method.pool_view_strengths)
             losses = self.step(model, run.method, batch, run.optimizer, run.scheduler, step,
                                run.watch)
             step += 1

@@ -58,6 +58,9 @@ class Method(nn.Module):
     # Independently augmented copies of each training input the method wants; with k > 1 the
     # trainer adds batch["<key>_views"] (k, N, ...) (and the same in batch["unlabeled"]).
     augmented_views: ClassVar[int] = 1
+    # How strongly each of the pool batch's views is augmented, as multiples of the data's
+    # augmentation ranges (None: 1 each), e.g. (3.0, 1.0) for weak → strong consistency.
+    pool_view_strengths: tuple[float, ...] | None = None
     # The terms that learn without labels, each with the module (a state-dict prefix) its
     # gradient must reach, e.g. {"co_regularization": "views"}; the method contract test
     # checks that each is non-zero and moves those weights.

@@ -5,7 +5,8 @@ The student is the baseline's network (backbone → one head per task). The teac
 whose weights follow the student's as an exponential moving average after every optimizer
 step; it receives no gradient. Student and teacher see differently perturbed copies of the
 same batch (the data's transform draws two augmentations, ``augmented_views = 2``; student
-view 0, teacher view 1; ``input_noise`` adds Gaussian noise to each; with
+view 0, teacher view 1; ``student_strength`` > 1 augments the student's pool view more
+strongly, FixMatch's weak → strong; ``input_noise`` adds Gaussian noise to each; with
 ``teacher_view=rendering`` the teacher sees another rendering of each pool face). Per task,
 consistency is asked for wherever that task's label is missing: on every unlabelled pool
 sample, and on labelled samples for the tasks (or the AUs) they lack.
@@ -96,6 +97,8 @@ class MeanTeacher(Method):
         unlabeled: draw a batch of the unlabelled pool with every labelled batch; false: only
             the labelled samples' missing labels get consistency.
         input_noise: std of Gaussian noise added to each view's normalised input (≥ 0).
+        student_strength: the student's pool view is augmented with the data's ranges times
+            this (FixMatch's weak → strong with > 1; 1: both views alike), in (0, 5].
         teacher_view: ``augmented`` (the teacher's pool input is a second augmentation of the
             student's) or ``rendering`` (a second rendering of the same pool face, ``<key>_alt``:
             the synthetic benchmark's ``dataset.pool_renderings=2``).
@@ -118,7 +121,8 @@ class MeanTeacher(Method):
                  consistency_rampup_steps: int = 0, consistency: dict[str, str] | None = None,
                  consistency_task_weights: dict[str, float] | None = None,
                  consistency_on: str = "missing", unlabeled: bool = True,
-                 input_noise: float = 0.0, teacher_view: str = "augmented",
+                 input_noise: float = 0.0, student_strength: float = 1.0,
+                 teacher_view: str = "augmented",
                  targets: str = "soft", confidence: float = 0.9,
                  pseudo_rule: str = "confidence", evaluate_with: str = "teacher",
                  name: str = "mean_teacher") -> None:
@@ -144,6 +148,10 @@ class MeanTeacher(Method):
         if not 0.0 <= input_noise <= 1.0:
             raise ValueError(f"method.input_noise={input_noise}: the std of Gaussian noise on "
                              "normalised inputs, in [0, 1]")
+        if not 0.0 < student_strength <= 5.0:
+            raise ValueError(f"method.student_strength={student_strength}: how many times the "
+                             "data's augmentation ranges the student's pool view gets, in "
+                             "(0, 5] (1: as the teacher's)")
         if not 0.5 < confidence < 1.0:
             raise ValueError(f"method.confidence={confidence}: pseudo-labels' confidence, in "
                              "(0.5, 1)")
@@ -161,6 +169,8 @@ class MeanTeacher(Method):
         self.task_weights = {str(t): float(w) for t, w in (consistency_task_weights or {}).items()}
         self.consistency_on, self.input_noise = consistency_on, float(input_noise)
         self.teacher_view = teacher_view
+        if student_strength != 1.0:     # the student's pool view (0) stronger than the teacher's
+            self.pool_view_strengths = (float(student_strength), 1.0)
         self.targets, self.confidence, self.pseudo_rule = targets, float(confidence), pseudo_rule
         self.evaluate_with = evaluate_with
         self.needs_unlabeled = bool(unlabeled)
