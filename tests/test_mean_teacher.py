@@ -21,7 +21,7 @@ from affectlab.methods.diagnostics import label_prior, pool_diagnostics
 from affectlab.methods.mean_teacher import MeanTeacher
 from affectlab.train import run
 
-from .conftest import compose_config
+from .conftest import compose_config, run_interrupted, same_final_weights
 
 
 # ------------------------------------------------------------------------------ formulas
@@ -348,3 +348,35 @@ def test_weak_to_strong_pseudo_labels_augment_the_students_pool_view_more(tiny, 
     assert (False, (3.0, 1.0)) in asked and (True, (3.0, 1.0)) not in asked
     with pytest.raises(Exception, match="method.student_strength=0.0"):
         build_method(tiny("method.student_strength=0.0"))
+
+
+def test_distribution_alignment_by_hand(tiny):
+    _, method = built(tiny("method.align_to_prior=true", "method.tasks=[au]"))
+    method.prior_au = torch.full_like(method.prior_au, 0.2)
+    selected = torch.ones(2, 12, dtype=torch.bool)
+    zeros = torch.zeros(2, 12)
+    aligned = method._aligned("au", zeros, torch.sigmoid(zeros), selected)
+    # the first batch sets the running rate (0.5): targets shift to the prior exactly
+    assert torch.allclose(method.target_rate_au, torch.full((12,), 0.5))
+    assert torch.allclose(aligned, torch.full((2, 12), 0.2), atol=1e-6)
+    logit = math.log(0.9 / 0.1)
+    high = torch.full((2, 12), logit)
+    aligned = method._aligned("au", high, torch.sigmoid(high), selected)
+    rate = 0.99 * 0.5 + 0.01 * 0.9
+    expected = 1 / (1 + math.exp(-(logit + math.log(0.2 / 0.8) - math.log(rate / (1 - rate)))))
+    assert torch.allclose(method.target_rate_au, torch.full((12,), rate), atol=1e-6)
+    assert torch.allclose(aligned, torch.full((2, 12), expected), atol=1e-5)
+    method.eval()                                   # evaluation never moves the running rate
+    method._aligned("au", zeros, torch.sigmoid(zeros), selected)
+    assert torch.allclose(method.target_rate_au, torch.full((12,), rate), atol=1e-6)
+    assert "target_rate_au" in method.state_dict()  # saved: a resume continues it exactly
+
+
+def test_alignment_and_weak_to_strong_resume_exactly(tiny, tmp_path, monkeypatch):
+    options = ("method=pseudo_label", "method.align_to_prior=true", "method.student_strength=2.0",
+               "trainer.max_steps=4", "trainer.max_epochs=4")
+    run(tiny(*options), tmp_path / "full")
+    run_interrupted(tiny(*options), tmp_path / "stopped", 2, monkeypatch)
+    run(tiny(*options, f"trainer.resume={tmp_path / 'stopped/checkpoints/last.pt'}"),
+        tmp_path / "resumed")
+    assert same_final_weights(tmp_path / "full", tmp_path / "resumed")

@@ -106,6 +106,10 @@ class MeanTeacher(Method):
         confidence: pseudo-labels' confidence in (0.5, 1).
         pseudo_rule: ``confidence`` or ``prior`` (multi-label thresholds matching the labelled
             positive rate).
+        align_to_prior: distribution alignment of the multi-label targets (ReMixMatch's, per
+            label): the teacher's probabilities shifted in logit space so that their running
+            mean on the pool is the labelled prior (:meth:`_aligned`).
+        alignment_momentum: the running mean's decay per step, in [0, 1).
         evaluate_with: ``teacher`` or ``student``.
         name: the method's name in run directories.
     """
@@ -124,7 +128,8 @@ class MeanTeacher(Method):
                  input_noise: float = 0.0, student_strength: float = 1.0,
                  teacher_view: str = "augmented",
                  targets: str = "soft", confidence: float = 0.9,
-                 pseudo_rule: str = "confidence", evaluate_with: str = "teacher",
+                 pseudo_rule: str = "confidence", align_to_prior: bool = False,
+                 alignment_momentum: float = 0.99, evaluate_with: str = "teacher",
                  name: str = "mean_teacher") -> None:
         super().__init__()
         if not 0.0 < ema_decay < 1.0:
@@ -152,6 +157,9 @@ class MeanTeacher(Method):
             raise ValueError(f"method.student_strength={student_strength}: how many times the "
                              "data's augmentation ranges the student's pool view gets, in "
                              "(0, 5] (1: as the teacher's)")
+        if not 0.0 <= alignment_momentum < 1.0:
+            raise ValueError(f"method.alignment_momentum={alignment_momentum}: the running "
+                             "mean's decay per step, in [0, 1)")
         if not 0.5 < confidence < 1.0:
             raise ValueError(f"method.confidence={confidence}: pseudo-labels' confidence, in "
                              "(0.5, 1)")
@@ -172,6 +180,7 @@ class MeanTeacher(Method):
         if student_strength != 1.0:     # the student's pool view (0) stronger than the teacher's
             self.pool_view_strengths = (float(student_strength), 1.0)
         self.targets, self.confidence, self.pseudo_rule = targets, float(confidence), pseudo_rule
+        self.align_to_prior, self.alignment_momentum = bool(align_to_prior), alignment_momentum
         self.evaluate_with = evaluate_with
         self.needs_unlabeled = bool(unlabeled)
         self.unlabeled = bool(unlabeled)
@@ -195,6 +204,9 @@ class MeanTeacher(Method):
                 # fitted on every fit, so not saved
                 self.register_buffer(f"prior_{task}", torch.full((len(self.label_names[task]),),
                                                                  0.5), persistent=False)
+                if self.align_to_prior:   # running mean of the teacher's targets (saved)
+                    self.register_buffer(f"target_rate_{task}", torch.full(
+                        (len(self.label_names[task]),), -1.0))
         self.teacher = nn.ModuleDict({"backbone": copy.deepcopy(self.backbone),
                                       "heads": copy.deepcopy(self.heads)})
         self.teacher.requires_grad_(False)
@@ -356,6 +368,8 @@ class MeanTeacher(Method):
         head = self.heads.heads[task]
         if task in MULTILABEL:
             probs = torch.sigmoid(teacher)
+            if self.align_to_prior:
+                probs = self._aligned(task, teacher, probs, selected)
             if self.targets == "hard":
                 hard, confident = self._pseudo_labels(task, probs)
                 return masked_bce_with_logits(student, hard, selected & confident)
@@ -374,6 +388,30 @@ class MeanTeacher(Method):
         if self.forms[task] == "ccc":
             return masked_ccc_loss(predicted, target, selected)
         return masked_mse(predicted, target, selected)
+
+    def _aligned(self, task: str, logits: torch.Tensor, probs: torch.Tensor,
+                 selected: torch.Tensor) -> torch.Tensor:
+        """Distribution alignment (ReMixMatch's, per label in logit space): the teacher's
+        targets shifted so that their running mean rate m_c becomes the labelled prior π_c,
+
+            q̃ = σ(z_t + logit π_c − logit m_c),   m_c ← μ m_c + (1 − μ) mean(σ(z_t) | selected)
+
+        (μ = ``alignment_momentum``; m starts at the first batch's rate; updated in training
+        only). Targets cannot then collapse to "absent" on the pool as a whole."""
+        rate = getattr(self, f"target_rate_{task}")
+        if self.training:
+            with torch.no_grad():
+                weight = selected.float()
+                batch = (probs.detach() * weight).sum(0) / weight.sum(0).clamp_min(1.0)
+                seen = weight.sum(0) > 0
+                fresh = torch.where(rate < 0, batch, self.alignment_momentum * rate
+                                    + (1.0 - self.alignment_momentum) * batch)
+                rate.copy_(torch.where(seen, fresh, rate))
+        prior = getattr(self, f"prior_{task}").to(probs)
+        known = (rate >= 0).to(probs)
+        current = rate.clamp(1e-4, 1 - 1e-4).to(probs)
+        shift = (torch.logit(prior.clamp(1e-4, 1 - 1e-4)) - torch.logit(current)) * known
+        return torch.sigmoid(logits + shift)
 
     def _pseudo_labels(self, task: str, probs: torch.Tensor
                        ) -> tuple[torch.Tensor, torch.Tensor]:
