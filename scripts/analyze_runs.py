@@ -32,7 +32,7 @@ from omegaconf import OmegaConf
 from affectlab.build import build_trainer
 from affectlab.inference import load_run
 from affectlab.metrics import average_precision, best_thresholds, multilabel_metrics
-from affectlab.results import mean_std
+from affectlab.results import finished_runs, mean_std
 from affectlab.utils import atomic_write_text
 
 PERCENT = 100.0
@@ -84,17 +84,6 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
 
 
-def runs_of(path: Path) -> list[Path]:
-    """``path`` itself when it is a finished run, else its finished sub-folder runs."""
-    if (path / "metrics.json").is_file():
-        return [path]
-    found = sorted(p.parent for p in path.glob("*/metrics.json"))
-    if not found:
-        raise SystemExit(f"{path}: no metrics.json in it or in its sub-folders; point at a run "
-                         "directory or a row folder of scripts/mlcr_tables.py")
-    return found
-
-
 def report(rows: dict[str, list[RunAnalysis]]) -> str:
     """The three Markdown tables (values in %, ratios as they are; mean ± std over runs)."""
     def cell(values: list[float], scale: float = PERCENT) -> str:
@@ -140,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu", help="device for the predictions")
     parser.add_argument("--out", type=Path, help="also write the Markdown here")
     args = parser.parse_args(argv)
-    rows = {name: [analyze_run(run, args.task, args.device) for run in runs_of(path)]
+    rows = {name: [analyze_run(run, args.task, args.device) for run in finished_runs(path)]
             for name, path in zip(row_names(args.paths), args.paths)}
     text = report(rows)
     sys.stdout.write(text)

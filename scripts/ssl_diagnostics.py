@@ -19,21 +19,10 @@ import json
 import sys
 from pathlib import Path
 
-from affectlab.results import mean_std
+from affectlab.results import finished_runs, mean_std
 from affectlab.utils import atomic_write_text
 
 TERMS = ("consistency", "co_regularization")
-
-
-def runs_of(path: Path) -> list[Path]:
-    """``path`` when it is a finished run (``metrics.json``), else its finished sub-folders."""
-    if (path / "metrics.json").is_file():
-        return [path]
-    found = sorted(p.parent for p in path.glob("*/metrics.json"))
-    if not found:
-        raise SystemExit(f"{path}: no finished run (metrics.json) in it or in its sub-folders; "
-                         "point at a run or at a folder of runs (a recipe stage)")
-    return found
 
 
 def late_means(run_dir: Path, keys: list[str], last: float) -> dict[str, float]:
@@ -73,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not 0.0 < args.last <= 1.0:
         parser.error(f"--last {args.last}: a fraction in (0, 1]")
-    text = table({str(p): runs_of(p) for p in args.rows}, args.task, args.last)
+    text = table({str(p): finished_runs(p) for p in args.rows}, args.task, args.last)
     sys.stdout.write(text)
     if args.out:
         atomic_write_text(args.out, text)

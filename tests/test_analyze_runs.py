@@ -35,7 +35,7 @@ def test_analysis_of_a_row_reproduces_the_runs_f1_and_writes_markdown(tiny_cfg, 
 
 def test_a_folder_without_runs_is_a_clear_error(tmp_path):
     analyze_runs = load_script("analyze_runs")
-    with pytest.raises(SystemExit, match="no metrics.json"):
+    with pytest.raises(SystemExit, match=r"no finished run \(metrics.json\)"):
         analyze_runs.main([str(tmp_path)])
 
 

@@ -121,6 +121,21 @@ def run_differences(run_dir: Path, overrides: list[str] | tuple[str, ...],
     return config_changes(run_dir, overrides, seed)
 
 
+def finished_runs(path: str | Path) -> list[Path]:
+    """``path`` itself when it is a finished run (``metrics.json``), else its finished
+    sub-folder runs (a row of seeds: a recipe stage, a table script's row folder). Exits with
+    a message naming ``path`` when there is none."""
+    path = Path(path)
+    if (path / "metrics.json").is_file():
+        return [path]
+    found = sorted(p.parent for p in path.glob("*/metrics.json"))
+    if not found:
+        raise SystemExit(f"{path}: no finished run (metrics.json) in it or in its sub-folders; "
+                         "point at a run directory or at a folder of runs (a recipe stage, a "
+                         "row folder of a table script)")
+    return found
+
+
 def _run_name(run_dir: Path) -> str:
     return configuration_name(read_overrides(run_dir))
 
