@@ -272,7 +272,7 @@ def test_index_is_cached_and_rebuilt_when_a_list_changes(tree, tmp_path, monkeyp
 
 def test_build_through_train_py_gives_expression_and_va_batches(tree, tmp_path, tiny_cfg):
     """The batches `python train.py` builds carry the labels written into the fixture (training
-    on them, method.task=expr|va, is tests/test_expr_va_training.py)."""
+    on them, method.tasks=[expr] or [va], is tests/test_expr_va_training.py)."""
     from affectlab.build import build
 
     root, written = tree

@@ -358,7 +358,7 @@ def test_index_cache_is_reused_and_refreshed(tree, monkeypatch):
 # ----------------------------------------------------------------------------- end to end
 @pytest.mark.parametrize("overrides", [
     ["method=baseline", "method.tasks=[attr]"],
-    ["method=mlcr", "method.task=attr", "dataset.protocol=semi_supervised",
+    ["method=mlcr", "method.tasks=[attr]", "dataset.protocol=semi_supervised",
      "dataset.num_labeled=10", "dataset.num_unlabeled=20", "dataset.num_test=8",
      "method.step_two_start=1"],
 ], ids=["baseline-official", "mlcr-semi_supervised"])

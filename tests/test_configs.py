@@ -62,6 +62,15 @@ def test_every_experiment_composes(tmp_path, experiment):
     assert cfg.run_name
 
 
+@pytest.mark.parametrize("method", options("method"))
+@pytest.mark.parametrize("experiment", ["ssl_synthetic", "ssl_multitask_synthetic"])
+def test_semi_supervised_presets_take_every_method(tmp_path, experiment, method):
+    """The semi-supervised presets compare methods on one budget: each method's config must
+    accept the keys they set (method.tasks)."""
+    cfg = compose_config(tmp_path, [f"experiment={experiment}", f"method={method}"])
+    check_config(cfg.method, "method")
+
+
 @pytest.mark.parametrize("model", options("model"))
 def test_every_model_instantiates(tmp_path, model):
     cfg = compose_config(tmp_path, [f"model={model}"])

@@ -257,7 +257,7 @@ def test_index_is_cached_and_rebuilt_when_the_label_file_changes(tree, tmp_path,
 
 def test_build_through_train_py_gives_expression_batches(tree, tmp_path, tiny_cfg):
     """The batches `python train.py` builds carry the labels written into the fixture (training
-    on them, method.task=expr|va, is tests/test_expr_va_training.py)."""
+    on them, method.tasks=[expr] or [va], is tests/test_expr_va_training.py)."""
     from affectlab.build import build
 
     root, _ = tree

@@ -405,6 +405,20 @@ def test_rejects_unknown_options():
         make_mlcr(selective_ratio=[0.2, 0.3])  # 2 values for 3 labels
 
 
+def test_task_from_tasks_or_the_older_task_key():
+    assert make_mlcr().task == "au"
+    assert make_mlcr(tasks=["au"]).task == "au"
+    assert make_mlcr(task="au").task == "au"              # configs of earlier runs
+    with pytest.raises(ValueError, match="one multi-label task"):
+        make_mlcr(tasks=["au", "expr"])
+    with pytest.raises(ValueError, match="one multi-label task"):
+        make_mlcr(tasks=["va"])
+    with pytest.raises(ValueError, match="give one of the two"):
+        make_mlcr(tasks=["au"], task="au")
+    with pytest.raises(ValueError, match=r"has no 'attr' labels .* set method.tasks"):
+        make_mlcr(tasks=["attr"])                          # the table data has AUs only
+
+
 # -------------------------------------------------------------------------- end to end
 def test_tiny_mlcr_run_writes_au_f1(tiny_cfg, tmp_path):
     run_dir = tmp_path / "run"

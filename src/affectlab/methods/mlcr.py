@@ -159,6 +159,18 @@ class AURelationGCN(nn.Module):
         return weights + out if self.residual else out
 
 
+def _single_task(tasks: list[str] | None, task: str | None) -> str:
+    """The one multi-label task MLCR learns, from ``method.tasks`` or the older ``method.task``."""
+    if tasks is not None and task is not None:
+        raise ValueError(f"method.tasks={list(tasks)} and method.task={task!r}: give one of the "
+                         "two (method.tasks, the key every method takes)")
+    chosen = list(tasks) if tasks is not None else [task or "au"]
+    if len(chosen) != 1 or chosen[0] not in ("au", "attr"):
+        raise ValueError(f"method.tasks={chosen}: MLCR learns one multi-label task, "
+                         "method.tasks=[au] or method.tasks=[attr]")
+    return chosen[0]
+
+
 class MLCR(Method):
     """Multi-label co-regularization (Niu, Han, Shan & Chen, NeurIPS 2019).
 
@@ -233,7 +245,10 @@ class MLCR(Method):
     Args:
         model: factory returning a backbone with ``forward_features`` and ``num_features``;
             called twice (one per view).
-        task: the multi-label task, ``au`` or ``attr``.
+        tasks: the task list every method takes (``method.tasks``); MLCR learns one
+            multi-label task, so one of ``[au]`` (default) or ``[attr]``.
+        task: the same choice as one name, as the configs of runs made before ``tasks``
+            existed carry it (so they still evaluate); give one of the two.
         name: the method's name in run directories and ``metrics.json``.
         lambda_mv, lambda_cr: weights of L_mv and L_cr (paper: 400, 100); 0 removes the term.
         lambda_cr_step_two: λ_cr from ``step_two_start`` on (None: keep ``lambda_cr``).
@@ -260,7 +275,8 @@ class MLCR(Method):
     # L_mv compares the two views' classifiers; L_cr their predictions on every sample
     unsupervised_terms = {"multi_view": "heads", "co_regularization": "views"}
 
-    def __init__(self, *, model: ModelFactory, task: str = "au", name: str = "mlcr",
+    def __init__(self, *, model: ModelFactory, tasks: list[str] | None = None,
+                 task: str | None = None, name: str = "mlcr",
                  lambda_mv: float = 400.0, lambda_cr: float = 100.0,
                  lambda_cr_step_two: float | None = None, gcn: bool = True,
                  unlabeled: bool = True, step_two_start: int = 0,
@@ -294,7 +310,7 @@ class MLCR(Method):
                              "(0, 1)")
         if gcn_hidden is not None and gcn_hidden < 1:
             raise ValueError(f"method.gcn_hidden={gcn_hidden}: must be ≥ 1 (or null)")
-        self.task = task
+        self.task = _single_task(tasks, task)
         self.name = name
         self.lambda_mv = float(lambda_mv)
         self.lambda_cr = float(lambda_cr)
@@ -338,7 +354,8 @@ class MLCR(Method):
     def build(self, spec: DataSpec) -> None:
         if not spec.label_names.get(self.task):
             raise ValueError(f"dataset '{spec.name}' has no '{self.task}' labels in its training "
-                             f"split; choose method.task from {sorted(spec.label_names)}")
+                             f"split (it has {sorted(spec.label_names)}); set method.tasks to "
+                             "[au] or [attr], whichever it has")
         num_labels = len(spec.label_names[self.task])
         self.label_names = {self.task: list(spec.label_names[self.task])}
         features = self.views[0].num_features

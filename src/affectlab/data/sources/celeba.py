@@ -1,8 +1,8 @@
 """CelebA (Liu et al., ICCV 2015): 202,599 faces of 10,177 identities with 40 binary attributes.
 
 ``dataset=celeba``. The loader reads the official release in torchvision's layout (:data:`LAYOUT`)
-and exposes the 40 attributes as the ``attr`` task (``method.task=attr``); CelebA codes no AUs, so
-the ``au`` columns have zero width.
+and exposes the 40 attributes as the ``attr`` task (``method.tasks=[attr]``); CelebA codes no
+AUs, so the ``au`` columns have zero width.
 
 Files (all space-delimited; ``split()`` on whitespace, never on one space, because values are
 padded with several spaces; ``\\r\\n`` line ends are accepted):
