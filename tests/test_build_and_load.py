@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 
 import affectlab
 from affectlab.build import CONFIG_DIR
-from affectlab.config import upgrade_targets
+from affectlab.config import upgrade_config
 from affectlab.engine import CheckpointError
 from affectlab.engine.checkpoint import load_checkpoint
 from affectlab.inference import add_spec
@@ -45,7 +45,7 @@ def test_saved_configs_of_the_earlier_layout_name_todays_classes():
     old = {"trainer": {"_target_": "affectlab.trainer.Trainer", "max_epochs": 3},
            "dataset": {"_target_": "affectlab.datasets.synthetic.SyntheticFaces"},
            "other": [{"_target_": "affectlab.datasets.real.X"}], "seed": 0}
-    assert upgrade_targets(old) == {
+    assert upgrade_config(old) == {
         "trainer": {"_target_": "affectlab.engine.TrainerSettings", "max_epochs": 3},
         "dataset": {"_target_": "affectlab.data.sources.synthetic.benchmark.SyntheticFaces"},
         "other": [{"_target_": "affectlab.data.sources.on_disk.X"}], "seed": 0}

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from affectlab.config import upgrade_config
 from affectlab.losses import (
     binary_entropy,
     co_regularization_loss,
@@ -405,18 +406,24 @@ def test_rejects_unknown_options():
         make_mlcr(selective_ratio=[0.2, 0.3])  # 2 values for 3 labels
 
 
-def test_task_from_tasks_or_the_older_task_key():
+def test_the_one_task_comes_from_method_tasks():
     assert make_mlcr().task == "au"
     assert make_mlcr(tasks=["au"]).task == "au"
-    assert make_mlcr(task="au").task == "au"              # configs of earlier runs
-    with pytest.raises(ValueError, match="one multi-label task"):
-        make_mlcr(tasks=["au", "expr"])
-    with pytest.raises(ValueError, match="one multi-label task"):
-        make_mlcr(tasks=["va"])
-    with pytest.raises(ValueError, match="give one of the two"):
-        make_mlcr(tasks=["au"], task="au")
+    for tasks in (["au", "expr"], ["va"], []):
+        with pytest.raises(ValueError, match="one multi-label task"):
+            make_mlcr(tasks=tasks)
     with pytest.raises(ValueError, match=r"has no 'attr' labels .* set method.tasks"):
         make_mlcr(tasks=["attr"])                          # the table data has AUs only
+
+
+def test_configs_saved_with_the_older_task_key_read_as_tasks():
+    old = {"method": {"_target_": "affectlab.methods.mlcr.MLCR", "task": "attr", "gcn": True},
+           "dataset": {"_target_": "x.Y", "task": "kept"}}
+    assert upgrade_config(old) == {
+        "method": {"_target_": "affectlab.methods.mlcr.MLCR", "gcn": True, "tasks": ["attr"]},
+        "dataset": {"_target_": "x.Y", "task": "kept"}}
+    both = {"_target_": "affectlab.methods.mlcr.MLCR", "task": "au", "tasks": ["attr"]}
+    assert upgrade_config(both) == both                    # a new key is never overwritten
 
 
 # -------------------------------------------------------------------------- end to end

@@ -544,3 +544,27 @@ def test_a_second_rendering_of_each_pool_face_changes_only_the_nuisances(tmp_pat
     assert differs(still) < 0.05 < 0.5 < differs(sample)
     with pytest.raises(ValueError, match="dataset.pool_renderings=3"):
         tiny(tmp_path / "bad", pool_renderings=3)
+
+
+def test_the_second_rendering_can_show_the_au_state_on_another_person(tmp_path):
+    calm = dict(rotation_deg=0.0, scale_jitter=0.0, shift_jitter=0.0, yaw_jitter=0.0,
+                illumination=0.0, noise_std=0.0, clutter=0, occlusion_prob=0.0)
+    same = tiny(tmp_path / "same", pool_renderings=2, **calm)
+    source = tiny(tmp_path / "other", pool_renderings=2, pool_rendering_face="other", **calm)
+    assert source.params.digest() != same.params.digest()
+    other, same = source.build(), same.build()
+    # the first rendering and every label are the one-face benchmark's
+    assert np.array_equal(other.unlabeled.table.au, same.unlabeled.table.au)
+    other_person, same_person = other.unlabeled[0], same.unlabeled[0]
+    assert torch.equal(other_person["image"], same_person["image"])
+
+    def differs(pair: dict) -> float:      # share of pixels that differ between the renderings
+        return float(((pair["image"] - pair["image_alt"]).abs() > 2 / 255).float().mean())
+
+    # nuisances off: the same person's second rendering differs only in gaze; another
+    # person's face (shape, skin, hair) differs in much of the picture
+    assert differs(same_person) < 0.05 < 0.2 < differs(other_person)
+    with pytest.raises(ValueError, match="pool_rendering_face='nobody'"):
+        tiny(tmp_path / "bad", pool_renderings=2, pool_rendering_face="nobody")
+    with pytest.raises(ValueError, match="set dataset.pool_renderings=2"):
+        tiny(tmp_path / "bad", pool_rendering_face="other")

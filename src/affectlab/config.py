@@ -12,6 +12,7 @@ from __future__ import annotations
 import inspect
 import types
 import typing
+from collections.abc import Callable
 from typing import Any
 
 from hydra.utils import get_class, get_method, instantiate
@@ -114,9 +115,18 @@ MOVED_TARGETS: dict[str, str] = {
 }
 
 
-def upgrade_targets(config: Any) -> Any:
-    """A plain config (dicts and lists) with every ``_target_`` of an earlier version's module
-    layout renamed to today's (:data:`MOVED_TARGETS`, first match); other values unchanged."""
+#: Keys a class's config had in earlier versions: ``(target, old key) → (new key, new value
+#: of the old one)``; a saved config holding the old key (and not the new) is read with the new.
+RENAMED_KEYS: dict[tuple[str, str], tuple[str, Callable[[Any], Any]]] = {
+    # MLCR took its one task as ``task: au`` before every method took ``tasks``
+    ("affectlab.methods.mlcr.MLCR", "task"): ("tasks", lambda task: [task]),
+}
+
+
+def upgrade_config(config: Any) -> Any:
+    """A plain config (dicts and lists) as today's code reads it: every ``_target_`` of an
+    earlier version's module layout renamed to today's (:data:`MOVED_TARGETS`, first match),
+    then the keys of its node renamed (:data:`RENAMED_KEYS`); other values unchanged."""
     if isinstance(config, dict):
         out = {}
         for key, value in config.items():
@@ -125,8 +135,11 @@ def upgrade_targets(config: Any) -> Any:
                     if value == old or (old.endswith(".") and value.startswith(old)):
                         value = new + value[len(old):] if old.endswith(".") else new
                         break
-            out[key] = upgrade_targets(value)
+            out[key] = upgrade_config(value)
+        for (target, old_key), (new_key, convert) in RENAMED_KEYS.items():
+            if out.get("_target_") == target and old_key in out and new_key not in out:
+                out[new_key] = convert(out.pop(old_key))
         return out
     if isinstance(config, list):
-        return [upgrade_targets(v) for v in config]
+        return [upgrade_config(v) for v in config]
     return config

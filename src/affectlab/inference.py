@@ -23,7 +23,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from affectlab.build import build_data, build_method
-from affectlab.config import upgrade_targets
+from affectlab.config import upgrade_config
 from affectlab.data.contract import DataSpec, FaceData
 from affectlab.data.transforms import InputTransform
 from affectlab.engine.checkpoint import (
@@ -76,7 +76,7 @@ def run_config(run_dir: str | Path) -> DictConfig:
     if not path.is_file():
         raise CheckpointError(f"{run_dir} has no config_resolved.yaml: it is not a run "
                               "directory of affectlab.")
-    return OmegaConf.create(upgrade_targets(OmegaConf.to_container(OmegaConf.load(path))))
+    return OmegaConf.create(upgrade_config(OmegaConf.to_container(OmegaConf.load(path))))
 
 
 def load_run(run_dir: str | Path, *, device: str = "cpu", which: str = "best.pt",
@@ -91,7 +91,7 @@ def load_run(run_dir: str | Path, *, device: str = "cpu", which: str = "best.pt"
     if checkpoint.get("config") is None:
         raise CheckpointError(f"{path} holds no config: it cannot be rebuilt. Use a checkpoint "
                               "written by affectlab's trainer.")
-    cfg = OmegaConf.create(upgrade_targets(checkpoint["config"]))
+    cfg = OmegaConf.create(upgrade_config(checkpoint["config"]))
     run_data = build_data(cfg, pack=False) if data else None
     if checkpoint.get("spec") is not None:
         method = build_method(cfg, spec=DataSpec.from_dict(checkpoint["spec"]))

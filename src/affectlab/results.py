@@ -18,7 +18,7 @@ import yaml
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
-from affectlab.config import upgrade_targets
+from affectlab.config import upgrade_config
 
 # Overrides that change where or how fast a run goes, not what it computes.
 NOT_PART_OF_THE_NAME = ("seed=", "hydra.", "dataset.root=", "dataset.num_workers=",
@@ -101,7 +101,7 @@ def config_changes(run_dir: Path, overrides: list[str] | tuple[str, ...], seed: 
     resolved_file = run_dir / "config_resolved.yaml"
     if not resolved_file.is_file():
         return []
-    then = flatten(upgrade_targets(yaml.safe_load(resolved_file.read_text()) or {}))
+    then = flatten(upgrade_config(yaml.safe_load(resolved_file.read_text()) or {}))
     now = composed_config((*overrides, f"seed={seed}"))
     changed = sorted(key for key in then
                      if then.get(key) != now.get(key)

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from affectlab.config import upgrade_targets
+from affectlab.config import upgrade_config
 from affectlab.engine.checkpoint import CheckpointError
 from affectlab.results import flatten
 
@@ -42,7 +42,7 @@ def resume_differences(saved: dict[str, Any] | None,
     keeps the earlier behaviour."""
     if saved is None or current is None:
         return {}
-    old, new = flatten(upgrade_targets(saved)), flatten(current)
+    old, new = flatten(upgrade_config(saved)), flatten(current)
     return {k: (old.get(k), new.get(k)) for k in sorted(old)
             if old.get(k) != new.get(k) and not under(k, RESUME_FREE_KEYS)}
 

@@ -159,12 +159,9 @@ class AURelationGCN(nn.Module):
         return weights + out if self.residual else out
 
 
-def _single_task(tasks: list[str] | None, task: str | None) -> str:
-    """The one multi-label task MLCR learns, from ``method.tasks`` or the older ``method.task``."""
-    if tasks is not None and task is not None:
-        raise ValueError(f"method.tasks={list(tasks)} and method.task={task!r}: give one of the "
-                         "two (method.tasks, the key every method takes)")
-    chosen = list(tasks) if tasks is not None else [task or "au"]
+def _single_task(tasks: list[str] | None) -> str:
+    """The one multi-label task MLCR learns (``method.tasks``; None: ``au``)."""
+    chosen = list(tasks) if tasks is not None else ["au"]
     if len(chosen) != 1 or chosen[0] not in ("au", "attr"):
         raise ValueError(f"method.tasks={chosen}: MLCR learns one multi-label task, "
                          "method.tasks=[au] or method.tasks=[attr]")
@@ -246,9 +243,8 @@ class MLCR(Method):
         model: factory returning a backbone with ``forward_features`` and ``num_features``;
             called twice (one per view).
         tasks: the task list every method takes (``method.tasks``); MLCR learns one
-            multi-label task, so one of ``[au]`` (default) or ``[attr]``.
-        task: the same choice as one name, as the configs of runs made before ``tasks``
-            existed carry it (so they still evaluate); give one of the two.
+            multi-label task: ``[au]`` (default) or ``[attr]``. (Configs saved before this
+            key carry ``task: au``: :data:`affectlab.config.RENAMED_KEYS` reads them.)
         name: the method's name in run directories and ``metrics.json``.
         lambda_mv, lambda_cr: weights of L_mv and L_cr (paper: 400, 100); 0 removes the term.
         lambda_cr_step_two: λ_cr from ``step_two_start`` on (None: keep ``lambda_cr``).
@@ -275,8 +271,7 @@ class MLCR(Method):
     # L_mv compares the two views' classifiers; L_cr their predictions on every sample
     unsupervised_terms = {"multi_view": "heads", "co_regularization": "views"}
 
-    def __init__(self, *, model: ModelFactory, tasks: list[str] | None = None,
-                 task: str | None = None, name: str = "mlcr",
+    def __init__(self, *, model: ModelFactory, tasks: list[str] | None = None, name: str = "mlcr",
                  lambda_mv: float = 400.0, lambda_cr: float = 100.0,
                  lambda_cr_step_two: float | None = None, gcn: bool = True,
                  unlabeled: bool = True, step_two_start: int = 0,
@@ -310,7 +305,7 @@ class MLCR(Method):
                              "(0, 1)")
         if gcn_hidden is not None and gcn_hidden < 1:
             raise ValueError(f"method.gcn_hidden={gcn_hidden}: must be ≥ 1 (or null)")
-        self.task = _single_task(tasks, task)
+        self.task = _single_task(tasks)
         self.name = name
         self.lambda_mv = float(lambda_mv)
         self.lambda_cr = float(lambda_cr)

@@ -155,6 +155,9 @@ class GenerationParams:
     # renderings of each pool face: 2 adds a second one (same face, same AU state and labels,
     # new pose, lighting, clutter, occluder and noise), read as the pool's ``image_alt``
     pool_renderings: int = 1
+    # the face of that second rendering: same (the pool face's person) | other (a new person
+    # drawn for it, showing the same AU state): a view that changes the identity too
+    pool_rendering_face: str = "same"
 
     def split_sizes(self) -> dict[str, tuple[int, int]]:
         """``{split: (subjects, images per subject)}``."""
@@ -171,13 +174,15 @@ class GenerationParams:
 
     def digest(self) -> str:
         """12 hex digits of SHA-256 over the parameters and GENERATOR_VERSION (the defaults
-        ``pool_identities="new"`` and ``pool_renderings=1`` are left out, so benchmarks made
-        before them keep their hash)."""
+        ``pool_identities="new"``, ``pool_renderings=1`` and ``pool_rendering_face="same"``
+        are left out, so benchmarks made before them keep their hash)."""
         fields = asdict(self)
         if fields["pool_identities"] == "new":
             del fields["pool_identities"]
         if fields["pool_renderings"] == 1:
             del fields["pool_renderings"]
+        if fields["pool_rendering_face"] == "same":
+            del fields["pool_rendering_face"]
         if fields["expression_frequencies"] is None:
             del fields["expression_frequencies"]
         else:
@@ -362,11 +367,14 @@ def _generate_subject(task: tuple[GenerationParams, str, int, int, str]) -> dict
         relative = image_path(split, subject_id, first_file + k)
         Image.fromarray(image).save(Path(directory) / relative, format="PNG")
         for rendering in range(1, params.pool_renderings if split == "unlabeled" else 1):
-            # the same face and AU state under a nuisance of its own draw; the first
-            # rendering's draws are untouched, so its files equal a one-rendering benchmark's
+            # the same AU state under a nuisance of its own draw, on the same face or (face
+            # "other") a new person's; the first rendering's draws are untouched, so its files
+            # equal a one-rendering benchmark's
             other = np.random.default_rng(np.random.SeedSequence(
                 params.seed, spawn_key=(SPLITS.index(split), subject_index, k + 1, rendering)))
-            again = render(subject, labels, draw_nuisance(other, subject, params), params)
+            shown = (subject if params.pool_rendering_face == "same"
+                     else sample_subject(other, params.expression_frequencies))
+            again = render(shown, labels, draw_nuisance(other, shown, params), params)
             Image.fromarray(again).save(Path(directory) / alternate_path(relative, rendering),
                                         format="PNG")
         x = image.reshape(-1, 3).astype(np.float64) / 255.0
@@ -594,6 +602,10 @@ class Synthetic:
             face and AU state, new pose, lighting, clutter, occluder and noise), read as the
             pool samples' ``image_alt`` (:class:`PoolWithRenderings`): a perturbation that
             changes exactly the generator's nuisances.
+        pool_rendering_face: ``same`` (default) or ``other``: the second rendering shows the
+            pool face's AU state on the face of a new person drawn for it (its own identity,
+            same AU intensities): a perturbation that changes the identity too, which no
+            augmentation of a real image can.
         pool_identities: ``new`` (default: the pool's subjects are people seen nowhere else) or
             ``shared`` (pool subject i is labelled subject i mod num_subjects_train, in new
             images: the pool carries the labelled identities, like unlabelled frames of the
@@ -643,6 +655,7 @@ class Synthetic:
         pool_labels: list[str] | tuple[str, ...] = ("expr",),
         train_labels: str = "all",
         pool_renderings: int = 1,
+        pool_rendering_face: str = "same",
         num_workers: int = 0,
     ) -> None:
         self.name = name
@@ -692,6 +705,7 @@ class Synthetic:
             intensity_alpha=float(intensity_alpha), intensity_beta=float(intensity_beta),
             va_noise=float(va_noise), au_effect_scale=float(au_effect_scale),
             pool_identities=str(pool_identities), pool_renderings=int(pool_renderings),
+            pool_rendering_face=str(pool_rendering_face),
             expression_frequencies=(None if expression_frequencies is None
                                     else tuple(float(f) for f in expression_frequencies)),
         )
@@ -729,6 +743,13 @@ class Synthetic:
         if p.pool_renderings not in (1, 2):
             raise ValueError(f"dataset.pool_renderings={p.pool_renderings}: 1 (one image per pool "
                              "face) or 2 (a second rendering of each, read as image_alt)")
+        if p.pool_rendering_face not in ("same", "other"):
+            raise ValueError(f"dataset.pool_rendering_face={p.pool_rendering_face!r}: use same "
+                             "(the pool face's person) or other (a new person, same AU state)")
+        if p.pool_rendering_face == "other" and p.pool_renderings == 1:
+            raise ValueError("dataset.pool_rendering_face=other changes the pool's second "
+                             "rendering, which dataset.pool_renderings=1 does not make: set "
+                             "dataset.pool_renderings=2")
         if p.pool_identities not in ("new", "shared"):
             raise ValueError(f"dataset.pool_identities={p.pool_identities!r}: use new or shared")
 
