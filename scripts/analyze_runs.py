@@ -22,7 +22,6 @@ per-label table of AP and one of F1@val-thr. Runs are read, never written.
 from __future__ import annotations
 
 import argparse
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,8 +31,7 @@ from omegaconf import OmegaConf
 from affectlab.build import build_trainer
 from affectlab.inference import load_run
 from affectlab.metrics import average_precision, best_thresholds, multilabel_metrics
-from affectlab.results import finished_runs, mean_std
-from affectlab.utils import atomic_write_text
+from affectlab.results import finished_runs, mean_std, publish_report
 
 PERCENT = 100.0
 
@@ -132,10 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = {name: [analyze_run(run, args.task, args.device) for run in finished_runs(path)]
             for name, path in zip(row_names(args.paths), args.paths)}
     text = report(rows)
-    sys.stdout.write(text)
-    if args.out:
-        atomic_write_text(args.out, text)
-    return 0
+    return publish_report(text, args.out)
 
 
 if __name__ == "__main__":

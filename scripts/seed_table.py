@@ -14,11 +14,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
-from affectlab.results import finished_runs, mean_std
-from affectlab.utils import atomic_write_text
+from affectlab.results import finished_runs, mean_std, publish_report
 
 
 def run_values(run_dir: Path, task: str) -> dict[str, float]:
@@ -76,10 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.versus is not None and args.versus not in rows:
         parser.error(f"--versus {args.versus}: not one of the rows {list(rows)}")
     text = table(rows, args.task, args.versus)
-    sys.stdout.write(text)
-    if args.out:
-        atomic_write_text(args.out, text)
-    return 0
+    return publish_report(text, args.out)
 
 
 if __name__ == "__main__":

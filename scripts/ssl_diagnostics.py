@@ -16,11 +16,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
-from affectlab.results import finished_runs, mean_std
-from affectlab.utils import atomic_write_text
+from affectlab.results import finished_runs, mean_std, publish_report
 
 TERMS = ("consistency", "co_regularization")
 
@@ -63,10 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     if not 0.0 < args.last <= 1.0:
         parser.error(f"--last {args.last}: a fraction in (0, 1]")
     text = table({str(p): finished_runs(p) for p in args.rows}, args.task, args.last)
-    sys.stdout.write(text)
-    if args.out:
-        atomic_write_text(args.out, text)
-    return 0
+    return publish_report(text, args.out)
 
 
 if __name__ == "__main__":

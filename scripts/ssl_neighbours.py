@@ -27,7 +27,6 @@ directory), never writes them.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -38,8 +37,7 @@ from affectlab.engine.evaluation import predict_split
 from affectlab.inference import load_run
 from affectlab.methods.heads import TaskHeads
 from affectlab.metrics import average_precision
-from affectlab.results import finished_runs, mean_std
-from affectlab.utils import atomic_write_text
+from affectlab.results import finished_runs, mean_std, publish_report
 
 COLUMNS = ("same person", "chance", "kNN AP", "kNN AP, other people", "head AP",
            "prevalence")
@@ -168,10 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     with torch.inference_mode():
         text = table({str(p): finished_runs(p) for p in args.rows}, args.split, args.k,
                      args.pixels)
-    sys.stdout.write(text)
-    if args.out:
-        atomic_write_text(args.out, text)
-    return 0
+    return publish_report(text, args.out)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import json
 import statistics
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
 from affectlab.config import upgrade_config
+from affectlab.utils import atomic_write_text
 
 # Overrides that change where or how fast a run goes, not what it computes.
 NOT_PART_OF_THE_NAME = ("seed=", "hydra.", "dataset.root=", "dataset.num_workers=",
@@ -119,6 +121,15 @@ def run_differences(run_dir: Path, overrides: list[str] | tuple[str, ...],
     if found != expected:
         return [f"overrides: {' '.join(found)} then, {' '.join(expected)} now"]
     return config_changes(run_dir, overrides, seed)
+
+
+def publish_report(text: str, out: str | Path | None) -> int:
+    """Print a report script's Markdown and, when ``out`` is given, write it there atomically
+    (never half-written). Returns 0, the script's exit status."""
+    sys.stdout.write(text)
+    if out:
+        atomic_write_text(out, text)
+    return 0
 
 
 def finished_runs(path: str | Path) -> list[Path]:
