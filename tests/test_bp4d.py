@@ -20,7 +20,7 @@ from affectlab.data.layouts.bp4d import default_subjects, first_frame, write_lay
 from affectlab.data.layouts.faces import layout_faces
 from affectlab.data.sources import bp4d
 from affectlab.data.sources.bp4d import BP4D, PARTS
-from affectlab.data.sources.synthetic.benchmark import UNKNOWN as FACE_UNKNOWN
+from affectlab.data.sources.synthetic.story import UNKNOWN as FACE_UNKNOWN
 from affectlab.train import run
 
 AUS = [1, 2, 4, 6, 7, 10, 12, 14, 15, 17, 23, 24]

@@ -11,6 +11,8 @@ import torch
 from omegaconf import OmegaConf
 
 import affectlab.data.sources.synthetic.benchmark as S
+import affectlab.data.sources.synthetic.files as F
+import affectlab.data.sources.synthetic.story as story
 from affectlab.config import check_config
 from affectlab.data.contract import EXPRESSIONS, DataError
 from affectlab.data.sources.synthetic.faces import (
@@ -62,8 +64,8 @@ def test_same_seed_gives_identical_files_other_seed_differs(tmp_path):
     a, b = tiny(tmp_path / "a"), tiny(tmp_path / "b")
     a.build(), b.build()
     assert a.dataset_dir.name == b.dataset_dir.name
-    csv_a = (a.dataset_dir / S.LABELS_FILE).read_bytes()
-    assert csv_a == (b.dataset_dir / S.LABELS_FILE).read_bytes()
+    csv_a = (a.dataset_dir / F.LABELS_FILE).read_bytes()
+    assert csv_a == (b.dataset_dir / F.LABELS_FILE).read_bytes()
     images = sorted((a.dataset_dir / "images").rglob("*.png"))
     assert len(images) == 48
     for image in images[::7]:
@@ -72,7 +74,7 @@ def test_same_seed_gives_identical_files_other_seed_differs(tmp_path):
     c = tiny(tmp_path / "c", seed=1)
     c.build()
     assert c.dataset_dir.name != a.dataset_dir.name
-    assert (c.dataset_dir / S.LABELS_FILE).read_bytes() != csv_a
+    assert (c.dataset_dir / F.LABELS_FILE).read_bytes() != csv_a
     first = "images/train/00000_000.png"
     assert (c.dataset_dir / first).read_bytes() != (a.dataset_dir / first).read_bytes()
 
@@ -80,7 +82,7 @@ def test_same_seed_gives_identical_files_other_seed_differs(tmp_path):
 def test_worker_processes_give_identical_files(tmp_path):
     serial, parallel = tiny(tmp_path / "serial"), tiny(tmp_path / "parallel", num_workers=2)
     serial.generate(), parallel.generate()
-    for path in [S.LABELS_FILE, "images/test/00011_003.png", "images/unlabeled/00004_002.png"]:
+    for path in [F.LABELS_FILE, "images/test/00011_003.png", "images/unlabeled/00004_002.png"]:
         assert ((serial.dataset_dir / path).read_bytes()
                 == (parallel.dataset_dir / path).read_bytes())
 
@@ -96,14 +98,14 @@ def test_parameter_change_gives_new_folder_and_reuse_does_not_regenerate(tmp_pat
     dataset = tiny(tmp_path)
     dataset.build()
     folder = dataset.dataset_dir
-    meta = (folder / S.META_FILE).read_bytes()
+    meta = (folder / F.META_FILE).read_bytes()
     for change in [dict(rotation_deg=5.0), dict(noise_std=0.0), dict(image_size=40),
                    dict(num_subjects_val=4), dict(au_effect_scale=0.5)]:
         assert tiny(tmp_path, **change).dataset_dir != folder, change
     # labels exposed, the oracle switch and the workers do not change the files
     for same in [dict(aus=[12, 1]), dict(oracle=True), dict(num_workers=2), dict(name="x")]:
         assert tiny(tmp_path, **same).dataset_dir == folder, same
-    monkeypatch.setattr(S, "GENERATOR_VERSION", S.GENERATOR_VERSION + 1)
+    monkeypatch.setattr(story, "GENERATOR_VERSION", story.GENERATOR_VERSION + 1)
     assert tiny(tmp_path).dataset_dir != folder
     monkeypatch.undo()
 
@@ -113,12 +115,12 @@ def test_parameter_change_gives_new_folder_and_reuse_does_not_regenerate(tmp_pat
     monkeypatch.setattr(S, "generate_dataset", must_not_run)
     data = tiny(tmp_path).build()
     assert len(data.train) == 12
-    assert (folder / S.META_FILE).read_bytes() == meta
+    assert (folder / F.META_FILE).read_bytes() == meta
 
 
 def test_interrupted_generation_leaves_nothing_trusted(tmp_path, monkeypatch):
     calls = {"n": 0}
-    real_render = S.render_face
+    real_render = story.render_face
 
     def crash_midway(*args, **kwargs):
         calls["n"] += 1
@@ -126,7 +128,7 @@ def test_interrupted_generation_leaves_nothing_trusted(tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real_render(*args, **kwargs)
 
-    monkeypatch.setattr(S, "render_face", crash_midway)
+    monkeypatch.setattr(story, "render_face", crash_midway)
     dataset = tiny(tmp_path)
     with pytest.raises(KeyboardInterrupt):
         dataset.build()
@@ -142,7 +144,7 @@ def test_folder_without_complete_meta_is_regenerated(tmp_path):
     (dataset.dataset_dir / "junk.txt").write_text("half-written")
     data = dataset.build()
     assert len(data.val) == 12 and not (dataset.dataset_dir / "junk.txt").exists()
-    assert S.read_meta(dataset.dataset_dir)["complete"] is True
+    assert F.read_meta(dataset.dataset_dir)["complete"] is True
 
 
 def test_relative_root_resolves_against_cwd(tmp_path, monkeypatch):
@@ -203,7 +205,7 @@ def test_occluded_aus_are_unknown_not_negative(moderate):
     assert (~table.au_mask).any(), "occlusion_prob=0.5 must hide some AUs"
     assert (table.au[~table.au_mask] == 0).all()
     # in the CSV, hidden AUs are the EmotioNet sentinel
-    text = (dataset.dataset_dir / S.LABELS_FILE).read_text().splitlines()
+    text = (dataset.dataset_dir / F.LABELS_FILE).read_text().splitlines()
     assert any(",999" in line for line in text[1:])
 
 
@@ -219,14 +221,14 @@ def test_occluder_over_the_eyes_hides_eye_aus_only():
 
 def test_label_noise_keeps_rates_and_zero_noise_labels_the_truth():
     rng = np.random.default_rng(0)
-    subject = S.sample_subject(rng)
+    subject = story.sample_subject(rng)
     noiseless = S.Synthetic(label_noise=0.0).params
     noisy = S.Synthetic(label_noise=0.25).params
     draws = 3000
-    clean = [S.sample_labels(rng, subject, noiseless) for _ in range(draws)]
+    clean = [story.sample_labels(rng, subject, noiseless) for _ in range(draws)]
     for labels in clean[:300]:
         assert all(labels.au_labels[au] == int(labels.intensity[au] > 0) for au in SUPPORTED_AUS)
-    dirty = [S.sample_labels(rng, subject, noisy) for _ in range(draws)]
+    dirty = [story.sample_labels(rng, subject, noisy) for _ in range(draws)]
     clean_rate = np.mean([labels.au_labels[12] for labels in clean])
     dirty_rate = np.mean([labels.au_labels[12] for labels in dirty])
     mismatch = np.mean([labels.au_labels[12] != int(labels.intensity[12] > 0) for labels in dirty])
@@ -234,7 +236,7 @@ def test_label_noise_keeps_rates_and_zero_noise_labels_the_truth():
     assert mismatch > 0.1
     intensities = np.array([[labels.intensity[au] for au in SUPPORTED_AUS] for labels in clean])
     present = intensities[intensities > 0]
-    assert present.min() >= S.MIN_INTENSITY and present.max() <= 1
+    assert present.min() >= story.MIN_INTENSITY and present.max() <= 1
 
 
 # ------------------------------------------------------------------------------------------
@@ -329,7 +331,7 @@ def test_splits_are_subject_exclusive(tiny_data):
 def test_subject_shared_between_splits_is_rejected(tmp_path):
     dataset = tiny(tmp_path)
     dataset.build()
-    labels = dataset.dataset_dir / S.LABELS_FILE
+    labels = dataset.dataset_dir / F.LABELS_FILE
     lines = labels.read_text().splitlines()
     test_line = next(i for i, line in enumerate(lines) if ",test," in line)
     fields = lines[test_line].split(",")
@@ -414,19 +416,19 @@ def test_invalid_arguments_fail_at_construction(tmp_path):
 ])
 def test_malformed_csv_line_names_file_and_line(tiny_data, tmp_path, bad_line, why):
     dataset, _ = tiny_data
-    lines = (dataset.dataset_dir / S.LABELS_FILE).read_text().splitlines()
+    lines = (dataset.dataset_dir / F.LABELS_FILE).read_text().splitlines()
     lines.insert(4, bad_line)  # becomes line 5 of the file
-    broken = tmp_path / S.LABELS_FILE
+    broken = tmp_path / F.LABELS_FILE
     broken.write_text("\n".join(lines) + "\n")
-    with pytest.raises(DataError, match=rf"{S.LABELS_FILE}, line 5: .*{why}"):
-        S.read_labels_csv(broken, S.DEFAULT_AUS)
+    with pytest.raises(DataError, match=rf"{F.LABELS_FILE}, line 5: .*{why}"):
+        F.read_labels_csv(broken, S.DEFAULT_AUS)
 
 
 def test_csv_without_requested_au_column(tmp_path):
-    path = tmp_path / S.LABELS_FILE
+    path = tmp_path / F.LABELS_FILE
     path.write_text("path,split,subject,expression,valence,arousal,AU1\n")
     with pytest.raises(DataError, match=r"line 1: header lacks column\(s\) \['AU12'\]"):
-        S.read_labels_csv(path, [1, 12])
+        F.read_labels_csv(path, [1, 12])
 
 
 def test_missing_image_is_a_data_error(tmp_path):

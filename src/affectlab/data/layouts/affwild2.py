@@ -25,7 +25,7 @@ from affectlab.data.sources.affwild2 import (
     VALIDATION_FOLDER,
     video_of,
 )
-from affectlab.data.sources.synthetic.benchmark import UNKNOWN as LAYOUT_UNKNOWN
+from affectlab.data.sources.synthetic.story import UNKNOWN as LAYOUT_UNKNOWN
 
 # Video names shaped like Aff-Wild2's (<id>-<fps>-<width>x<height>, plain numbers, videoN), some
 # ending in "-1" (which is part of the name, not a side).

@@ -12,7 +12,7 @@ from PIL import Image
 from affectlab.data.faces.alignment import IBUG68_TO_49, template_landmarks68
 from affectlab.data.layouts.faces import LayoutFace
 from affectlab.data.sources.bp4d import PARTS, SUBJECTS, UNKNOWN
-from affectlab.data.sources.synthetic.benchmark import UNKNOWN as LAYOUT_UNKNOWN
+from affectlab.data.sources.synthetic.story import UNKNOWN as LAYOUT_UNKNOWN
 
 
 def default_subjects(n: int) -> list[str]:

@@ -15,7 +15,7 @@ from affectlab.data.sources.emotionet import (
     MANUAL,
     image_name,
 )
-from affectlab.data.sources.synthetic.benchmark import UNKNOWN
+from affectlab.data.sources.synthetic.story import UNKNOWN
 
 
 def face_url(face: LayoutFace, *, host: str = "example.invalid") -> str:

@@ -1,5 +1,5 @@
 """The synthetic faces every layout writer lays out: drawn by the synthetic benchmark's story
-(:mod:`affectlab.data.sources.synthetic.benchmark`), with the labels a real release would hold."""
+(:mod:`affectlab.data.sources.synthetic.story`), with the labels a real release would hold."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from affectlab.data.sources.synthetic.benchmark import (
+from affectlab.data.sources.synthetic.story import (
     GenerationParams,
     ImageLabels,
     rng_for,

@@ -107,7 +107,7 @@ from affectlab.data.sources.on_disk import (
     Problems,
     SplitManifest,
 )
-from affectlab.data.sources.synthetic.benchmark import UNKNOWN
+from affectlab.data.sources.synthetic.story import UNKNOWN
 
 log = logging.getLogger(__name__)
 

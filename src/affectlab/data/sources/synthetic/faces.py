@@ -1,7 +1,7 @@
 """Procedural cartoon faces whose facial action units (AUs) have visible, local effects.
 
 This module is the renderer of the synthetic benchmark
-(:mod:`affectlab.data.sources.synthetic.benchmark`): identity parameters (:class:`FaceParams`)
+(:mod:`affectlab.data.sources.synthetic.story`): identity parameters (:class:`FaceParams`)
 + AU intensities (``{au: intensity in [0, 1]}``) + image nuisances (:class:`Nuisance`) → an RGB
 image (uint8, ``(H, W, 3)``). Only numpy and Pillow.
 
