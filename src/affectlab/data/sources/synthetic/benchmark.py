@@ -42,7 +42,7 @@ DEFAULT_AUS: tuple[int, ...] = (1, 2, 4, 5, 6, 9, 12, 17, 20, 25, 26, 43)
 
 
 class Synthetic:
-    """The synthetic face benchmark (see the module doc for the generative story).
+    """The synthetic face benchmark (the generative story: :mod:`.story`).
 
     Args:
         name: dataset name in logs and results.

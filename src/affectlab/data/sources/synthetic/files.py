@@ -3,9 +3,9 @@
 On disk (``root/<hash of the generation parameters>/``): ``images/<split>/<subject>_<k>.png``,
 ``labels.csv`` (``path,split,subject,expression,valence,arousal,AU1,...`` over every supported
 AU, values 1/0/999) and ``meta.json`` (parameters, hash, counts, statistics), written last.
-Generation goes to a temporary folder that is renamed into place when complete.
-Every image comes from the story (:mod:`.story`); the labels are read back through the same
-:class:`~affectlab.data.contract.LabelTable` as every real dataset's.
+Generation goes to a temporary folder that :meth:`~.benchmark.Synthetic.generate` renames into
+place when complete. Every image comes from the story (:mod:`.story`); the labels are read
+back through the same :class:`~affectlab.data.contract.LabelTable` as every real dataset's.
 """
 
 from __future__ import annotations
@@ -170,6 +170,7 @@ def read_meta(directory: Path, expected_hash: str | None = None) -> dict[str, An
         return None
     if not isinstance(meta, dict) or meta.get("complete") is not True:
         return None
+    # read through the module, never copied: one value (which the tests patch)
     if meta.get("generator_version") != story.GENERATOR_VERSION:
         return None
     if expected_hash is not None and meta.get("hash") != expected_hash:
