@@ -1,4 +1,4 @@
-"""What the build-time image check costs (``affectlab.data.sources.on_disk.readable_images``).
+"""What the build-time image check costs (``affectlab.data.sources.image_checks.readable_images``).
 
 Writes ``--count`` small face-sized images (half JPEG, half PNG, ``--size`` px, 1,000 per folder
 as in a frame tree) under ``--dir`` (default: a fresh folder in the system temp dir, removed
@@ -38,7 +38,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
 from affectlab.data.sources import on_disk as real  # noqa: E402
-from affectlab.data.sources.on_disk import IMAGE_CHECK_THREADS, Problems, readable_images  # noqa: E402
+from affectlab.data.sources.image_checks import IMAGE_CHECK_THREADS, readable_images  # noqa: E402
+from affectlab.data.sources.on_disk import Problems  # noqa: E402
 
 PER_FOLDER = 1000
 

@@ -91,8 +91,9 @@ def test_image_checks_are_cached_by_path_size_and_mtime(tmp_path, monkeypatch):
     import pytest
 
     from affectlab.data.contract import DataError
-    from affectlab.data.sources import on_disk as real
-    from affectlab.data.sources.on_disk import Problems, readable_images
+    from affectlab.data.sources import image_checks as real
+    from affectlab.data.sources.image_checks import readable_images
+    from affectlab.data.sources.on_disk import Problems
 
     root = tmp_path / "images"
     paths = [f"s{k}/{k}.jpg" for k in range(6)]

@@ -12,7 +12,7 @@ Every file with an image extension below ``root`` (recursively, e.g. LFW's
 ``lfw/<Person_Name>/<Person_Name>_0001.jpg``) is a candidate; ``num_images`` draws a seeded
 random subset. The drawn images are checked readable before training (not empty, header parses,
 not truncated; cached in ``cache_dir`` by path, size and mtime: see
-:func:`~affectlab.data.sources.on_disk.readable_images`). They are resized to the labelled dataset's
+:func:`~.image_checks.readable_images`). They are resized to the labelled dataset's
 ``image_size``, or, with ``pool.crop=detect``, aligned by the offline face detector's five points
 (detected once, cached in ``cache_dir``). A damaged image or one without a face is an error, or
 left out and counted with ``on_error=skip``; a folder has no known gaps.
@@ -27,13 +27,8 @@ import numpy as np
 
 from affectlab.data.contract import DataError, FaceImageDataset, LabelTable, empty_labels
 from affectlab.data.faces.detection import MTCNN
-from affectlab.data.sources.on_disk import (
-    FaceCrops,
-    Problems,
-    check_folder,
-    image_check_cache,
-    readable_images,
-)
+from affectlab.data.sources.image_checks import image_check_cache, readable_images
+from affectlab.data.sources.on_disk import FaceCrops, Problems, check_folder
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".tif", ".tiff", ".webp")
 LAYOUT = """\

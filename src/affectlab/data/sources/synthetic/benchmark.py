@@ -280,10 +280,11 @@ class Synthetic:
 
     def check_images(self, tables: dict[str, LabelTable]) -> None:
         """Every image of every split readable
-        (:func:`~affectlab.data.sources.on_disk.readable_images`: cheap checks, cached by path,
+        (:func:`~affectlab.data.sources.image_checks.readable_images`: cheap checks, cached by path,
         size and mtime), so a damaged file stops the run before it trains rather than when the
         test split is first read."""
-        from affectlab.data.sources.on_disk import Problems, readable_images
+        from affectlab.data.sources.image_checks import readable_images
+        from affectlab.data.sources.on_disk import Problems
 
         table = LabelTable.concat(list(tables.values()))
         paths = list(table.image_paths)
