@@ -6,6 +6,10 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 
+# the suite on every usable core (pytest-xdist; at most 4 workers: each holds its own torch
+# and tiny datasets); PYTEST_PARALLEL= runs it in one process
+PYTEST_PARALLEL ?= -n auto --maxprocesses=4 --dist worksteal
+
 .PHONY: train test venv
 
 $(STAMP): pyproject.toml
@@ -23,4 +27,4 @@ train: $(STAMP)
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check src tests scripts
-	$(VENV)/bin/python -m pytest -q $(PYTEST_ARGS)
+	$(VENV)/bin/python -m pytest -q $(PYTEST_PARALLEL) $(PYTEST_ARGS)

@@ -12,11 +12,22 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
+from affectlab.threads import usable_cpus
+
 REPO = Path(__file__).resolve().parents[1]
 CONFIG_DIR = str(REPO / "configs")
+
+# make test runs the suite in parallel (pytest-xdist, -n auto). Each worker takes its share of
+# the CPUs, and the trainings it starts in subprocesses inherit it through OMP_NUM_THREADS:
+# processes that each take every core slow one another many times over (affectlab/threads.py).
+XDIST_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if XDIST_WORKERS > 1 and "OMP_NUM_THREADS" not in os.environ:
+    os.environ["OMP_NUM_THREADS"] = str(max(usable_cpus() // XDIST_WORKERS, 1))
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 # A benchmark small enough for a few CPU steps: 32 px faces, a handful of subjects per split.
 TINY_DATA = [
@@ -149,3 +160,9 @@ def tree_snapshot(root: Path) -> dict[str, bytes]:
     """Every file under ``root`` (relative path → bytes): equal snapshots, untouched tree."""
     return {str(path.relative_to(root)): path.read_bytes()
             for path in sorted(root.rglob("*")) if path.is_file()}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The end-to-end (``slow``) tests first: a parallel run then spreads its few long tests
+    over the workers at the start instead of finishing on one of them alone."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
