@@ -20,10 +20,27 @@ class PretrainedWeightsError(FileNotFoundError):
     """Requested weights are not on disk; nothing is ever downloaded."""
 
 
-def imagenet_weights_path(depth: int) -> Path:
-    """Where torchvision's cache keeps the ImageNet weights of ResNet-``depth``."""
-    weights = _ARCHS[depth][1]
-    return Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
+def pretrained_file(setting: str, *, option: str, hub_name: str,
+                    hub_weights: torchvision.models.WeightsEnum) -> Path | None:
+    """The weights file a ``pretrained`` option names: None for ``none``; for ``hub_name``
+    (``imagenet``, ``kinetics``) torchvision's file of ``hub_weights`` in the torch hub cache,
+    which must already be there (nothing is downloaded); otherwise a path. A missing file is a
+    :class:`PretrainedWeightsError` saying where to put it and what else to pass."""
+    if setting == "none":
+        return None
+    if setting == hub_name:
+        path = Path(torch.hub.get_dir()) / "checkpoints" / Path(hub_weights.url).name
+        if not path.is_file():
+            raise PretrainedWeightsError(
+                f"{option}={hub_name} needs the file {path}, which is not there and is never "
+                f"downloaded at run time. Copy torchvision's {path.name} to that path (or set "
+                f"TORCH_HOME), or pass {option}=/path/to/weights.pth, or {option}=none.")
+        return path
+    path = Path(setting)
+    if not path.is_file():
+        raise PretrainedWeightsError(f"{option}={setting}: no such file. Give an existing "
+                                     f"state-dict path, or {option}={hub_name}|none.")
+    return path
 
 
 def load_state_dict_file(path: Path) -> dict[str, torch.Tensor]:
@@ -62,21 +79,11 @@ class ResNet(nn.Module):
             raise ValueError(f"model.depth={depth} is not supported; choose one of "
                              f"{sorted(_ARCHS)}")
         net = _ARCHS[depth][0](weights=None)
-        if pretrained == "imagenet":
-            path = imagenet_weights_path(depth)
-            if not path.is_file():
-                raise PretrainedWeightsError(
-                    f"model.pretrained=imagenet needs the file {path}, which is not there and is "
-                    f"never downloaded at run time. Copy torchvision's {Path(path).name} to that "
-                    "path (or set TORCH_HOME), or pass model.pretrained=/path/to/weights.pth, or "
-                    "model.pretrained=none.")
+        path = pretrained_file(pretrained, option="model.pretrained", hub_name="imagenet",
+                               hub_weights=_ARCHS[depth][1])
+        if path is not None and pretrained == "imagenet":
             net.load_state_dict(load_state_dict_file(path))
-        elif pretrained != "none":
-            path = Path(pretrained)
-            if not path.is_file():
-                raise PretrainedWeightsError(
-                    f"model.pretrained={pretrained}: no such file. Give an existing state-dict "
-                    "path, or model.pretrained=imagenet|none.")
+        elif path is not None:
             state = {k: v for k, v in load_state_dict_file(path).items() if not k.startswith("fc.")}
             missing, unexpected = net.load_state_dict(state, strict=False)
             missing = [k for k in missing if not k.startswith("fc.")]

@@ -1,0 +1,124 @@
+"""The two-stream aural-visual model, TSAV (Kuhnke et al., FG 2020), as a feature extractor.
+
+Visual stream: torchvision's R(2+1)D-18 on a clip of T frames, its first convolution widened
+to 4 input channels (RGB and the landmark mask, :mod:`affectlab.data.clips`); audio stream:
+ResNet-18 on the log-mel spectrogram of the window around the labelled frame (1 channel,
+:mod:`affectlab.data.audio`); the two 512-d features concatenated:
+
+    clip (N, T, C, H, W) ──R(2+1)D-18──► (N, 512) ┐
+                                                   ├─ cat ─► (N, 1024) → the method's task heads
+    audio (N, 1, F, S) ──ResNet-18────► (N, 512) ┘
+
+``audio=false`` drops the audio stream (features (N, 512), the model reads the clip only);
+``mask=false`` feeds the clip's RGB channels only (a 3-channel stem; a 4-channel clip's mask is
+ignored). TSAV's released model has a plain linear layer on the 1,024 features for all tasks;
+here the heads are the method's (one per task, ``methods/heads.py``).
+
+Pretrained weights are read from local files only: ``pretrained_video=kinetics`` reads
+torchvision's Kinetics-400 R(2+1)D-18 file from the torch hub cache (TSAV's start), or a path;
+the RGB filters of the first convolution are copied and the mask channel's keep their random
+initialisation, as TSAV did. ``pretrained_audio``: a path to ResNet-18 weights (TSAV trained
+its audio stream from scratch; its first convolution then takes the mean of the RGB filters).
+"""
+
+from __future__ import annotations
+
+import torch
+import torchvision
+from torch import nn
+
+from affectlab.models.resnet import PretrainedWeightsError, load_state_dict_file, pretrained_file
+
+
+def _widen_first_conv(conv: nn.Module, channels: int) -> nn.Module:
+    """A copy of ``conv`` (Conv2d or Conv3d) taking ``channels`` input channels."""
+    kind = type(conv)
+    return kind(channels, conv.out_channels, kernel_size=conv.kernel_size, stride=conv.stride,
+                padding=conv.padding, bias=conv.bias is not None)
+
+
+def _load_into(net: nn.Module, path, first_conv: str, *, what: str, average: bool) -> None:
+    """Load a state dict into ``net`` except its classifier; the first convolution's filters
+    go into the first input channels (``average``: their mean over RGB, for 1 channel)."""
+    state = {k: v for k, v in load_state_dict_file(path).items() if not k.startswith("fc.")}
+    own = net.get_submodule(first_conv).weight
+    weights = state.pop(f"{first_conv}.weight", None)
+    try:
+        missing, unexpected = net.load_state_dict(state, strict=False)
+        missing = [k for k in missing if not k.startswith("fc.") and k != f"{first_conv}.weight"]
+        if missing or unexpected or weights is None:
+            raise RuntimeError(f"missing {missing[:5] or [first_conv]}, unexpected "
+                               f"{unexpected[:5]}")
+        with torch.no_grad():
+            if average:
+                own.copy_(weights.mean(dim=1, keepdim=True).expand_as(own))
+            else:
+                own[:, :weights.shape[1]].copy_(weights)
+    except RuntimeError as error:       # names or shapes of another network
+        detail = str(error).strip().splitlines()[-1].strip()
+        raise PretrainedWeightsError(f"{path} does not hold {what} weights ({detail})") \
+            from None
+
+
+class TSAV(nn.Module):
+    """TSAV's two streams (module docstring). Inputs: ``clip`` (N, T, C, H, W) with C = 4 (or 3
+    with ``mask=false``), ``audio`` (N, 1, F, S); output (N, 1024), or (N, 512) with
+    ``audio=false``.
+
+    Args:
+        audio: use the audio stream (the model then reads ``audio``).
+        mask: feed the landmark-mask channel (4 input channels) or RGB only (3).
+        pretrained_video: ``none``, ``kinetics`` (torchvision's file in the torch hub cache)
+            or a path to R(2+1)D-18 weights.
+        pretrained_audio: ``none`` or a path to ResNet-18 weights.
+    """
+
+    def __init__(self, *, audio: bool = True, mask: bool = True,
+                 pretrained_video: str = "none", pretrained_audio: str = "none") -> None:
+        super().__init__()
+        self.use_audio, self.use_mask = bool(audio), bool(mask)
+        self.input_keys: tuple[str, ...] = ("clip", "audio") if self.use_audio else ("clip",)
+        video = torchvision.models.video.r2plus1d_18(weights=None)
+        video.stem[0] = _widen_first_conv(video.stem[0], 4 if self.use_mask else 3)
+        path = pretrained_file(pretrained_video, option="model.pretrained_video",
+                               hub_name="kinetics",
+                               hub_weights=torchvision.models.video.R2Plus1D_18_Weights.DEFAULT)
+        if path is not None:
+            _load_into(video, path, "stem.0", what="R(2+1)D-18", average=False)
+        video.fc = nn.Identity()
+        self.video = video
+        self.num_features = 512
+        if self.use_audio:
+            sound = torchvision.models.resnet18(weights=None)
+            sound.conv1 = _widen_first_conv(sound.conv1, 1)
+            if pretrained_audio != "none":
+                path = pretrained_file(pretrained_audio, option="model.pretrained_audio",
+                                       hub_name="imagenet",
+                                       hub_weights=torchvision.models.ResNet18_Weights.DEFAULT)
+                _load_into(sound, path, "conv1", what="ResNet-18", average=True)
+            sound.fc = nn.Identity()
+            self.audio = sound
+            self.num_features += 512
+
+    def forward_features(self, clip: torch.Tensor,
+                         audio: torch.Tensor | None = None) -> torch.Tensor:
+        """clip (N, T, C, H, W), audio (N, 1, F, S) → (N, num_features)."""
+        if clip.dim() != 5:
+            raise ValueError(f"TSAV reads clips (N, T, C, H, W); got a tensor of shape "
+                             f"{tuple(clip.shape)}")
+        channels = 4 if self.use_mask else 3
+        if clip.shape[2] < channels:
+            raise ValueError(f"TSAV with model.mask={self.use_mask} needs {channels} channels per "
+                             f"frame; the clip has {clip.shape[2]} (set model.mask=false for "
+                             "clips without a landmark mask)")
+        # torchvision's video networks take (N, C, T, H, W)
+        features = self.video(clip[:, :, :channels].transpose(1, 2))
+        if self.use_audio:
+            if audio is None:
+                raise ValueError("TSAV with model.audio=true reads the audio input; the batch "
+                                 "has none (set model.audio=false for clips without sound)")
+            features = torch.cat([features, self.audio(audio)], dim=1)
+        return features
+
+    def forward(self, clip: torch.Tensor, audio: torch.Tensor | None = None) -> torch.Tensor:
+        return self.forward_features(clip, audio)
