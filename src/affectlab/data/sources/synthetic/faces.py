@@ -470,6 +470,95 @@ def _draw_background(draw: ImageDraw.ImageDraw, shapes: tuple[ClutterShape, ...]
             draw.line(box, fill=shape.color, width=max(1, side // 40))
 
 
+# Geometry of the parts that move with the AUs (face units), shared by the drawing and by
+# face_landmarks.
+
+
+def _outline(face: FaceParams, au: _AU, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Head outline at angles ``theta`` (0 right, π/2 chin): an ellipse with a narrower jaw;
+    the jaw drop (AU26) lowers the lower half."""
+    s, c = np.sin(theta), np.cos(theta)
+    lower = np.clip(s, 0, None)
+    xs = face.head_half_width * c * (1 - (1 - face.jaw_width) * lower**2)
+    ys = np.where(s > 0, s * (1 + AU26_CHIN_DROP * au[26]), s)
+    return xs, ys
+
+
+def _eyelids(face: FaceParams, au: _AU, cx: float, side: int,
+             t: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, float]:
+    """Lid curves of the eye centred at ``cx`` at positions t ∈ [−1, 1] (corner to corner):
+    xs, upper-lid ys, lower-lid ys, and the upper and lower openings at the centre."""
+    ew, ey = face.eye_half_width, face.eye_y
+    closure = min(au[43], 1.0)
+    upper = face.eye_upper * (1 + AU5_LID_RAISE * au[5]) * max(
+        0.0, 1 - AU6_UPPER_LID_NARROW * au[6] - AU7_UPPER_LID_NARROW * au[7]) * (1 - closure)
+    lower = face.eye_lower * max(
+        0.05, 1 - AU6_LOWER_LID_RAISE * au[6] - AU7_LOWER_LID_RAISE * au[7]) * (1 - closure)
+    bump = (1 - t**2) ** 0.8
+    # the lid peak sits a little toward the inner corner, as in real eyes
+    upper_y = ey - upper * bump * (1 + 0.15 * t * side * -1)
+    lower_y = ey + lower * bump
+    return cx + t * ew, upper_y, lower_y, upper, lower
+
+
+def _brow(face: FaceParams, au: _AU, side: int) -> tuple[np.ndarray, np.ndarray]:
+    """The brow's three points, inner end first."""
+    ex, ew = face.eye_spacing / 2, face.eye_half_width
+    by = face.brow_y
+    raise1 = AU1_INNER_BROW_RAISE * au[1]
+    raise2 = AU2_OUTER_BROW_RAISE * au[2]
+    lower4 = AU4_BROW_LOWER * au[4]
+    xs = np.array([ex - 0.85 * ew - AU4_BROW_KNIT * au[4], ex + 0.25 * ew, ex + 1.25 * ew]) * side
+    ys = by + np.array([
+        face.brow_tilt - raise1 - 0.15 * raise2 + lower4,
+        -face.brow_arch - 0.6 * raise1 - 0.6 * raise2 + 0.8 * lower4,
+        0.02 - 0.15 * raise1 - raise2 + 0.5 * lower4,
+    ])
+    return xs, ys
+
+
+@dataclass(frozen=True)
+class _Mouth:
+    """The lips as curves over t ∈ [−1, 1] (:data:`MOUTH_T`, left corner → right corner)."""
+
+    xs: np.ndarray
+    line: np.ndarray
+    upper_inner: np.ndarray
+    lower_inner: np.ndarray
+    upper_outer: np.ndarray
+    lower_outer: np.ndarray
+    corner: float
+    half_width: float
+    opening: float
+
+
+MOUTH_T = np.linspace(-1, 1, 25)
+
+
+def _mouth(face: FaceParams, au: _AU) -> _Mouth:
+    """The lip line y(t) = mouth_y + corner·t² − lift·(1 − t²); the upper/lower inner edges
+    open by opening·(1 − t²)^0.7; the outer edges add the lip thickness."""
+    corner = (face.mouth_corner - AU12_CORNER_RAISE * au[12] + AU15_CORNER_LOWER * au[15]
+              + AU20_CORNER_LOWER * au[20])
+    half_width = (face.mouth_half_width + AU12_CORNER_OUT * au[12] + AU20_STRETCH * au[20]
+                  - AU23_NARROW * au[23])
+    thin = max(0.2, 1 - AU20_LIP_THIN * au[20] - AU23_LIP_THIN * au[23])
+    lift17 = AU17_LIP_PUSH * au[17]
+    opening = AU25_OPEN * au[25] + AU26_OPEN * au[26]
+    raise_upper = AU10_UPPER_LIP_RAISE * au[10] + AU9_UPPER_LIP_RAISE * au[9]
+    t = MOUTH_T
+    bump = 1 - t**2
+    line = face.mouth_y + corner * t**2 - 0.3 * lift17 * bump
+    upper_inner = line - (0.35 * opening + raise_upper) * bump**0.7
+    lower_inner = line + 0.65 * opening * bump**0.7
+    cupid = 1 - 0.3 * np.exp(-(t / 0.15) ** 2)
+    upper_outer = (upper_inner - face.upper_lip * thin * (0.3 + 0.7 * bump**0.5) * cupid
+                   - raise_upper * bump * 0.5)
+    lower_outer = lower_inner + face.lower_lip * thin * (0.3 + 0.7 * bump**0.5) - lift17 * bump
+    return _Mouth(t * half_width, line, upper_inner, lower_inner, upper_outer, lower_outer,
+                  corner, half_width, opening)
+
+
 def _draw_head(draw: ImageDraw.ImageDraw, f: _Frame, face: FaceParams, au: _AU) -> None:
     a = face.head_half_width
     skin = face.skin
@@ -489,12 +578,7 @@ def _draw_head(draw: ImageDraw.ImageDraw, f: _Frame, face: FaceParams, au: _AU) 
     for side in (-1, 1):
         draw.ellipse(f.ellipse(side * (a - 0.02), face.eye_y + 0.12, 0.09, 0.17),
                      fill=_shade(skin, 0.9))
-    # head outline: ellipse with a narrower jaw; the jaw drop (AU26) lowers the lower half
-    theta = np.linspace(0, 2 * np.pi, 72, endpoint=False)
-    s, c = np.sin(theta), np.cos(theta)
-    lower = np.clip(s, 0, None)
-    xs = a * c * (1 - (1 - face.jaw_width) * lower**2)
-    ys = np.where(s > 0, s * (1 + AU26_CHIN_DROP * au[26]), s)
+    xs, ys = _outline(face, au, np.linspace(0, 2 * np.pi, 72, endpoint=False))
     draw.polygon(f.points(xs, ys), fill=skin)
     # hair cap over the forehead down to the hairline
     top = np.linspace(np.pi, 2 * np.pi, 40)
@@ -563,18 +647,10 @@ def _draw_upper_face(draw: ImageDraw.ImageDraw, canvas: Image.Image, f: _Frame, 
 
 def _draw_eye(draw: ImageDraw.ImageDraw, canvas: Image.Image, f: _Frame, face: FaceParams,
               au: _AU, cx: float, side: int, gaze: tuple[float, float]) -> None:
-    ew, ey = face.eye_half_width, face.eye_y
-    closure = min(au[43], 1.0)
-    upper = face.eye_upper * (1 + AU5_LID_RAISE * au[5]) * max(
-        0.0, 1 - AU6_UPPER_LID_NARROW * au[6] - AU7_UPPER_LID_NARROW * au[7]) * (1 - closure)
-    lower = face.eye_lower * max(
-        0.05, 1 - AU6_LOWER_LID_RAISE * au[6] - AU7_LOWER_LID_RAISE * au[7]) * (1 - closure)
+    ey = face.eye_y
     t = np.linspace(-1, 1, 15)
-    xs = cx + t * ew
+    xs, upper_y, lower_y, upper, lower = _eyelids(face, au, cx, side, t)
     bump = (1 - t**2) ** 0.8
-    # the lid peak sits a little toward the inner corner, as in real eyes
-    upper_y = ey - upper * bump * (1 + 0.15 * t * side * -1)
-    lower_y = ey + lower * bump
     skin = face.skin
     # Upper-lid crease: hidden when the lid retracts (AU5), folds closer when the eye closes.
     _line(draw, f, xs[2:-2], ey - (upper + 0.045) * bump[2:-2],
@@ -603,17 +679,7 @@ def _draw_eye(draw: ImageDraw.ImageDraw, canvas: Image.Image, f: _Frame, face: F
 
 
 def _draw_brow(draw: ImageDraw.ImageDraw, f: _Frame, face: FaceParams, au: _AU, side: int) -> None:
-    ex, ew = face.eye_spacing / 2, face.eye_half_width
-    by = face.brow_y
-    raise1 = AU1_INNER_BROW_RAISE * au[1]
-    raise2 = AU2_OUTER_BROW_RAISE * au[2]
-    lower4 = AU4_BROW_LOWER * au[4]
-    xs = np.array([ex - 0.85 * ew - AU4_BROW_KNIT * au[4], ex + 0.25 * ew, ex + 1.25 * ew]) * side
-    ys = by + np.array([
-        face.brow_tilt - raise1 - 0.15 * raise2 + lower4,
-        -face.brow_arch - 0.6 * raise1 - 0.6 * raise2 + 0.8 * lower4,
-        0.02 - 0.15 * raise1 - raise2 + 0.5 * lower4,
-    ])
+    xs, ys = _brow(face, au, side)
     _line(draw, f, xs, ys, _shade(face.hair, 0.7), face.brow_thickness)
 
 
@@ -633,28 +699,13 @@ def _draw_nose(draw: ImageDraw.ImageDraw, f: _Frame, face: FaceParams, au: _AU) 
 
 
 def _draw_mouth(draw: ImageDraw.ImageDraw, f: _Frame, face: FaceParams, au: _AU) -> None:
-    """Lips from curves over t ∈ [-1, 1] (left corner → right corner): the lip line
-    y(t) = mouth_y + corner·t² − lift·(1 − t²); the upper/lower inner edges open by
-    opening·(1 − t²)^0.7; the outer edges add the lip thickness."""
+    """The lips of :func:`_mouth`, the folds and creases around them, the chin."""
     skin = face.skin
-    corner = (face.mouth_corner - AU12_CORNER_RAISE * au[12] + AU15_CORNER_LOWER * au[15]
-              + AU20_CORNER_LOWER * au[20])
-    half_width = (face.mouth_half_width + AU12_CORNER_OUT * au[12] + AU20_STRETCH * au[20]
-                  - AU23_NARROW * au[23])
-    thin = max(0.2, 1 - AU20_LIP_THIN * au[20] - AU23_LIP_THIN * au[23])
-    lift17 = AU17_LIP_PUSH * au[17]
-    opening = AU25_OPEN * au[25] + AU26_OPEN * au[26]
-    raise_upper = AU10_UPPER_LIP_RAISE * au[10] + AU9_UPPER_LIP_RAISE * au[9]
-    t = np.linspace(-1, 1, 25)
-    xs = t * half_width
-    bump = 1 - t**2
-    line = face.mouth_y + corner * t**2 - 0.3 * lift17 * bump
-    upper_inner = line - (0.35 * opening + raise_upper) * bump**0.7
-    lower_inner = line + 0.65 * opening * bump**0.7
-    cupid = 1 - 0.3 * np.exp(-(t / 0.15) ** 2)
-    upper_outer = (upper_inner - face.upper_lip * thin * (0.3 + 0.7 * bump**0.5) * cupid
-                   - raise_upper * bump * 0.5)
-    lower_outer = lower_inner + face.lower_lip * thin * (0.3 + 0.7 * bump**0.5) - lift17 * bump
+    m = _mouth(face, au)
+    xs, corner, half_width, opening = m.xs, m.corner, m.half_width, m.opening
+    upper_inner, upper_outer = m.upper_inner, m.upper_outer
+    lower_inner, lower_outer = m.lower_inner, m.lower_outer
+    bump = 1 - MOUTH_T**2
     # Nasolabial folds deepen with AU12/AU10/AU9 and follow the lip corners.
     fold = 0.12 + AU12_NASOLABIAL * max(au[12], au[10], 0.5 * au[9])
     for side in (-1, 1):
@@ -749,6 +800,75 @@ def _apply_photometric(image: np.ndarray, nuisance: Nuisance) -> np.ndarray:
     return (np.clip(x, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
 
+def _face_frame(face: FaceParams, nuisance: Nuisance, side: int, canvas_side: int) -> _Frame:
+    """Face units → pixels of the scene canvas (``side``: the output's side, supersampled)."""
+    return _Frame(canvas_side / 2, canvas_side / 2 + FACE_CENTER_Y * side, FACE_HALF_HEIGHT * side,
+                  nuisance.yaw, face.head_half_width)
+
+
+#: jaw points of the 68-point scheme: outline angles from the head's left at the height of its
+#: centre, under the chin, to its right (0 = right, π/2 = chin)
+_JAW_THETA = np.linspace(np.pi, 0.0, 17)
+#: positions t of the lid and lip points used by the 68-point scheme (see face_landmarks)
+_EYE_T = np.array([-1.0, -1 / 3, 1 / 3, 1.0, 1 / 3, -1 / 3])
+_OUTER_LIP = [0, 4, 8, 12, 16, 20, 24, 20, 16, 12, 8, 4]      # indices into MOUTH_T
+_INNER_LIP = [0, 6, 12, 18, 24, 18, 12, 6]
+
+
+def face_landmarks(face: FaceParams, au_intensity: Mapping[int, float],
+                   nuisance: Nuisance = Nuisance(), image_size: int = 64, *,
+                   effect_scale: float = 1.0, supersample: int = SUPERSAMPLE) -> np.ndarray:
+    """The 68 facial landmarks (iBUG / Multi-PIE scheme) of the face :func:`render_face`
+    draws with the same arguments, in pixels of its output ((0, 0): the centre of the top-left
+    pixel): where the drawn parts are, moving with the AUs, the pose and the yaw.
+
+    The scheme's points, image-left to image-right (its "right" is the person's right): jaw
+    0–16 along the outline from the height of the head's centre under the chin; brows 17–21
+    and 22–26 (five points along each drawn brow); nose bridge 27–30 on the midline from the
+    eyes to the tip; nostrils 31–35; eyes 36–41 and 42–47 (a corner, two upper-lid points, the
+    other corner, two lower-lid points); outer lips 48–59 (corner, upper lip left to right,
+    corner, lower lip right to left); inner lips 60–67 the same way. Drawn on a face, they
+    give the mask
+    channel of :func:`affectlab.data.clips.landmark_mask`.
+    """
+    au = _AU(au_intensity, effect_scale)
+    side = image_size * supersample
+    canvas_side = _canvas_side(side, nuisance)
+    frame = _face_frame(face, nuisance, side, canvas_side)
+    parts = [_outline(face, au, _JAW_THETA)]
+    for brow_side in (-1, 1):
+        xs, ys = _brow(face, au, brow_side)
+        if brow_side < 0:
+            xs, ys = xs[::-1], ys[::-1]          # the scheme runs image-left to image-right
+        halfway = np.array([0.0, 0.5, 1.0, 1.5, 2.0])
+        parts.append((np.interp(halfway, [0, 1, 2], xs), np.interp(halfway, [0, 1, 2], ys)))
+    tip = face.nose_tip_y
+    lift = AU9_NOSTRIL_RAISE * au[9]
+    parts.append((np.zeros(4), np.linspace(face.eye_y, tip - 0.03, 4)))
+    parts.append((np.linspace(-0.85, 0.85, 5) * face.nose_half_width,
+                  np.full(5, tip + 0.02 - lift)))
+    for eye_side in (-1, 1):
+        xs, upper_y, lower_y, _, _ = _eyelids(face, au, eye_side * face.eye_spacing / 2,
+                                              eye_side, _EYE_T)
+        parts.append((xs, np.concatenate([upper_y[:4], lower_y[4:]])))
+    m = _mouth(face, au)
+    for indices, top, bottom in ((_OUTER_LIP, m.upper_outer, m.lower_outer),
+                                 (_INNER_LIP, m.upper_inner, m.lower_inner)):
+        half = len(indices) // 2
+        ys = np.concatenate([top[indices[:half]], bottom[indices[half:]]])
+        ys[0], ys[half] = m.line[0], m.line[-1]               # the corners sit on the lip line
+        parts.append((m.xs[indices], ys))
+    xs = np.concatenate([p[0] for p in parts])
+    ys = np.concatenate([p[1] for p in parts])
+    canvas = np.asarray(frame.points(xs, ys)) + 0.5          # drawn coordinates → continuous
+    theta = math.radians(nuisance.rotation_deg)
+    rotation = nuisance.scale * np.array([[math.cos(theta), -math.sin(theta)],
+                                          [math.sin(theta), math.cos(theta)]])
+    origin = side / 2 + np.asarray(nuisance.shift) * side     # _apply_pose's inverse
+    output = (canvas - canvas_side / 2) @ rotation.T + origin
+    return output / supersample - 0.5
+
+
 def render_face(face: FaceParams, au_intensity: Mapping[int, float],
                 nuisance: Nuisance = Nuisance(), image_size: int = 64, *,
                 effect_scale: float = 1.0, supersample: int = SUPERSAMPLE) -> np.ndarray:
@@ -773,8 +893,7 @@ def render_face(face: FaceParams, au_intensity: Mapping[int, float],
     canvas = Image.new("RGB", (canvas_side, canvas_side), face.background)
     draw = ImageDraw.Draw(canvas)
     _draw_background(draw, nuisance.clutter, canvas_side / 2, side)
-    frame = _Frame(canvas_side / 2, canvas_side / 2 + FACE_CENTER_Y * side, FACE_HALF_HEIGHT * side,
-                   nuisance.yaw, face.head_half_width)
+    frame = _face_frame(face, nuisance, side, canvas_side)
     _draw_head(draw, frame, face, au)
     _draw_upper_face(draw, canvas, frame, face, au, nuisance.gaze)
     _draw_nose(draw, frame, face, au)
