@@ -20,7 +20,6 @@ from affectlab.config import instantiate_checked
 from affectlab.data.contract import DataSpec, FaceData
 from affectlab.data.packed import use_packed
 from affectlab.data.preprocess import use_crops
-from affectlab.data.transforms import InputTransform
 from affectlab.engine import Trainer
 from affectlab.methods.base import Method
 
@@ -53,7 +52,7 @@ def build_data(cfg: DictConfig, *, crops: bool = True, pack: bool = True) -> Fac
     if pack and cfg.get("packed"):
         data = use_packed(data, cfg.packed_dir)
     augment = instantiate_checked(cfg.augment, "augment") if cfg.get("augment") else None
-    data.transform = InputTransform(mean=data.mean, std=data.std, augment=augment)
+    data.transform = data.input_transform(augment)
     return data
 
 

@@ -26,10 +26,16 @@ eye 36–41 (closed) 159, eye 42–47 (closed) 127, nose bridge 27–30 63, jaw 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
+import torch
 from PIL import Image, ImageDraw
+
+from affectlab.data.audio import LogMel, read_wav
+from affectlab.data.contract import FaceImageDataset, LabelTable
 
 #: (first, last index, closed, grey level) of each drawn part of the 68-point scheme
 MASK_PARTS: tuple[tuple[int, int, bool, int], ...] = (
@@ -109,3 +115,141 @@ def landmark_mask(landmarks: np.ndarray, size: int | tuple[int, int]) -> np.ndar
             line.append(line[0])
         draw.line(line, fill=level, width=1)
     return np.asarray(canvas, dtype=np.uint8)
+
+
+# ---------------------------------------------------------------------------------------------
+# A dataset of clips around labelled frames.
+
+
+@dataclass(frozen=True)
+class Video:
+    """One video of a clip dataset, as its files give it.
+
+    Attributes:
+        frames: F frame image paths relative to the dataset's root, None where the release has
+            no frame (no face found, a frame dropped).
+        fps: frames per second (the labelled frame's time is frame / fps).
+        landmarks: (F, 68, 2) float landmarks in pixels of the frame images (NaN where
+            unknown), or None (the mask channel then stays empty).
+        audio: the video's WAV file relative to the root, or None (a video without sound: its
+            spectrograms are silence).
+        frame_size: side of the frame images in pixels (what ``landmarks`` refer to).
+    """
+
+    frames: tuple[str | None, ...]
+    fps: float
+    landmarks: np.ndarray | None = None
+    audio: str | None = None
+    frame_size: int | None = None
+
+    @property
+    def available(self) -> np.ndarray:
+        return np.array([f is not None for f in self.frames], dtype=bool)
+
+
+@dataclass(frozen=True)
+class ClipSettings:
+    """How clips and their sound are cut (``dataset.clip`` in the configs).
+
+    Attributes:
+        length, dilation, rule, anchor: :func:`clip_frames`'s (TSAV: 8, 6, black, end).
+        mask: add the landmark-mask channel (4 channels per frame) or not (3).
+        audio: the log-mel settings of the sound (:class:`~affectlab.data.audio.LogMel`), or
+            None for clips without an ``audio`` input.
+    """
+
+    length: int = 8
+    dilation: int = 6
+    rule: MissingRule = "black"
+    anchor: Literal["end", "centre"] = "end"
+    mask: bool = True
+    audio: LogMel | None = None
+
+
+class FaceClipDataset(FaceImageDataset):
+    """Samples of labelled frames, each with the clip around it and the sound of its window.
+
+    Sample keys: the face sample's labels (:mod:`affectlab.data.contract`, without
+    ``image``), ``clip`` uint8 (T, C, H, W) — T = ``settings.length`` frames in time order,
+    C = 4 (RGB and the landmark mask, :func:`landmark_mask`) or 3 — and, with
+    ``settings.audio``, ``audio`` float32 (1, n_mels, frames): the log-mel spectrogram of the
+    window centred on the labelled frame (silence where it passes the track's ends, and for a
+    video without sound). Each video's spectrogram is computed once per process and windows
+    are cut from it (:meth:`~affectlab.data.audio.LogMel.cut`).
+
+    Args:
+        table: one row per labelled frame; ``image_paths`` are the labelled frames' files.
+        videos: the dataset's videos. video_of_row, frame_of_row: (N,) video index and frame
+            index of each row.
+        settings: :class:`ClipSettings`. image_size: side the frames are resized to.
+    """
+
+    def __init__(self, table: LabelTable, *, videos: list[Video], video_of_row: np.ndarray,
+                 frame_of_row: np.ndarray, settings: ClipSettings, image_size: int) -> None:
+        super().__init__(table, image_size=image_size)
+        self.videos, self.settings = videos, settings
+        self.video_of_row = np.asarray(video_of_row, dtype=np.int64)
+        self.frame_of_row = np.asarray(frame_of_row, dtype=np.int64)
+        if len(self.video_of_row) != len(table) or len(self.frame_of_row) != len(table):
+            raise ValueError(f"{len(table)} rows, but {len(self.video_of_row)} video and "
+                             f"{len(self.frame_of_row)} frame indices")
+        self.input_keys = ("clip", "audio") if settings.audio is not None else ("clip",)
+        self._tracks: dict[int, torch.Tensor] = {}
+
+    def input_shapes(self) -> dict[str, list[int | None]]:
+        channels = 4 if self.settings.mask else 3
+        shapes: dict[str, list[int | None]] = {
+            "clip": [self.settings.length, channels, self.image_size, self.image_size]}
+        if self.settings.audio is not None:
+            shapes["audio"] = self.settings.audio.shape
+        return shapes
+
+    def frames_of(self, row: int) -> np.ndarray:
+        """The frame indices of row's clip (−1: black), by :func:`clip_frames`."""
+        video = self.videos[self.video_of_row[row]]
+        s = self.settings
+        return clip_frames(int(self.frame_of_row[row]), video.available, length=s.length,
+                           dilation=s.dilation, rule=s.rule, anchor=s.anchor)
+
+    def load_clip(self, row: int) -> torch.Tensor:
+        """uint8 (T, C, H, W): the clip's frames, resized, with the mask channel."""
+        video = self.videos[self.video_of_row[row]]
+        size = self.image_size
+        channels = 4 if self.settings.mask else 3
+        clip = np.zeros((self.settings.length, size, size, channels), dtype=np.uint8)
+        for position, frame in enumerate(self.frames_of(row)):
+            if frame < 0:
+                continue                                  # a black frame, an empty mask
+            clip[position, :, :, :3] = self.load_pixels(row, video.frames[frame])
+            if self.settings.mask and video.landmarks is not None:
+                scale = size / float(video.frame_size or size)
+                points = video.landmarks[frame]
+                if np.isfinite(points).any():
+                    clip[position, :, :, 3] = landmark_mask((points + 0.5) * scale - 0.5, size)
+        return torch.from_numpy(clip).permute(0, 3, 1, 2).contiguous()
+
+    def track(self, video_index: int) -> torch.Tensor:
+        """The video's whole spectrogram in dB (computed once per process)."""
+        if video_index not in self._tracks:
+            video, logmel = self.videos[video_index], self.settings.audio
+            if video.audio is None:
+                frames = len(video.frames) / video.fps
+                waveform = torch.zeros(max(round(frames * logmel.sample_rate), 1))
+            else:
+                waveform = read_wav(Path(self.table.root) / video.audio,
+                                    sample_rate=logmel.sample_rate)
+            self._tracks[video_index] = logmel.track(waveform)
+        return self._tracks[video_index]
+
+    def load_audio(self, row: int) -> torch.Tensor:
+        """float32 (1, n_mels, frames): the window centred on row's frame."""
+        video_index = int(self.video_of_row[row])
+        centre = self.frame_of_row[row] / self.videos[video_index].fps
+        return self.settings.audio.cut(self.track(video_index), float(centre))
+
+    def __getitem__(self, row: int) -> dict[str, torch.Tensor]:
+        sample = self.labels(row)
+        sample["clip"] = self.load_clip(row)
+        if self.settings.audio is not None:
+            sample["audio"] = self.load_audio(row)
+        return sample

@@ -221,10 +221,19 @@ class FaceData:
     # what happens to a batch on the device before a method sees it (augmentation,
     # normalisation, k views; datasets.transforms.InputTransform); default: normalise only
     transform: Any = None
+    # the transform rules of inputs other than ``image`` (clips, spectrograms), given the run's
+    # augmentation (a BatchAugment or None): ``rules(augment) -> {input key: rule}``
+    rules: Any = None
 
     def __post_init__(self) -> None:
         if self.transform is None:
-            self.transform = InputTransform(mean=self.mean, std=self.std)
+            self.transform = self.input_transform(None)
+
+    def input_transform(self, augment: Any) -> InputTransform:
+        """The batch transform of these inputs with the augmentation ``augment`` (None: none):
+        the image rule from ``mean``/``std``, the other inputs' rules from ``rules``."""
+        return InputTransform(mean=self.mean, std=self.std, augment=augment,
+                              rules=self.rules(augment) if self.rules is not None else None)
 
     @property
     def tasks(self) -> list[str]:
@@ -330,9 +339,12 @@ class FaceImageDataset(Dataset):
         return self.load_image(row)
 
     def __getitem__(self, row: int) -> dict[str, torch.Tensor]:
+        return {"image": self.sample_image(row), **self.labels(row)}
+
+    def labels(self, row: int) -> dict[str, torch.Tensor]:
+        """Every key of row's sample but its inputs: labels, masks, subject, index."""
         t = self.table
         return {
-            "image": self.sample_image(row),
             "au": torch.from_numpy(t.au[row]),
             "au_mask": torch.from_numpy(t.au_mask[row]),
             "expr": torch.tensor(t.expr[row], dtype=torch.int64),
