@@ -120,3 +120,68 @@ def test_a_video_without_sound_is_silence_of_its_length():
 def test_settings_out_of_range_are_refused(bad):
     with pytest.raises(ValueError):
         LogMel(**{**SMALL, **bad})
+
+
+# ----------------------------------------------------------------- extracting videos' sound
+def write_video(path, *, seconds: float = 2.0, fps: int = 25, tone_hz: float | None = 440.0,
+                rate: int = 16000) -> None:
+    """A small MPEG-4 video (grey frames) with, unless ``tone_hz`` is None, an AAC sine."""
+    import av
+
+    with av.open(str(path), "w") as out:
+        video = out.add_stream("mpeg4", rate=fps)
+        video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
+        sound = out.add_stream("aac", rate=rate) if tone_hz is not None else None
+        if sound is not None:
+            sound.layout = "mono"
+        for i in range(int(seconds * fps)):
+            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 4 * i, np.uint8),
+                                               format="rgb24")
+            out.mux(video.encode(frame))
+        if sound is not None:
+            signal = tone(tone_hz, seconds, rate)[None, :]
+            for start in range(0, signal.shape[1], 1024):
+                chunk = av.AudioFrame.from_ndarray(np.ascontiguousarray(
+                    signal[:, start:start + 1024]), format="fltp", layout="mono")
+                chunk.sample_rate, chunk.pts = rate, start
+                out.mux(sound.encode(chunk))
+            out.mux(sound.encode())
+        out.mux(video.encode())
+
+
+def run_extract(args):
+    import subprocess
+    import sys
+
+    from .conftest import REPO
+    return subprocess.run([sys.executable, str(REPO / "scripts/extract_audio.py"), *map(str, args)],
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_extracting_the_sound_of_a_folder_of_videos(tmp_path):
+    videos = tmp_path / "videos"
+    (videos / "batch1").mkdir(parents=True)
+    write_video(videos / "batch1" / "10-60-1280x720.mp4")
+    write_video(videos / "silent.mp4", tone_hz=None)
+    (videos / "broken.avi").write_bytes(b"\x00" * 100)
+    result = run_extract([videos, tmp_path / "audio", "--sample-rate", RATE])
+    assert result.returncode == 1, result.stderr                    # one video skipped
+    assert "broken.avi: cannot be decoded" in result.stderr
+    assert "3 video(s)" not in result.stdout and "2 video(s)" in result.stdout
+    sound = read_wav(tmp_path / "audio/10-60-1280x720.wav", sample_rate=RATE)
+    assert abs(len(sound) / RATE - 2.0) < 0.1
+    spectrum = np.abs(np.fft.rfft(sound.numpy()))
+    assert abs(np.fft.rfftfreq(len(sound), 1 / RATE)[spectrum.argmax()] - 440) < 5
+    assert not (tmp_path / "audio/silent.wav").exists()
+    index = (tmp_path / "audio/videos.csv").read_text().splitlines()
+    assert index[0] == "video,fps,seconds,has_audio"
+    rows = {line.split(",")[0]: line.split(",") for line in index[1:]}
+    assert rows["10-60-1280x720"][1] == "25" and rows["10-60-1280x720"][3] == "1"
+    assert rows["silent"][3] == "0"
+    again = run_extract([videos, tmp_path / "audio", "--sample-rate", RATE])   # kept, not redone
+    assert "10-60-1280x720.mp4: kept" in again.stdout
+
+
+def test_extracting_from_a_folder_without_videos_says_so(tmp_path):
+    result = run_extract([tmp_path, tmp_path / "audio"])
+    assert result.returncode == 2 and "no video" in result.stderr

@@ -31,6 +31,7 @@ from __future__ import annotations
 import functools
 import math
 import wave
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -166,10 +167,10 @@ def read_wav(path: str | Path, *, sample_rate: int | None = None) -> torch.Tenso
             raw = handle.readframes(count)
     except FileNotFoundError:
         raise AudioError(f"{path}: no such audio file (extract the videos' audio first: "
-                         "python -m affectlab.data.preprocess audio ...)") from None
+                         "python scripts/extract_audio.py VIDEOS_DIR OUT_DIR)") from None
     except (wave.Error, EOFError) as error:
         raise AudioError(f"{path}: not a PCM WAV file ({error}); write it again with "
-                         "python -m affectlab.data.preprocess audio ...") from None
+                         "python scripts/extract_audio.py VIDEOS_DIR OUT_DIR") from None
     if sample_rate is not None and rate != sample_rate:
         raise AudioError(f"{path}: {rate} Hz, the run reads {sample_rate} Hz; extract the audio "
                          f"again at {sample_rate} Hz or set the audio's sample_rate to {rate}")
@@ -199,6 +200,70 @@ def write_wav(path: str | Path, waveform: torch.Tensor | np.ndarray, sample_rate
             handle.writeframes(pcm.tobytes())
 
     atomic_write(path, write)
+
+
+@dataclass(frozen=True)
+class VideoSound:
+    """What :func:`extract_audio` found in a video: its frame rate, length, and whether it has
+    sound (a video without an audio track gets no WAV file: its clips' sound is silence)."""
+
+    fps: float
+    seconds: float
+    has_audio: bool
+
+
+def _open_video(video: Path):
+    import av  # only the preprocessing reads videos
+
+    try:
+        return av.open(str(video))
+    except (av.FFmpegError, ValueError) as error:
+        raise AudioError(f"{video}: cannot be decoded ({error}); re-download or re-encode it"
+                         ) from None
+
+
+def _sound_of(container, video: Path) -> VideoSound:
+    streams = container.streams
+    if not streams.video:
+        raise AudioError(f"{video}: has no video stream; is it a video file?")
+    return VideoSound(fps=float(streams.video[0].average_rate or 0),
+                      seconds=float(container.duration or 0) / 1e6,
+                      has_audio=bool(streams.audio))
+
+
+def probe_video(video: str | Path) -> VideoSound:
+    """A video's frame rate, length and whether it has sound, from its container (PyAV)."""
+    video = Path(video)
+    with _open_video(video) as container:
+        return _sound_of(container, video)
+
+
+def extract_audio(video: str | Path, wav: str | Path, *, sample_rate: int) -> VideoSound:
+    """Decode ``video``'s first audio track with PyAV (FFmpeg's libraries), mix it to mono,
+    resample it to ``sample_rate`` and write it as a 16-bit WAV (atomically); return the video's
+    frame rate and length. A video without an audio track writes nothing
+    (``has_audio=False``); one that cannot be decoded raises :class:`AudioError` naming it."""
+    import av
+
+    video = Path(video)
+    with _open_video(video) as container:
+        sound = _sound_of(container, video)
+        if not sound.has_audio:
+            return sound
+        resampler = av.AudioResampler(format="s16", layout="mono", rate=int(sample_rate))
+        chunks = []
+        try:
+            for frame in container.decode(container.streams.audio[0]):
+                chunks += [out.to_ndarray().reshape(-1) for out in resampler.resample(frame)]
+            chunks += [out.to_ndarray().reshape(-1) for out in resampler.resample(None)]
+        except (av.FFmpegError, ValueError) as error:
+            raise AudioError(f"{video}: its audio cannot be decoded ({error}); re-download or "
+                             "re-encode it") from None
+    samples = np.concatenate(chunks) if chunks else np.zeros(0, np.int16)
+    write_wav(wav, samples.astype(np.float32) / 32768.0, sample_rate)
+    if not sound.seconds:
+        sound = VideoSound(fps=sound.fps, seconds=len(samples) / sample_rate, has_audio=True)
+    return sound
 
 
 def silence_like(seconds: float, sample_rate: int) -> torch.Tensor:
