@@ -19,11 +19,10 @@ import io
 import sys
 from pathlib import Path
 
-from affectlab.data.audio import AudioError, extract_audio, probe_video
+from affectlab.data.audio import VIDEO_INDEX, AudioError, extract_audio, probe_video
 from affectlab.utils import atomic_write_text
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm")
-INDEX = "videos.csv"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -59,8 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["video", "fps", "seconds", "has_audio"])
     writer.writerows(rows)
-    atomic_write_text(args.out / INDEX, buffer.getvalue())
-    print(f"{len(rows)} video(s) in {args.out / INDEX}; {len(failed)} could not be decoded")
+    atomic_write_text(args.out / VIDEO_INDEX, buffer.getvalue())
+    print(f"{len(rows)} video(s) in {args.out / VIDEO_INDEX}; {len(failed)} could not be decoded")
     return 1 if failed else 0
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from affectlab.data.contract import EXPRESSIONS, DataError
 from affectlab.data.layouts.affwild2 import write_layout
@@ -440,3 +441,81 @@ def test_train_py_runs_on_the_affwild2_layout(masters, tmp_path, tiny_cfg):
     assert manifest["protocol"] == "affwild2/abaw2021/official"
     assert metrics["split_checksum"] == manifest["checksum"]
     assert metrics["skipped_problems"] == 0 and metrics["known_gaps_left_out"] == 2
+
+
+# --------------------------------------------------------------------------- clips and sound
+CLIP = {"length": 3, "dilation": 1, "rule": "black", "anchor": "end", "mask": True}
+SOUND = {"sample_rate": 8000, "window_s": 1.0, "n_mels": 16, "n_fft": 256, "win_length": 160,
+         "hop_length": 80}
+
+
+def test_clips_read_the_crop_folders_landmarks_and_extracted_sound(tree, tmp_path):
+    from affectlab.data.audio import write_wav
+    from affectlab.data.clips import FaceClipDataset
+
+    root, written = tree
+    # (the fixture's _left side already lacks its frame 4 and has an extra frame 7)
+    with_sound, with_points, with_openface = "1-30-1280x720_right", "10-60-1280x720", "102"
+    (root / "audio").mkdir()
+    seconds = np.arange(8000 * 2) / 8000
+    write_wav(root / "audio" / f"{video_of(with_sound)}.wav",
+              0.3 * np.sin(2 * np.pi * 440 * seconds), 8000)
+    (root / "audio/videos.csv").write_text(
+        f"video,fps,seconds,has_audio\n{video_of(with_sound)},25,2.0,1\n")
+    (root / "landmarks").mkdir()
+    points = np.tile(np.linspace(4, 28, 68)[:, None], (FRAMES, 1, 2)).reshape(FRAMES, 68, 2)
+    np.save(root / "landmarks" / f"{with_points}.npy", points)
+    header = ["frame", "face_id", "success"] + [f"x_{i}" for i in range(68)] + \
+        [f"y_{i}" for i in range(68)]
+    lines = [", ".join(header)] + [", ".join([str(k), "0", "1" if k != 2 else "0",
+                                              *map(str, points[k - 1, :, 0]),
+                                              *map(str, points[k - 1, :, 1])])
+                                   for k in range(1, FRAMES + 1)]
+    (root / "landmarks" / f"{with_openface}.csv").write_text("\n".join(lines) + "\n")
+    (root / "cropped_aligned" / with_sound / "00003.jpg").unlink()      # a frame without a face
+
+    data = load(root, tmp_path, clip=CLIP, audio=SOUND, landmarks_dir="landmarks",
+                on_error="known_gaps").build()
+    splits = [data.train, data.val, data.test]
+    assert all(isinstance(s, FaceClipDataset) for s in splits)
+    assert data.spec().inputs == {"clip": [3, 4, 32, 32], "audio": [1, 16, 101]}
+    by_side = {}
+    for split in splits:
+        for row, path in enumerate(split.table.image_paths):
+            by_side.setdefault(Path(path).parent.name, []).append((split, row, path))
+    # frame 4 of the side with sound: frames 2, 3, 4 with 3 missing → black
+    split, row, _ = next(x for x in by_side[with_sound] if x[2].endswith("00004.jpg"))
+    assert split.frames_of(row).tolist() == [1, -1, 3]
+    sample = split[row]
+    assert sample["clip"][1].amax() == 0 and sample["clip"][0, :3].amax() > 0
+    video = split.videos[split.video_of_row[row]]
+    assert video.fps == 25.0 and video.audio.endswith(".wav")
+    assert sample["audio"].shape == (1, 16, 101) and sample["audio"].std() > 1      # a tone
+    assert sample["clip"][:, 3].amax() == 0                       # no landmarks: empty mask
+    # frame 1: two positions before the video's start
+    split, row, _ = next(x for x in by_side[with_points] if x[2].endswith("00001.jpg"))
+    assert split.frames_of(row).tolist() == [-1, -1, 0]
+    clip = split[row]["clip"]
+    assert clip[2, 3].amax() > 0 and clip[:2].amax() == 0          # the mask, from the .npy
+    silent = split[row]["audio"]
+    assert torch.all(silent == silent.min())                       # no WAV: silence
+    # the OpenFace file: frame 2 failed (success 0), its mask channel stays empty
+    split, row, _ = next(x for x in by_side[with_openface] if x[2].endswith("00003.jpg"))
+    clip = split[row]["clip"]
+    assert clip[0, 3].amax() > 0 and clip[1, 3].amax() == 0 and clip[2, 3].amax() > 0
+    batch = data.transform(torch.utils.data.default_collate([split[row], split[row]]),
+                           train=True)
+    assert batch["clip"].dtype == torch.float32 and batch["audio"].shape == (2, 1, 16, 101)
+
+
+def test_clip_settings_and_landmark_files_that_cannot_be_used(tree, tmp_path):
+    root, _ = tree
+    with pytest.raises(ValueError, match="dataset.audio is read with clips"):
+        load(root, tmp_path, audio=SOUND)
+    with pytest.raises(ValueError, match="dataset.clip.length=0"):
+        load(root, tmp_path, clip={**CLIP, "length": 0})
+    side = sorted(p.name for p in (root / "cropped_aligned").iterdir())[0]
+    (root / "landmarks").mkdir()
+    (root / "landmarks" / f"{side}.csv").write_text("frame,confidence\n1,0.9\n")
+    with pytest.raises(DataError, match=f"{side}.csv: not an OpenFace landmark CSV"):
+        load(root, tmp_path, clip=CLIP, landmarks_dir="landmarks").build()

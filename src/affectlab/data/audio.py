@@ -266,6 +266,31 @@ def extract_audio(video: str | Path, wav: str | Path, *, sample_rate: int) -> Vi
     return sound
 
 
+#: the index scripts/extract_audio.py writes beside the WAV files
+VIDEO_INDEX = "videos.csv"
+
+
+def read_video_index(folder: str | Path) -> dict[str, VideoSound]:
+    """``{video name: VideoSound}`` from the ``videos.csv`` of an audio folder ({} when there
+    is none)."""
+    import csv
+
+    path = Path(folder) / VIDEO_INDEX
+    if not path.is_file():
+        return {}
+    out = {}
+    with open(path, newline="") as handle:
+        for line, row in enumerate(csv.DictReader(handle), 2):
+            try:
+                out[row["video"]] = VideoSound(fps=float(row["fps"]),
+                                               seconds=float(row["seconds"]),
+                                               has_audio=row["has_audio"] == "1")
+            except (KeyError, TypeError, ValueError) as error:
+                raise AudioError(f"{path}, line {line}: {error}; run scripts/extract_audio.py "
+                                 "again to rewrite it") from None
+    return out
+
+
 def silence_like(seconds: float, sample_rate: int) -> torch.Tensor:
     """The track of a video without sound: zeros of its length."""
     return torch.zeros(max(round(seconds * sample_rate), 0))

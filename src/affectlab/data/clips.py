@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Callable, Literal
 
 import numpy as np
 import torch
@@ -36,6 +36,7 @@ from PIL import Image, ImageDraw
 
 from affectlab.data.audio import LogMel, read_wav
 from affectlab.data.contract import FaceImageDataset, LabelTable
+from affectlab.data.transforms import ClipRule, SpectrogramRule
 
 #: (first, last index, closed, grey level) of each drawn part of the 68-point scheme
 MASK_PARTS: tuple[tuple[int, int, bool, int], ...] = (
@@ -166,6 +167,46 @@ class ClipSettings:
     audio: LogMel | None = None
 
 
+def read_landmarks(path: Path, frames: int) -> np.ndarray:
+    """(frames, 68, 2) landmarks of one video's frames, NaN where a frame has none, from a
+    NumPy file (``.npy``, (F, 68, 2), row k for frame k + 1) or OpenFace 2's FeatureExtraction
+    CSV (``.csv``; run on the crop folder, so the points are in crop pixels: columns ``frame``
+    (1-based), ``success``, ``x_0`` … ``x_67``, ``y_0`` … ``y_67``; rows with success 0 are
+    left NaN). Raises ValueError naming the file when it is not one of these."""
+    out = np.full((frames, 68, 2), np.nan, dtype=np.float32)
+    if path.suffix == ".npy":
+        points = np.load(path)
+        if points.ndim != 3 or points.shape[1:] != (68, 2):
+            raise ValueError(f"{path}: landmarks of shape {points.shape}; expected (F, 68, 2)")
+        count = min(frames, len(points))
+        out[:count] = points[:count]
+        return out
+    import csv
+
+    with open(path, newline="") as handle:
+        reader = csv.reader(handle, skipinitialspace=True)
+        header = [name.strip() for name in next(reader, [])]
+        column = {name: i for i, name in enumerate(header)}
+        wanted = ["frame", *(f"x_{i}" for i in range(68)), *(f"y_{i}" for i in range(68))]
+        missing = [name for name in wanted if name not in column]
+        if missing:
+            raise ValueError(f"{path}: not an OpenFace landmark CSV (no columns {missing[:3]} "
+                             "...); write .npy files of shape (F, 68, 2) instead")
+        xs = [column[f"x_{i}"] for i in range(68)]
+        ys = [column[f"y_{i}"] for i in range(68)]
+        for line, record in enumerate(reader, 2):
+            try:
+                frame = int(float(record[column["frame"]]))
+                if "success" in column and float(record[column["success"]]) == 0:
+                    continue
+                point = np.array([[float(record[x]), float(record[y])] for x, y in zip(xs, ys)])
+            except (ValueError, IndexError) as error:
+                raise ValueError(f"{path}, line {line}: {error}") from None
+            if 1 <= frame <= frames:
+                out[frame - 1] = point
+    return out
+
+
 class FaceClipDataset(FaceImageDataset):
     """Samples of labelled frames, each with the clip around it and the sound of its window.
 
@@ -253,3 +294,26 @@ class FaceClipDataset(FaceImageDataset):
         if self.settings.audio is not None:
             sample["audio"] = self.load_audio(row)
         return sample
+
+
+def spectrogram_stats(train: FaceImageDataset, max_samples: int = 512) -> tuple[float, float]:
+    """Mean and std of the training samples' spectrogram values (at most ``max_samples``
+    samples, evenly spaced): the sound's normalisation. (0, 1) without sound."""
+    if not isinstance(train, FaceClipDataset) or train.settings.audio is None or not len(train):
+        return 0.0, 1.0
+    rows = np.unique(np.linspace(0, len(train) - 1, min(len(train), max_samples)).astype(int))
+    values = torch.cat([train.load_audio(int(row)).flatten() for row in rows])
+    return float(values.mean()), float(values.std().clamp_min(1e-6))
+
+
+def clip_rules(train: FaceImageDataset, mean: tuple[float, ...],
+               std: tuple[float, ...]) -> Callable[[Any], dict[str, Any]]:
+    """``FaceData.rules`` of a clip dataset: clips normalised by the images' ``mean``/``std``
+    and augmented clip by clip, spectrograms by the training split's statistics."""
+    audio_mean, audio_std = spectrogram_stats(train)
+
+    def rules(augment: Any) -> dict[str, Any]:
+        return {"clip": ClipRule(mean=mean, std=std, augment=augment),
+                "audio": SpectrogramRule(mean=audio_mean, std=audio_std)}
+
+    return rules

@@ -89,8 +89,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
-from affectlab.data.contract import EXPRESSIONS, DataError, LabelTable, empty_labels
+from affectlab.data.audio import LogMel, read_video_index
+from affectlab.data.clips import ClipSettings, FaceClipDataset, Video, clip_rules, read_landmarks
+from affectlab.data.contract import (
+    EXPRESSIONS,
+    DataError,
+    FaceData,
+    FaceImageDataset,
+    LabelTable,
+    empty_labels,
+)
 from affectlab.data.sources.on_disk import (
     DatasetIndex,
     OnDiskDataset,
@@ -279,7 +289,10 @@ class AffWild2(OnDiskDataset):
                  std: list[float] | None = None, release: str = "auto",
                  tasks: list[str] | None = None, image_dir: str = "cropped_aligned",
                  annotation_dir: str | None = None, val_fraction: float = 0.1,
-                 val_videos: int | None = None, seed: int = 0, overlap: str = "raise") -> None:
+                 val_videos: int | None = None, seed: int = 0, overlap: str = "raise",
+                 clip: dict[str, Any] | None = None, audio: dict[str, Any] | None = None,
+                 audio_dir: str = "audio", landmarks_dir: str | None = None,
+                 fps: float = 30.0) -> None:
         if release not in (*RELEASES, "auto"):
             raise ValueError(f"dataset.release={release!r}: use abaw2020, abaw2021 or auto")
         chosen = list(TASKS) if tasks is None else [str(t) for t in tasks]
@@ -296,6 +309,20 @@ class AffWild2(OnDiskDataset):
             raise ValueError(f"dataset.overlap={overlap!r}: use one of {list(OVERLAP)}")
         check_relative_folder("image_dir", image_dir)
         check_relative_folder("annotation_dir", annotation_dir)
+        check_relative_folder("audio_dir", audio_dir)
+        check_relative_folder("landmarks_dir", landmarks_dir)
+        if audio is not None and clip is None:
+            raise ValueError("dataset.audio is read with clips: set dataset.clip too (or "
+                             "dataset.audio=null for frames alone)")
+        if fps <= 0:
+            raise ValueError(f"dataset.fps={fps}: must be > 0")
+        self.clip_settings = None if clip is None else ClipSettings(
+            **clip, audio=None if audio is None else LogMel(**audio))
+        if self.clip_settings is not None and (self.clip_settings.length < 1
+                                               or self.clip_settings.dilation < 1):
+            raise ValueError(f"dataset.clip.length={self.clip_settings.length}, dilation="
+                             f"{self.clip_settings.dilation}: both must be ≥ 1")
+        self.audio_dir, self.landmarks_dir, self.fps = audio_dir, landmarks_dir, float(fps)
         super().__init__(name=name, root=root, aus=aus, image_size=image_size, on_error=on_error,
                          cache_dir=cache_dir, mean=mean, std=std)
         self.requested_aus = aus
@@ -657,6 +684,75 @@ class AffWild2(OnDiskDataset):
                 if video_of(name) in out:
                     out[video_of(name)].append(path.relative_to(self.root).as_posix())
         return {v: sorted(files) for v, files in out.items()}
+
+    # --------------------------------------------------------------- clips
+    def image_dataset(self, table: LabelTable, image_size: int | None) -> FaceImageDataset:
+        """Frames as images, or with ``dataset.clip`` the clip around each labelled frame
+        (:meth:`clip_dataset`)."""
+        if self.clip_settings is None:
+            return super().image_dataset(table, image_size)
+        return self.clip_dataset(table, image_size or 112)
+
+    def clip_dataset(self, table: LabelTable, image_size: int) -> FaceClipDataset:
+        """Clips of a split's labelled frames. A video side's frames are its crop folder's
+        ``00001.jpg`` … (frame k ↔ label line k); frames without a crop are missing (the clip's
+        ``rule`` decides what they show). Landmarks for the mask channel come from
+        ``landmarks_dir/<side>.npy`` or ``.csv`` (OpenFace, run on the crop folder; the release
+        ships none): a side without a file gets an empty mask channel — set
+        ``dataset.clip.mask=false`` and ``model.mask=false`` when no landmarks exist. The sound
+        is ``audio_dir/<video>.wav`` (``scripts/extract_audio.py``; both sides of a two-person
+        video share it), its frame rate from ``audio_dir/videos.csv`` (``dataset.fps``,
+        default 30, for a video not listed); a video without a WAV is silent."""
+        sides = [Path(p).parent.as_posix() for p in table.image_paths]
+        numbers = [int(Path(p).stem) for p in table.image_paths]
+        audio_dir = self.root / self.audio_dir
+        sounds = read_video_index(audio_dir)
+        order = list(dict.fromkeys(sides))
+        last = {side: 0 for side in order}
+        for side, number in zip(sides, numbers):
+            last[side] = max(last[side], number)
+        videos = []
+        for side in order:
+            listing = _frame_images(self.root / side) or {}
+            count = max([last[side], *listing])
+            name = Path(side).name
+            video = video_of(name)
+            landmarks = None
+            if self.landmarks_dir is not None:
+                for suffix in (".npy", ".csv"):
+                    path = self.root / self.landmarks_dir / f"{name}{suffix}"
+                    if path.is_file():
+                        try:
+                            landmarks = read_landmarks(path, count)
+                        except ValueError as error:
+                            raise DataError(str(error)) from None
+                        break
+            wav = audio_dir / f"{video}.wav"
+            videos.append(Video(
+                frames=tuple(f"{side}/{listing[k]}" if k in listing else None
+                             for k in range(1, count + 1)),
+                fps=sounds[video].fps if video in sounds and sounds[video].fps > 0 else self.fps,
+                landmarks=landmarks, frame_size=self._crop_size(side, listing),
+                audio=wav.relative_to(self.root).as_posix() if wav.is_file() else None))
+        index = {side: i for i, side in enumerate(order)}
+        return FaceClipDataset(table, videos=videos,
+                               video_of_row=np.array([index[s] for s in sides], dtype=np.int64),
+                               frame_of_row=np.array(numbers, dtype=np.int64) - 1,
+                               settings=self.clip_settings, image_size=image_size)
+
+    def _crop_size(self, side: str, listing: dict[int, str]) -> int | None:
+        """Side of a crop folder's images (what its landmarks refer to), from its first."""
+        if not listing:
+            return None
+        with Image.open(self.root / side / listing[min(listing)]) as image:
+            return int(image.size[0])
+
+    def build(self) -> FaceData:
+        data = super().build()
+        if self.clip_settings is not None:
+            data.rules = clip_rules(data.train, data.mean, data.std)
+            data.transform = data.input_transform(None)
+        return data
 
     def _warn_missing_tasks(self, index: DatasetIndex, rows: np.ndarray) -> None:
         """Checkpoints are selected on val (index ``rows``): say so if it has no label of a task

@@ -28,11 +28,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from PIL import Image
 
 from affectlab.data.audio import LogMel, write_wav
-from affectlab.data.clips import MISSING_RULES, ClipSettings, FaceClipDataset, Video
+from affectlab.data.clips import MISSING_RULES, ClipSettings, FaceClipDataset, Video, clip_rules
 from affectlab.data.contract import EXPRESSIONS, DataError, FaceData, FaceImageDataset, LabelTable
 from affectlab.data.sources.synthetic import story
 from affectlab.data.sources.synthetic.benchmark import DEFAULT_AUS
@@ -46,7 +45,6 @@ from affectlab.data.sources.synthetic.files import (
 from affectlab.data.sources.synthetic.story import SPLITS, GenerationParams, rng_for
 from affectlab.data.sources.synthetic.variants import one_task_per_face
 from affectlab.data.sources.synthetic.video_story import sample_video, synthesize_audio
-from affectlab.data.transforms import ClipRule, SpectrogramRule
 
 CLIP_GENERATOR_VERSION = 1
 
@@ -304,15 +302,6 @@ class SyntheticClips:
                                frame_of_row=frame_of_row[keep], settings=self.settings,
                                image_size=size)
 
-    def spectrogram_stats(self, train: FaceImageDataset) -> tuple[float, float]:
-        """Mean and std of the training samples' spectrogram values (at most 512 samples,
-        evenly spaced): the audio rule's normalisation."""
-        if not isinstance(train, FaceClipDataset) or self.logmel is None:
-            return 0.0, 1.0
-        rows = np.unique(np.linspace(0, len(train) - 1, min(len(train), 512)).astype(int))
-        values = torch.cat([train.load_audio(int(row)).flatten() for row in rows])
-        return float(values.mean()), float(values.std())
-
     def build(self) -> FaceData:
         meta = self.generate()
         tables = read_labels_csv(self.dataset_dir / LABELS_FILE, self.aus)
@@ -329,15 +318,10 @@ class SyntheticClips:
         unlabeled = self._split(pool, pool.unlabeled()) if len(pool) else None
         mean = tuple(float(v) for v in meta["mean"])
         std = tuple(float(v) for v in meta["std"])
-        audio_mean, audio_std = self.spectrogram_stats(train)
-
-        def rules(augment: Any) -> dict[str, Any]:
-            return {"clip": ClipRule(mean=mean, std=std, augment=augment),
-                    "audio": SpectrogramRule(mean=audio_mean, std=audio_std)}
-
         return FaceData(
             name=self.name, train=train, val=self._split(tables["val"]),
             test=self._split(tables["test"]), unlabeled=unlabeled,
             label_names={"au": [f"AU{au}" for au in self.aus], "expr": list(EXPRESSIONS),
                          "va": ["valence", "arousal"]},
-            mean=mean, std=std, rules=rules if self.inputs == "clip" else None)
+            mean=mean, std=std,
+            rules=clip_rules(train, mean, std) if self.inputs == "clip" else None)
