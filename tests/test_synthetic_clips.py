@@ -18,7 +18,8 @@ from affectlab.train import run
 
 from .conftest import TINY_TRAINER, compose_config, run_interrupted, same_final_weights
 
-TINY_CLIPS = ["dataset=synthetic_clips", "model=tsav", "dataset.videos_train=2",
+TINY_CLIPS = ["dataset=synthetic_clips", "model=tsav", "model.arch=small",
+              "model.small_widths=[8,16]", "dataset.videos_train=2",
               "dataset.videos_unlabeled=1", "dataset.videos_val=1", "dataset.videos_test=1",
               "dataset.frames_per_video=20", "dataset.image_size=32", "dataset.clip.length=4",
               "dataset.audio.window_s=1.0", "dataset.audio.n_mels=32"]
@@ -130,6 +131,8 @@ def clip_run_overrides(clips_root: Path, method: str) -> list[str]:
 
 @pytest.mark.slow
 def test_tsav_trains_on_clips_with_every_task(clips_root, tmp_path):
+    """TSAV's two streams (the small CPU arch; the full one's forward and backward are
+    test_tsav's) through the real trainer: AUs, expressions and VA from clips and sound."""
     result = run(compose_config(clips_root, clip_run_overrides(clips_root, "baseline")),
                  tmp_path / "run")
     assert result["steps"] == 4 and set(result["tasks"]) == {"au", "expr", "va"}

@@ -93,3 +93,17 @@ def test_wrong_inputs_get_one_clear_message():
         model(batch["clip"])
     with pytest.raises(KeyError, match=r"reads inputs \['clip', 'audio'\].*no \['audio'\]"):
         model_inputs(model, {"clip": batch["clip"]})
+
+
+def test_the_small_arch_reads_the_same_inputs_for_cpu_runs():
+    model = TSAV(arch="small", small_widths=[8, 16])
+    assert model.input_keys == ("clip", "audio") and model.num_features == 32
+    features = model.forward_features(*model_inputs(model, tiny_batch()))
+    assert features.shape == (2, 32)
+    features.sum().backward()
+    assert model.video.body[0].weight.grad[:, 3].abs().sum() > 0       # the mask channel
+    assert TSAV(arch="small", audio=False, mask=False, small_widths=[8]).num_features == 8
+    with pytest.raises(ValueError, match="model.arch='x3d'"):
+        TSAV(arch="x3d")
+    with pytest.raises(ValueError, match="arch=small has no pretrained weights"):
+        TSAV(arch="small", pretrained_video="kinetics")

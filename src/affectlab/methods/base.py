@@ -85,10 +85,13 @@ class Method(nn.Module):
     def input_keys(self) -> tuple[str, ...]:
         """The input keys this method's networks read (see :func:`model_inputs`)."""
         keys: list[str] = []
-        for module in self.modules():
-            for key in getattr(module, "input_keys", ()) if module is not self else ():
-                if key not in keys:
-                    keys.append(key)
+        readers: list[str] = []        # the outermost networks that declare their inputs
+        for name, module in self.named_modules():
+            if module is self or not hasattr(module, "input_keys") \
+                    or any(name.startswith(f"{outer}.") for outer in readers):
+                continue               # a network inside another (TSAV's streams) reads its part
+            readers.append(name)
+            keys += [key for key in module.input_keys if key not in keys]
         return tuple(keys) or ("image",)
 
     def build(self, spec: DataSpec) -> None:

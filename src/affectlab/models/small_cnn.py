@@ -11,7 +11,8 @@ from torch import nn
 class SmallCNN(nn.Module):
     """Stacked conv-norm-ReLU blocks, each halving the resolution, then global average pooling.
 
-    Input (N, 3, H, W) → features (N, widths[-1]). Works for any H, W ≥ 2**len(widths).
+    Input (N, in_channels, H, W) → features (N, widths[-1]). Works for any H, W ≥
+    2**len(widths).
 
     Args:
         widths: output channels of each block; block i has ``convs_per_block`` 3×3 convolutions
@@ -24,6 +25,7 @@ class SmallCNN(nn.Module):
         norm: ``batch`` (BatchNorm: statistics of each process's batch) or ``group``
             (GroupNorm, 8 groups or fewer: per sample, so a batch split over torchrun
             processes trains exactly as the whole batch in one process, to float rounding).
+        in_channels: input channels (3: RGB; 1: a spectrogram, TSAV's small audio stream).
     """
 
     #: the sample keys forward_features reads, in argument order (affectlab.methods.base)
@@ -31,12 +33,11 @@ class SmallCNN(nn.Module):
 
     def __init__(self, *, widths: list[int] = (32, 64, 128, 256), convs_per_block: int = 1,
                  dropout: float = 0.0, pooling: str = "avg", input_size: int = 64,
-                 norm: str = "batch") -> None:
+                 norm: str = "batch", in_channels: int = 3) -> None:
         super().__init__()
         if norm not in ("batch", "group"):
             raise ValueError(f"model.norm={norm!r}: use batch or group")
         layers: list[nn.Module] = []
-        in_channels = 3
         for width in widths:
             for _ in range(convs_per_block):
                 layers += [nn.Conv2d(in_channels, width, 3, padding=1, bias=False),
@@ -55,7 +56,7 @@ class SmallCNN(nn.Module):
         self.num_features = in_channels * (grid * grid if pooling == "flatten" else 1)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, 3, H, W) → (N, num_features)."""
+        """(N, in_channels, H, W) → (N, num_features)."""
         maps = self.body(x)
         pooled = maps.flatten(1) if self.pooling == "flatten" else maps.mean(dim=(2, 3))
         return self.dropout(pooled)
