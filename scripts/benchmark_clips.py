@@ -1,5 +1,6 @@
-"""What reading clips and their sound costs: samples/s of the clip dataset, and a log-mel window
-computed alone vs cut from the track's spectrogram (the cache the clip datasets use).
+"""What reading clips and their sound costs: samples/s of the clip dataset decoding its frames
+and from the packed store (every frame once), and a log-mel window computed alone vs cut from
+the track's spectrogram (the cache the clip datasets use).
 
     python scripts/benchmark_clips.py [--root data/synthetic] [--samples 200]
 
@@ -51,10 +52,27 @@ def spectrogram_costs(settings: dict, track_seconds: float, count: int) -> dict[
             "track_megabytes": round(whole.numel() * 4 / 2**20, 2)}
 
 
+def packed_costs(data, folder: str, count: int) -> dict[str, float]:
+    """The train split's frames packed once (timed when built here), then samples/s read
+    from the pack, and the pack's size per frame and in all."""
+    from affectlab.data.packed import ClipFrames, use_packed
+
+    frames = len(ClipFrames(data.train))
+    start = time.perf_counter()
+    packed = use_packed(data, folder, workers=0).train
+    built = time.perf_counter() - start
+    packed.load_audio(0)
+    return {"packed_frames": frames, "packed_megabytes": round(packed.path.stat().st_size
+                                                                / 2**20, 1),
+            "packing_s_if_built": round(built, 1),
+            "samples_per_s_packed": round(per_second(lambda i: packed[i], count), 1)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--root", default="data/synthetic")
     parser.add_argument("--samples", type=int, default=200)
+    parser.add_argument("--packed-dir", default="data/cache/packed")
     args = parser.parse_args()
     torch.set_num_threads(1)
     audio = {k: v for k, v in SYNTHETIC_AUDIO.items() if k != "sample_rate"}  # the dataset's
@@ -69,6 +87,7 @@ def main() -> None:
         "samples_per_s_clip_and_audio": round(per_second(lambda i: train[i], count), 1),
         "samples_per_s_clip_only": round(per_second(lambda i: train.load_clip(i), count), 1),
         "samples_per_s_audio_only": round(per_second(lambda i: train.load_audio(i), count), 1),
+        **packed_costs(data, args.packed_dir, count),
         "spectrogram_tsav_10s_44k": spectrogram_costs(TSAV_AUDIO, 600.0, 100),
         "spectrogram_synthetic_2s_16k": spectrogram_costs(SYNTHETIC_AUDIO, 5.0, 100),
     }

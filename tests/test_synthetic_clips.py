@@ -155,3 +155,25 @@ def test_mean_teacher_on_clips_logs_its_terms_and_resumes_exactly(clips_root, tm
                                     f"{tmp_path / 'stopped/checkpoints/last.pt'}"]),
         tmp_path / "resumed")
     assert same_final_weights(tmp_path / "full", tmp_path / "resumed")
+
+
+def test_the_packed_store_holds_each_frame_once_and_reads_the_same_clips(clips_root, data,
+                                                                          tmp_path):
+    from affectlab.data.packed import ClipFrames, PackedClips, use_packed
+
+    frames = ClipFrames(data.train)
+    assert len(frames) == 40                               # 2 videos × 20 frames, once each
+    packed = use_packed(SyntheticClips(root=str(clips_root), **SMALL).build(),
+                        tmp_path / "packed", workers=0)
+    train = packed.train
+    assert isinstance(train, PackedClips)
+    files = sorted((tmp_path / "packed").glob("*.npy"))
+    assert any("-train-clips-" in f.name for f in files)
+    size = next(f for f in files if "-train-clips-" in f.name).stat().st_size
+    assert size == pytest.approx(40 * 4 * 32 * 32, rel=0.01)   # uint8 frames + mask, once
+    for row in range(len(train)):
+        a, b = train[row], data.train[row]
+        assert torch.equal(a["clip"], b["clip"]) and torch.equal(a["audio"], b["audio"])
+    import pickle
+    clone = pickle.loads(pickle.dumps(train))                 # loader workers map it again
+    assert clone._array is None and torch.equal(clone[3]["clip"], train[3]["clip"])

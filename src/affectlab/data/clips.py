@@ -252,21 +252,33 @@ class FaceClipDataset(FaceImageDataset):
         return clip_frames(int(self.frame_of_row[row]), video.available, length=s.length,
                            dilation=s.dilation, rule=s.rule, anchor=s.anchor)
 
-    def load_clip(self, row: int) -> torch.Tensor:
-        """uint8 (T, C, H, W): the clip's frames, resized, with the mask channel."""
-        video = self.videos[self.video_of_row[row]]
+    @property
+    def channels(self) -> int:
+        return 4 if self.settings.mask else 3
+
+    def frame_pixels(self, video_index: int, frame: int) -> np.ndarray:
+        """uint8 (H, W, C) of one existing frame: its RGB resized to ``image_size`` and, with
+        the mask, the landmark mask drawn from its landmarks (empty where it has none)."""
+        video = self.videos[video_index]
         size = self.image_size
-        channels = 4 if self.settings.mask else 3
-        clip = np.zeros((self.settings.length, size, size, channels), dtype=np.uint8)
+        pixels = np.zeros((size, size, self.channels), dtype=np.uint8)
+        # the row only picks a sample's own crop, which the frames of a video do not have
+        pixels[:, :, :3] = self.load_pixels(0, video.frames[frame])
+        if self.settings.mask and video.landmarks is not None:
+            scale = size / float(video.frame_size or size)
+            points = video.landmarks[frame]
+            if np.isfinite(points).any():
+                pixels[:, :, 3] = landmark_mask((points + 0.5) * scale - 0.5, size)
+        return pixels
+
+    def load_clip(self, row: int) -> torch.Tensor:
+        """uint8 (T, C, H, W): the clip's frames (black where :meth:`frames_of` says −1)."""
+        video_index = int(self.video_of_row[row])
+        size = self.image_size
+        clip = np.zeros((self.settings.length, size, size, self.channels), dtype=np.uint8)
         for position, frame in enumerate(self.frames_of(row)):
-            if frame < 0:
-                continue                                  # a black frame, an empty mask
-            clip[position, :, :, :3] = self.load_pixels(row, video.frames[frame])
-            if self.settings.mask and video.landmarks is not None:
-                scale = size / float(video.frame_size or size)
-                points = video.landmarks[frame]
-                if np.isfinite(points).any():
-                    clip[position, :, :, 3] = landmark_mask((points + 0.5) * scale - 0.5, size)
+            if frame >= 0:
+                clip[position] = self.frame_pixels(video_index, int(frame))
         return torch.from_numpy(clip).permute(0, 3, 1, 2).contiguous()
 
     def track(self, video_index: int) -> torch.Tensor:

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from affectlab.data.clips import FaceClipDataset
 from affectlab.data.contract import DataError, FaceData, FaceImageDataset, LabelTable
 from affectlab.threads import usable_cpus
 from affectlab.utils import atomic_write_json
@@ -117,7 +118,7 @@ def open_pack(path: Path, shape: tuple[int, ...]) -> np.ndarray:
 class _Rows(Dataset):
     """(row, CHW uint8 pixels) of a decoding dataset, so DataLoader workers share a build."""
 
-    def __init__(self, dataset: FaceImageDataset, rows: range) -> None:
+    def __init__(self, dataset: Any, rows: range) -> None:
         self.dataset, self.rows = dataset, rows
 
     def __len__(self) -> int:
@@ -132,13 +133,15 @@ def _as_is(item: Any) -> Any:
     return item       # rows stay numpy arrays (no tensor conversion on the way)
 
 
-def build_pack(dataset: FaceImageDataset, path: Path, *, workers: int = 0) -> Path:
+def build_pack(dataset: Any, path: Path, *, workers: int = 0) -> Path:
     """Decode every image of ``dataset`` once into ``path`` (see the module doc): atomic,
-    resumable, one builder at a time. Returns ``path``."""
+    resumable, one builder at a time. Returns ``path``. ``dataset``: anything with
+    ``image_size``, ``len`` and ``load_pixels(row) -> (H, W, C)`` uint8 (C: its ``channels``,
+    default 3) — a split's images, or the frames of its clips (:class:`ClipFrames`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     size = dataset.image_size
-    shape = (len(dataset), 3, size, size)
+    shape = (len(dataset), getattr(dataset, "channels", 3), size, size)
     partial = path.with_name(path.name + ".partial")
     progress = path.with_name(path.name + ".progress.json")
     with open(path.with_name(path.name + ".lock"), "w") as lock:
@@ -178,30 +181,102 @@ def build_pack(dataset: FaceImageDataset, path: Path, *, workers: int = 0) -> Pa
     return path
 
 
+# ---------------------------------------------------------------------------------------------
+# Clips: every frame of a split's videos once, however many clips show it.
+
+
+class ClipFrames:
+    """The frames of a clip split's videos as rows to pack: video v's frame f is row
+    ``offsets[v] + f`` (a frame the release lacks: a zero row, never read), its pixels
+    :meth:`~affectlab.data.clips.FaceClipDataset.frame_pixels`' — RGB and the mask channel,
+    so the mask is drawn once too."""
+
+    def __init__(self, clips: FaceClipDataset) -> None:
+        self.clips = clips
+        self.image_size, self.channels = clips.image_size, clips.channels
+        counts = [len(video.frames) for video in clips.videos]
+        self.offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def load_pixels(self, row: int) -> np.ndarray:
+        video = int(np.searchsorted(self.offsets, row, side="right") - 1)
+        frame = row - int(self.offsets[video])
+        if self.clips.videos[video].frames[frame] is None:
+            return np.zeros((self.image_size, self.image_size, self.channels), dtype=np.uint8)
+        return self.clips.frame_pixels(video, frame)
+
+    def key(self) -> str:
+        """SHA-1 of what the pack holds: root, every frame's path, size, channels, landmarks."""
+        digest = hashlib.sha1(f"clipframes{PACK_VERSION}\n{Path(self.clips.table.root).resolve()}"
+                              f"\n{self.image_size}\n{self.channels}\n".encode())
+        for video in self.clips.videos:
+            digest.update("\n".join(str(f) for f in video.frames).encode())
+            if self.channels == 4 and video.landmarks is not None:
+                digest.update(np.ascontiguousarray(video.landmarks).tobytes())
+        return digest.hexdigest()
+
+
+class PackedClips(FaceClipDataset):
+    """A clip split reading its frames from a packed file of :class:`ClipFrames` (sound, labels
+    and everything else as :class:`~affectlab.data.clips.FaceClipDataset`)."""
+
+    def __init__(self, source: FaceClipDataset, *, path: Path) -> None:
+        super().__init__(source.table, videos=source.videos, video_of_row=source.video_of_row,
+                         frame_of_row=source.frame_of_row, settings=source.settings,
+                         image_size=source.image_size)
+        self.path = Path(path)
+        self.offsets = ClipFrames(source).offsets
+        self._array: np.ndarray | None = None
+
+    @property
+    def array(self) -> np.ndarray:
+        if self._array is None:
+            self._array = open_pack(self.path, (int(self.offsets[-1]), self.channels,
+                                                 self.image_size, self.image_size))
+        return self._array
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_array": None}    # workers map the file themselves
+
+    def frame_pixels(self, video_index: int, frame: int) -> np.ndarray:
+        return np.ascontiguousarray(
+            self.array[int(self.offsets[video_index]) + frame].transpose(1, 2, 0))
+
+
 def decode_workers() -> int:
     """Processes that decode a build: the CPUs this process may use, at most 8."""
     return min(8, usable_cpus())
 
 
-#: The input keys the store can pack: (3, S, S) uint8 images. A split whose samples carry other
-#: inputs (clips, audio, vectors) keeps reading them its own way.
+#: The input keys the store can pack: (3, S, S) uint8 images (and clips, frame by frame:
+#: :class:`PackedClips`). A split whose samples carry other inputs keeps reading them its own
+#: way.
 PACKABLE_KEYS: tuple[str, ...] = ("image",)
 
 
 def use_packed(data: FaceData, folder: str | Path, *, workers: int | None = None) -> FaceData:
     """``data`` with every split reading its packed images from ``folder`` (built there first
-    when missing). A split without a fixed image size (``dataset.image_size=null``: images
-    keep their sizes), or whose samples carry inputs other than :data:`PACKABLE_KEYS`, cannot
-    be packed and keeps decoding, said once in the log."""
+    when missing; a clip split packs its videos' frames, :class:`PackedClips`). A split
+    without a fixed image size (``dataset.image_size=null``: images keep their sizes), or whose
+    samples carry inputs other than :data:`PACKABLE_KEYS`, cannot be packed and keeps
+    decoding, said once in the log."""
     folder = Path(folder).expanduser()
     workers = decode_workers() if workers is None else workers
     for split in SPLITS:
         dataset = getattr(data, split)
-        if dataset is None or isinstance(dataset, PackedImages):
+        if dataset is None or isinstance(dataset, (PackedImages, PackedClips)):
             continue
         if dataset.image_size is None:
             log.info("%s/%s keeps decoding its images: packing needs one image size "
                      "(dataset.image_size)", data.name, split)
+            continue
+        if isinstance(dataset, FaceClipDataset):
+            frames = ClipFrames(dataset)
+            path = build_pack(frames, Path(folder) / f"{data.name}-{split}-clips-"
+                                                     f"{frames.key()[:16]}.npy", workers=workers)
+            setattr(data, split, PackedClips(dataset, path=path))
             continue
         others = [k for k in dataset.input_keys if k not in PACKABLE_KEYS]
         if others:
@@ -214,5 +289,5 @@ def use_packed(data: FaceData, folder: str | Path, *, workers: int | None = None
     return data
 
 
-__all__ = ["PackedImages", "PACKABLE_KEYS", "build_pack", "use_packed", "pack_path", "pack_key",
-           "reading_settings"]
+__all__ = ["PackedImages", "PackedClips", "ClipFrames", "PACKABLE_KEYS", "build_pack",
+           "use_packed", "pack_path", "pack_key", "reading_settings"]
