@@ -41,7 +41,7 @@ from omegaconf import OmegaConf
 
 from affectlab.charts import grouped_bar_chart
 from affectlab.recipe import RecipeError, Runner
-from affectlab.results import Column, column_values, mean_std, stage_summary
+from affectlab.results import Column, column_means, stage_summary, with_reported_rows
 from affectlab.utils import atomic_write_text
 
 REPO = Path(__file__).resolve().parents[1]
@@ -138,14 +138,8 @@ def load_recipe(spec: TableSpec, dataset: str) -> Any:
 def table_markdown(spec: TableSpec, dataset: str, results: dict[str, list[dict[str, Any]]],
                    seeds: list[int]) -> tuple[str, str]:
     """The measured rows (mean ± std over seeds, %) and the paper's rows, Markdown and CSV."""
-    markdown, csv = stage_summary(results, columns=COLUMNS, score=False)
-    header = markdown.splitlines()[0].strip("| ").split(" | ")[2:]
-    for label, *values in spec.reported:
-        paper = dict(zip(PAPER_COLUMNS, values))
-        cells = [f"{100 * paper[c]:.1f}" if c in paper else "–" for c in header]
-        markdown += f"| {label} (reported) | – | " + " | ".join(cells) + " |\n"
-        csv += ",".join([f"{label} (reported)", "", *[
-            f"{100 * paper[c]:.2f}," if c in paper else "," for c in header]]) + "\n"
+    markdown, csv = with_reported_rows(*stage_summary(results, columns=COLUMNS, score=False),
+                                       spec.reported, PAPER_COLUMNS)
     caption = (f"**{spec.title} on {dataset}** (test split; seeds {', '.join(map(str, seeds))}). "
                "Acc and F1@thr at per-AU thresholds searched on the validation split (for "
                "the recipe's trainer.threshold_criterion: F1 on synthetic, ½(F1 + Acc) in the "
@@ -162,10 +156,7 @@ def table_markdown(spec: TableSpec, dataset: str, results: dict[str, list[dict[s
 
 def chart(spec: TableSpec, dataset: str, results: dict[str, list[dict[str, Any]]],
           path: Path) -> None:
-    series = []
-    for name, runs in results.items():
-        series.append((name, [mean_std([100 * v for v in column_values(runs, c)])[0]
-                              if column_values(runs, c) else None for c in COLUMNS]))
+    series = column_means(results, COLUMNS)
     grouped_bar_chart(path, f"{spec.title} on {dataset} (mean over seeds, %)",
                       [c[0] for c in COLUMNS], series)
 

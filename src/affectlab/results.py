@@ -234,6 +234,31 @@ def stage_summary(results: dict[str, list[dict[str, Any]]], title: str = "",
     return "\n".join(lines) + "\n", "\n".join(csv) + "\n"
 
 
+def with_reported_rows(markdown: str, csv: str,
+                       reported: tuple[tuple[Any, ...], ...],
+                       paper_columns: tuple[str, ...]) -> tuple[str, str]:
+    """:func:`stage_summary`'s Markdown and CSV with a paper's rows appended as
+    "<label> (reported)": each of ``reported`` is (label, *values as fractions) in the order of
+    ``paper_columns``; the table's other columns get "–"."""
+    header = markdown.splitlines()[0].strip("| ").split(" | ")[2:]
+    for label, *values in reported:
+        paper = dict(zip(paper_columns, values))
+        cells = [f"{100 * paper[c]:.1f}" if c in paper else "–" for c in header]
+        markdown += f"| {label} (reported) | – | " + " | ".join(cells) + " |\n"
+        csv += ",".join([f"{label} (reported)", "", *[
+            f"{100 * paper[c]:.2f}," if c in paper else "," for c in header]]) + "\n"
+    return markdown, csv
+
+
+def column_means(results: dict[str, list[dict[str, Any]]],
+                 columns: tuple[Column, ...]) -> list[tuple[str, list[float | None]]]:
+    """Per row, the mean over its runs of each column in % (None where it has none): the
+    series of a table's bar chart."""
+    return [(name, [mean_std([100 * v for v in column_values(runs, c)])[0]
+                    if column_values(runs, c) else None for c in columns])
+            for name, runs in results.items()]
+
+
 def per_label_summary(results: dict[str, list[dict[str, Any]]], task: str = "au") -> str:
     """Markdown: per label of ``task``, F1 at 0.5 / F1 at the tuned thresholds / AP (%, means
     over each row's runs), one line per row that has the task; "" when none has it."""

@@ -1,0 +1,159 @@
+"""Run and write Wang & Wang's Table I: ``python scripts/tsav_tables.py [--dataset synthetic]``.
+
+"A Multi-task Mean Teacher for Semi-supervised Facial Affective Behavior Analysis" (Wang &
+Wang, ABAW 2021), Table I: a baseline, TSAV, and TSAV + the multi-task mean teacher on
+Aff-Wild2's validation set, each with the ABAW criteria — expression 0.67·F1 + 0.33·Acc, the
+mean CCC of valence and arousal, AU 0.5·F1 + 0.5·Acc (F1 and Acc at 0.5).
+
+The table is the recipe ``tsav_<dataset>`` (``configs/recipe/``): its stages run through
+:class:`affectlab.recipe.Runner` (finished stages are reused) into ``--runs`` (default
+``results/<recipe>``), then ``<out>/table1.md``, ``.csv`` and ``.png`` are written: per row
+the three criteria, and beside them AU F1 at 0.5, at the validation-tuned thresholds and AP,
+and the arousal CCC (does the sound help arousal?), each mean ± std over the seeds in %; the
+paper's rows follow as "(reported)". On the synthetic clips (``recipe=tsav_synthetic``) the
+rows are the image CNN on the labelled frame (the paper's "baseline" is the challenge's, an
+image network), TSAV's visual stream alone, TSAV, and TSAV without / with the mean teacher on
+one-task labels.
+
+Examples::
+
+    python scripts/tsav_tables.py                         # synthetic clips, seeds 0 1 2
+    python scripts/tsav_tables.py --dataset affwild2      # needs recipe tsav_affwild2 + data
+    python scripts/tsav_tables.py --seeds 0 trainer.device=cuda model=tsav
+
+Hydra overrides after the options apply to every training stage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from affectlab.charts import grouped_bar_chart
+from affectlab.recipe import RecipeError, Runner
+from affectlab.results import Column, column_means, stage_summary, with_reported_rows
+from affectlab.utils import atomic_write_text
+
+REPO = Path(__file__).resolve().parents[1]
+RECIPES = REPO / "configs" / "recipe"
+
+#: the paper's columns first (the ABAW criteria), then what this framework reports beside them
+COLUMNS: tuple[Column, ...] = (
+    ("Expression criterion", "expr", lambda m: m.get("abaw")),
+    ("CCC mean", "va", lambda m: m.get("ccc_mean")),
+    ("AU criterion", "au", lambda m: m.get("abaw")),
+    ("AU F1@0.5", "au", lambda m: m["f1_mean"]),
+    ("AU F1@thr", "au", lambda m: m["tuned"]["f1_mean"] if "tuned" in m else None),
+    ("AU AP", "au", lambda m: m["ap_mean"]),
+    ("CCC arousal", "va", lambda m: m["ccc_arousal"]),
+)
+PAPER_COLUMNS = ("Expression criterion", "CCC mean", "AU criterion")
+REPORTED: tuple[tuple[str, float, float, float], ...] = (
+    ("Baseline (the challenge's)", 0.36, 0.22, 0.31),
+    ("TSAV", 0.508, 0.537, 0.623),
+    ("TSAV + multi-task mean teacher", 0.517, 0.562, 0.782),
+)
+PAPER = "Wang & Wang 2021, Aff-Wild2 validation set, their own split (reported)"
+#: the recipe's stages, in the table's order, with their labels
+ROWS: tuple[tuple[str, str], ...] = (
+    ("frame_cnn", "Image CNN on the labelled frame"),
+    ("tsav_video", "TSAV, visual stream only"),
+    ("tsav", "TSAV (clip + sound)"),
+    ("tsav_partial", "TSAV, one-task labels"),
+    ("tsav_partial_mean_teacher", "TSAV + mean teacher, one-task labels"),
+    ("tsav_mean_teacher", "TSAV + mean teacher"),
+)
+
+
+class TableError(RuntimeError):
+    """A table that cannot be made as asked, with the reason."""
+
+
+def load_recipe(dataset: str) -> Any:
+    path = RECIPES / f"tsav_{dataset}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem.split("_", 1)[1] for p in RECIPES.glob("tsav_*.yaml"))
+        raise TableError(f"Table I on dataset {dataset}: there is no recipe {path.name} "
+                         f"(datasets with one: {known})")
+    return OmegaConf.load(path)
+
+
+def table_markdown(dataset: str, results: dict[str, list[dict[str, Any]]],
+                   seeds: list[int]) -> tuple[str, str]:
+    """The measured rows (mean ± std over seeds, %) and the paper's, Markdown and CSV."""
+    markdown, csv = with_reported_rows(*stage_summary(results, columns=COLUMNS, score=False),
+                                       REPORTED, PAPER_COLUMNS)
+    caption = (f"**Table I on {dataset}** (test split; seeds {', '.join(map(str, seeds))}). "
+               "The ABAW criteria: expression 0.67·macro F1 + 0.33·accuracy, the mean CCC of "
+               "valence and arousal, AU 0.5·F1 + 0.5·accuracy (at 0.5); beside them AU F1 at "
+               "0.5 and at per-AU thresholds searched on validation, AU average precision, "
+               "and the arousal CCC. Mean ± std over the seeds, in %. \"(reported)\" rows: "
+               f"{PAPER} — another dataset and budget: compare the differences between rows, "
+               "not the numbers.")
+    return f"{caption}\n\n{markdown}", csv
+
+
+def chart(dataset: str, results: dict[str, list[dict[str, Any]]], path: Path) -> None:
+    series = column_means(results, COLUMNS)
+    grouped_bar_chart(path, f"Table I on {dataset} (mean over seeds, %)",
+                      [c[0] for c in COLUMNS], series)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides for every training stage")
+    parser.add_argument("--dataset", default="synthetic")
+    parser.add_argument("--seeds", type=int, nargs="+", default=None,
+                        help="default: the recipe's")
+    parser.add_argument("--stages", nargs="+", default=None,
+                        help="run only these stages of the recipe (default: all)")
+    parser.add_argument("--runs", type=Path, default=None,
+                        help="where the recipe's runs go (default results/<recipe>)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="where the table goes (default: --runs)")
+    parser.add_argument("--data-root", default=None, help="dataset.root of every stage")
+    return parser.parse_intermixed_args(argv)
+
+
+def main(argv: list[str] | None = None) -> list[Path]:
+    """Run the table's recipe (reusing finished stages), write its files, return their paths."""
+    args = parse_args(argv)
+    recipe = load_recipe(args.dataset)
+    if args.stages:
+        unknown = sorted(set(args.stages) - set(recipe.stages))
+        if unknown:
+            raise TableError(f"--stages {unknown}: not stages of {recipe.name} "
+                             f"({sorted(recipe.stages)})")
+        recipe.stages = {k: v for k, v in recipe.stages.items() if k in args.stages}
+    overrides = list(args.overrides)
+    if args.data_root:
+        overrides.append(f"dataset.root={args.data_root}")
+    seeds = args.seeds or [int(s) for s in recipe.seeds]
+    runs = args.runs or Path("results") / recipe.name
+    everything = Runner(recipe, out=runs.resolve(), seeds=seeds, overrides=overrides,
+                        launcher=[]).run()
+    results = {label: everything[stage] for stage, label in ROWS if stage in everything}
+    markdown, csv = table_markdown(args.dataset, results, seeds)
+    out = args.out or runs
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [out / "table1.md", out / "table1.csv", out / "table1.png"]
+    atomic_write_text(paths[0], markdown)
+    atomic_write_text(paths[1], csv)
+    chart(args.dataset, results, paths[2])
+    print(markdown)
+    print("wrote " + ", ".join(str(p) for p in paths))
+    return paths
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        main()
+    except (TableError, RecipeError) as err:
+        sys.exit(f"tsav_tables: {err}")

@@ -1,0 +1,47 @@
+"""scripts/tsav_tables.py: Wang & Wang's Table I from a recipe's runs — the ABAW criteria beside
+AU F1 / tuned F1 / AP, the paper's rows, and the recipe's stages as its rows."""
+
+from __future__ import annotations
+
+import pytest
+from omegaconf import OmegaConf
+
+from .conftest import REPO, load_script
+
+
+@pytest.fixture(scope="module")
+def tables():
+    return load_script("tsav_tables")
+
+
+def a_run(au_abaw: float, expr_abaw: float, ccc_a: float) -> dict:
+    return {"tasks": {
+        "au": {"abaw": au_abaw, "f1_mean": 0.4, "tuned": {"f1_mean": 0.5}, "ap_mean": 0.45},
+        "expr": {"abaw": expr_abaw},
+        "va": {"ccc_mean": (0.2 + ccc_a) / 2, "ccc_arousal": ccc_a}}}
+
+
+def test_the_table_has_the_criteria_per_row_and_the_papers_rows(tables):
+    results = {"TSAV (clip + sound)": [a_run(0.6, 0.5, 0.4), a_run(0.7, 0.5, 0.6)]}
+    markdown, csv = tables.table_markdown("synthetic", results, [0, 1])
+    lines = markdown.splitlines()
+    header = next(line for line in lines if line.startswith("| row"))
+    assert header.split(" | ")[2:5] == ["Expression criterion", "CCC mean", "AU criterion"]
+    row = next(line for line in lines if line.startswith("| TSAV (clip + sound)"))
+    assert "| 2 | 50.0 ± 0.0 | 35.0 ± 7.1 | 65.0 ± 7.1 | 40.0 ± 0.0 | 50.0 ± 0.0 |" in row
+    reported = next(line for line in lines if line.startswith("| TSAV + multi-task"))
+    assert "51.7 | 56.2 | 78.2 | – |" in reported
+    assert "TSAV (reported),,50.80," in csv
+
+
+def test_every_row_is_a_stage_of_the_synthetic_recipe(tables):
+    recipe = OmegaConf.load(REPO / "configs/recipe/tsav_synthetic.yaml")
+    rows = {stage for stage, _ in tables.ROWS}
+    assert set(recipe.stages) <= rows
+
+
+def test_a_dataset_without_a_recipe_is_named(tables):
+    with pytest.raises(tables.TableError, match="no recipe tsav_ckplus.yaml.*synthetic"):
+        tables.main(["--dataset", "ckplus"])
+    with pytest.raises(tables.TableError, match=r"--stages \['nope'\]"):
+        tables.main(["--stages", "nope"])
