@@ -41,8 +41,13 @@ from omegaconf import OmegaConf
 
 from affectlab.charts import grouped_bar_chart
 from affectlab.recipe import RecipeError, Runner
-from affectlab.results import Column, column_means, stage_summary, with_reported_rows
-from affectlab.utils import atomic_write_text
+from affectlab.results import (
+    Column,
+    column_means,
+    stage_summary,
+    with_reported_rows,
+    write_table,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPES = REPO / "configs" / "recipe"
@@ -205,15 +210,8 @@ def main(argv: list[str] | None = None) -> list[Path]:
     labels = dict(spec.rows)
     results = {labels[s]: everything[s] for s in stages if s in everything}
     markdown, csv = table_markdown(spec, args.dataset, results, seeds)
-    out = (args.out or runs)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = [out / f"{spec.name}.md", out / f"{spec.name}.csv", out / f"{spec.name}.png"]
-    atomic_write_text(paths[0], markdown)
-    atomic_write_text(paths[1], csv)
-    chart(spec, args.dataset, results, paths[2])
-    print(markdown)
-    print("wrote " + ", ".join(str(p) for p in paths))
-    return paths
+    return write_table(args.out or runs, spec.name, markdown, csv,
+                       lambda path: chart(spec, args.dataset, results, path))
 
 
 if __name__ == "__main__":

@@ -36,8 +36,13 @@ from omegaconf import OmegaConf
 
 from affectlab.charts import grouped_bar_chart
 from affectlab.recipe import RecipeError, Runner
-from affectlab.results import Column, column_means, stage_summary, with_reported_rows
-from affectlab.utils import atomic_write_text
+from affectlab.results import (
+    Column,
+    column_means,
+    stage_summary,
+    with_reported_rows,
+    write_table,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPES = REPO / "configs" / "recipe"
@@ -140,15 +145,8 @@ def main(argv: list[str] | None = None) -> list[Path]:
                         launcher=[]).run()
     results = {label: everything[stage] for stage, label in ROWS if stage in everything}
     markdown, csv = table_markdown(args.dataset, results, seeds)
-    out = args.out or runs
-    out.mkdir(parents=True, exist_ok=True)
-    paths = [out / "table1.md", out / "table1.csv", out / "table1.png"]
-    atomic_write_text(paths[0], markdown)
-    atomic_write_text(paths[1], csv)
-    chart(args.dataset, results, paths[2])
-    print(markdown)
-    print("wrote " + ", ".join(str(p) for p in paths))
-    return paths
+    return write_table(args.out or runs, "table1", markdown, csv,
+                       lambda path: chart(args.dataset, results, path))
 
 
 if __name__ == "__main__":

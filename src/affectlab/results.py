@@ -13,7 +13,7 @@ import statistics
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -248,6 +248,20 @@ def with_reported_rows(markdown: str, csv: str,
         csv += ",".join([f"{label} (reported)", "", *[
             f"{100 * paper[c]:.2f}," if c in paper else "," for c in header]]) + "\n"
     return markdown, csv
+
+
+def write_table(out: Path, name: str, markdown: str, csv: str,
+                draw: Callable[[Path], None]) -> list[Path]:
+    """A table script's files, ``out/<name>.md``, ``.csv`` (atomically) and ``.png`` (``draw``
+    writes it); the Markdown is printed. Returns the three paths."""
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [out / f"{name}.md", out / f"{name}.csv", out / f"{name}.png"]
+    atomic_write_text(paths[0], markdown)
+    atomic_write_text(paths[1], csv)
+    draw(paths[2])
+    print(markdown)
+    print("wrote " + ", ".join(str(p) for p in paths))
+    return paths
 
 
 def column_means(results: dict[str, list[dict[str, Any]]],

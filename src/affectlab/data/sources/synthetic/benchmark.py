@@ -8,9 +8,6 @@ reader in :mod:`.files`, the renderer in :mod:`.faces`, the pool and label varia
 
 from __future__ import annotations
 
-import os
-import shutil
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +23,7 @@ from affectlab.data.sources.synthetic.faces import SUPPORTED_AUS
 from affectlab.data.sources.synthetic.files import (
     LABELS_FILE,
     generate_dataset,
+    generate_once,
     read_labels_csv,
     read_meta,
 )
@@ -247,36 +245,11 @@ class Synthetic:
         ``root/<hash>`` when complete, so an interrupted run never leaves a folder that is
         trusted later, and concurrent runs (a sweep) cannot corrupt each other.
         """
-        final = self.dataset_dir
         digest = self.params.digest()
-        meta = read_meta(final, digest)
-        if meta is not None:
-            return meta
-        try:
-            self.root.mkdir(parents=True, exist_ok=True)
-        except OSError as err:
-            raise DataError(f"dataset.root={self.root} cannot be created ({err.strerror}); set "
-                            "dataset.root to a writable folder.") from None
-        temporary = self.root / f".tmp-{digest}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        try:
-            meta = generate_dataset(self.params, temporary, self.num_workers)
-            if final.exists() and read_meta(final, digest) is None:
-                # A folder without a valid meta.json is never trusted: move it away first.
-                stale = self.root / f".stale-{digest}-{uuid.uuid4().hex[:8]}"
-                final.rename(stale)
-                shutil.rmtree(stale, ignore_errors=True)
-            try:
-                temporary.rename(final)
-            except OSError:
-                # Another process finished the same dataset first; use its copy.
-                existing = read_meta(final, digest)
-                if existing is None:
-                    raise
-                meta = existing
-        finally:
-            if temporary.exists():
-                shutil.rmtree(temporary, ignore_errors=True)
-        return meta
+        return generate_once(self.root, self.dataset_dir,
+                             lambda: read_meta(self.dataset_dir, digest),
+                             lambda folder: generate_dataset(self.params, folder,
+                                                             self.num_workers))
 
     def check_images(self, tables: dict[str, LabelTable]) -> None:
         """Every image of every split readable

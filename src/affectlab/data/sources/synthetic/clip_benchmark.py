@@ -13,16 +13,9 @@ folder and renamed when complete, as the image benchmark is.
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import json
-import multiprocessing
-import os
-import shutil
 import time
-import uuid
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -37,10 +30,13 @@ from affectlab.data.sources.synthetic import story
 from affectlab.data.sources.synthetic.benchmark import DEFAULT_AUS
 from affectlab.data.sources.synthetic.faces import SUPPORTED_AUS, face_landmarks, render_face
 from affectlab.data.sources.synthetic.files import (
-    CSV_COLUMNS,
     LABELS_FILE,
     META_FILE,
+    generate_once,
     read_labels_csv,
+    run_tasks,
+    train_pixel_stats,
+    write_labels,
 )
 from affectlab.data.sources.synthetic.story import SPLITS, GenerationParams, rng_for
 from affectlab.data.sources.synthetic.variants import one_task_per_face
@@ -114,29 +110,15 @@ def generate_clips(params: ClipParams, directory: Path, num_workers: int = 0) ->
     first = p.first_subject_ids()
     tasks = [(params, split, i, first[split] + i, str(directory))
              for split, (videos, _) in p.split_sizes().items() for i in range(videos)]
-    if num_workers > 0:
-        with ProcessPoolExecutor(num_workers,
-                                 mp_context=multiprocessing.get_context("spawn")) as pool:
-            results = list(pool.map(_generate_video, tasks))
-    else:
-        results = [_generate_video(task) for task in tasks]
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow([*CSV_COLUMNS, *[f"AU{au}" for au in SUPPORTED_AUS]])
-    for result in results:
-        writer.writerows(result["rows"])
-    (directory / LABELS_FILE).write_text(buffer.getvalue())
-    train = [r for task, r in zip(tasks, results) if task[1] == "train"]
-    pixels = max(sum(r["pixels"] for r in train), 1)
-    mean = sum((r["pixel_sum"] for r in train), np.zeros(3)) / pixels
-    var = sum((r["pixel_sq"] for r in train), np.zeros(3)) / pixels - mean**2
+    results = run_tasks(_generate_video, tasks, num_workers)
+    write_labels(directory, results)
+    mean, std = train_pixel_stats(tasks, results)
     meta = {"clip_generator_version": CLIP_GENERATOR_VERSION,
             "generator_version": story.GENERATOR_VERSION, "hash": params.digest(),
             "params": {**asdict(params), "story": asdict(p)},
             "counts": {split: sum(len(r["rows"]) for t, r in zip(tasks, results) if t[1] == split)
                        for split in SPLITS},
-            "mean": [round(float(v), 6) for v in mean],
-            "std": [round(float(v), 6) for v in np.sqrt(np.maximum(var, 1e-12))],
+            "mean": mean, "std": std,
             "generation_seconds": round(time.perf_counter() - start, 2), "complete": True}
     (directory / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
     return meta
@@ -249,29 +231,10 @@ class SyntheticClips:
         """Generate the files unless a complete copy exists (into a temporary folder, renamed
         when complete); return the meta dict."""
         digest = self.params.digest()
-        meta = read_clip_meta(self.dataset_dir, digest)
-        if meta is not None:
-            return meta
-        try:
-            self.root.mkdir(parents=True, exist_ok=True)
-        except OSError as err:
-            raise DataError(f"dataset.root={self.root} cannot be created ({err.strerror}); set "
-                            "dataset.root to a writable folder.") from None
-        temporary = self.root / f".tmp-{digest}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        try:
-            meta = generate_clips(self.params, temporary, self.num_workers)
-            if self.dataset_dir.exists():            # incomplete leftovers are never trusted
-                shutil.rmtree(self.dataset_dir, ignore_errors=True)
-            try:
-                temporary.rename(self.dataset_dir)
-            except OSError:                           # another process finished first
-                meta = read_clip_meta(self.dataset_dir, digest)
-                if meta is None:
-                    raise
-        finally:
-            if temporary.exists():
-                shutil.rmtree(temporary, ignore_errors=True)
-        return meta
+        return generate_once(self.root, self.dataset_dir,
+                             lambda: read_clip_meta(self.dataset_dir, digest),
+                             lambda folder: generate_clips(self.params, folder,
+                                                           self.num_workers))
 
     def _videos(self, table: LabelTable) -> tuple[list[Video], np.ndarray, np.ndarray]:
         """The videos of a split's table (every frame a row), and each row's video and frame."""

@@ -16,8 +16,10 @@ import json
 import math
 import multiprocessing
 import os
+import shutil
 import time
-from collections.abc import Sequence
+import uuid
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
@@ -97,6 +99,74 @@ def _generate_subject(task: tuple[GenerationParams, str, int, int, str]) -> dict
             "pixels": images_per_subject * params.image_size**2}
 
 
+def run_tasks(work: Callable[[Any], dict[str, Any]], tasks: list[Any],
+              num_workers: int) -> list[dict[str, Any]]:
+    """``work`` over ``tasks`` in order, in ``num_workers`` processes (0: here)."""
+    if num_workers <= 0:
+        return [work(task) for task in tasks]
+    # spawn, not fork: the parent may hold torch threads, and fork with threads can deadlock.
+    with ProcessPoolExecutor(num_workers,
+                             mp_context=multiprocessing.get_context("spawn")) as pool:
+        return list(pool.map(work, tasks, chunksize=4))
+
+
+def write_labels(directory: Path, results: list[dict[str, Any]]) -> None:
+    """``labels.csv`` from the generated subjects' (or videos') rows, in order."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow([*CSV_COLUMNS, *[f"AU{au}" for au in SUPPORTED_AUS]])
+    for result in results:
+        writer.writerows(result["rows"])
+    (directory / LABELS_FILE).write_text(buffer.getvalue())
+
+
+def train_pixel_stats(tasks: list[tuple], results: list[dict[str, Any]]
+                      ) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std of the training split's pixels (in [0, 1]), from each
+    result's ``pixel_sum``, ``pixel_sq`` and ``pixels``; task[1] is the split."""
+    train = [r for task, r in zip(tasks, results) if task[1] == "train"]
+    pixels = max(sum(r["pixels"] for r in train), 1)
+    mean = sum((r["pixel_sum"] for r in train), np.zeros(3)) / pixels
+    var = sum((r["pixel_sq"] for r in train), np.zeros(3)) / pixels - mean**2
+    return ([round(float(v), 6) for v in mean],
+            [round(float(v), 6) for v in np.sqrt(np.maximum(var, 1e-12))])
+
+
+def generate_once(root: Path, final: Path, complete: Callable[[], dict[str, Any] | None],
+                  write: Callable[[Path], dict[str, Any]]) -> dict[str, Any]:
+    """The meta dict of ``final`` when ``complete()`` finds it whole, else ``write`` it into
+    ``root/.tmp-<name>-<pid>-<random>`` and rename that to ``final``: an interrupted
+    generation never leaves a folder that is trusted later, and concurrent runs (a sweep)
+    cannot corrupt each other (the second to finish uses the first's copy)."""
+    meta = complete()
+    if meta is not None:
+        return meta
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise DataError(f"dataset.root={root} cannot be created ({err.strerror}); set "
+                        "dataset.root to a writable folder.") from None
+    temporary = root / f".tmp-{final.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    try:
+        meta = write(temporary)
+        if final.exists() and complete() is None:
+            # a folder without a valid meta.json is never trusted: move it away first
+            stale = root / f".stale-{final.name}-{uuid.uuid4().hex[:8]}"
+            final.rename(stale)
+            shutil.rmtree(stale, ignore_errors=True)
+        try:
+            temporary.rename(final)
+        except OSError:
+            existing = complete()          # another process finished the same dataset first
+            if existing is None:
+                raise
+            meta = existing
+    finally:
+        if temporary.exists():
+            shutil.rmtree(temporary, ignore_errors=True)
+    return meta
+
+
 def generate_dataset(params: GenerationParams, directory: Path,
                      num_workers: int = 0) -> dict[str, Any]:
     """Write images, ``labels.csv`` and (last) ``meta.json`` of ``params`` into ``directory``.
@@ -113,26 +183,9 @@ def generate_dataset(params: GenerationParams, directory: Path,
     first_ids = params.first_subject_ids()
     tasks = [(params, split, i, first_ids[split] + i, str(directory))
              for split, (subjects, _) in params.split_sizes().items() for i in range(subjects)]
-    if num_workers > 0:
-        # spawn, not fork: the parent may hold torch threads, and fork with threads can deadlock.
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(num_workers, mp_context=context) as pool:
-            results = list(pool.map(_generate_subject, tasks, chunksize=4))
-    else:
-        results = [_generate_subject(task) for task in tasks]
-
-    header = [*CSV_COLUMNS, *[f"AU{au}" for au in SUPPORTED_AUS]]
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(header)
-    for result in results:
-        writer.writerows(result["rows"])
-    (directory / LABELS_FILE).write_text(buffer.getvalue())
-
-    train = [r for task, r in zip(tasks, results) if task[1] == "train"]
-    pixels = max(sum(r["pixels"] for r in train), 1)
-    mean = sum((r["pixel_sum"] for r in train), np.zeros(3)) / pixels
-    var = sum((r["pixel_sq"] for r in train), np.zeros(3)) / pixels - mean**2
+    results = run_tasks(_generate_subject, tasks, num_workers)
+    write_labels(directory, results)
+    mean, std = train_pixel_stats(tasks, results)
     rows = [row for r in results for row in r["rows"]]
     counts = {split: sum(1 for row in rows if row[1] == split) for split in SPLITS}
     au_values = np.array([[int(v) for v in row[len(CSV_COLUMNS):]] for row in rows]).reshape(
@@ -151,8 +204,8 @@ def generate_dataset(params: GenerationParams, directory: Path,
                              for i, au in enumerate(SUPPORTED_AUS)},
         "au_unknown_rate": {f"AU{au}": round(float(1 - known[:, i].mean()) if len(rows) else 0.0, 4)
                             for i, au in enumerate(SUPPORTED_AUS)},
-        "mean": [round(float(v), 6) for v in mean],
-        "std": [round(float(v), 6) for v in np.sqrt(np.maximum(var, 1e-12))],
+        "mean": mean,
+        "std": std,
         "generation_seconds": round(time.perf_counter() - start, 2),
         "complete": True,
     }
