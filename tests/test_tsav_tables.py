@@ -34,10 +34,10 @@ def test_the_table_has_the_criteria_per_row_and_the_papers_rows(tables):
     assert "TSAV (reported),,50.80," in csv
 
 
-def test_every_row_is_a_stage_of_the_synthetic_recipe(tables):
-    recipe = OmegaConf.load(REPO / "configs/recipe/tsav_synthetic.yaml")
-    rows = {stage for stage, _ in tables.ROWS}
-    assert set(recipe.stages) <= rows
+@pytest.mark.parametrize("dataset", ["synthetic", "affwild2"])
+def test_every_stage_of_the_recipes_is_a_row(tables, dataset):
+    recipe = OmegaConf.load(REPO / f"configs/recipe/tsav_{dataset}.yaml")
+    assert set(recipe.stages) <= {stage for stage, _ in tables.ROWS}
 
 
 def test_a_dataset_without_a_recipe_is_named(tables):
