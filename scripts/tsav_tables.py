@@ -67,6 +67,7 @@ PAPER = "Wang & Wang 2021, Aff-Wild2 validation set, their own split (reported)"
 #: the recipe's stages, in the table's order, with their labels
 ROWS: tuple[tuple[str, str], ...] = (
     ("frame_cnn", "Image CNN on the labelled frame"),
+    ("tsav_one_frame", "TSAV, visual stream, the labelled frame only"),
     ("tsav_video", "TSAV, visual stream only"),
     ("tsav", "TSAV (clip + sound)"),
     ("tsav_partial", "TSAV, one-task labels"),
