@@ -122,7 +122,7 @@ def landmark_mask(landmarks: np.ndarray, size: int | tuple[int, int]) -> np.ndar
 # A dataset of clips around labelled frames.
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)      # eq=False: landmark arrays do not compare as a bool
 class Video:
     """One video of a clip dataset, as its files give it.
 
