@@ -133,9 +133,20 @@ def clip_run_overrides(clips_root: Path, method: str) -> list[str]:
 def test_tsav_trains_on_clips_with_every_task(clips_root, tmp_path):
     """TSAV's two streams (the small CPU arch; the full one's forward and backward are
     test_tsav's) through the real trainer: AUs, expressions and VA from clips and sound."""
-    result = run(compose_config(clips_root, clip_run_overrides(clips_root, "baseline")),
-                 tmp_path / "run")
+    cfg = compose_config(clips_root, clip_run_overrides(clips_root, "baseline"))
+    result = run(cfg, tmp_path / "run")
     assert result["steps"] == 4 and set(result["tasks"]) == {"au", "expr", "va"}
+    # loaded without its data, the run transforms clips and sound as it trained on them
+    import affectlab
+
+    data = build_data(cfg, pack=False)
+    raw = torch.utils.data.default_collate([data.test[i] for i in range(4)])
+    alone = affectlab.load_run(tmp_path / "run")
+    assert alone.data is None and set(alone.transform.rules) == {"image", "clip", "audio"}
+    ours = alone.method.predict(alone.transform(dict(raw), train=False))
+    expected = alone.method.predict(data.transform(dict(raw), train=False))
+    for task in ("au", "expr", "va"):
+        assert torch.allclose(ours[task], expected[task], atol=1e-6), task
 
 
 @pytest.mark.slow

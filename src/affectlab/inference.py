@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from affectlab.build import build_data, build_method
 from affectlab.config import upgrade_config
+from affectlab.data.clips import ClipRules
 from affectlab.data.contract import DataSpec, FaceData
 from affectlab.data.transforms import InputTransform
 from affectlab.engine.checkpoint import (
@@ -108,9 +109,19 @@ def load_run(run_dir: str | Path, *, device: str = "cpu", which: str = "best.pt"
     load_method_state(method, checkpoint, path)
     method.on_weights_loaded(source="checkpoint")
     method.to(torch.device(device)).eval()
-    transform = InputTransform(mean=tuple(inputs["mean"]), std=tuple(inputs["std"]))
+    transform = input_transform(inputs)
     return LoadedRun(run_dir=run_dir, config=cfg, method=method, inputs=inputs,
                      transform=transform, data=run_data)
+
+
+def input_transform(inputs: dict[str, Any]) -> InputTransform:
+    """The evaluation transform a checkpoint's input spec describes: images normalised by its
+    mean/std, clips and spectrograms by its ``rules`` (clip datasets)."""
+    rules = inputs.get("rules")
+    extra = None
+    if rules and rules.get("kind") == "clips":
+        extra = ClipRules.from_dict(rules)(None)
+    return InputTransform(mean=tuple(inputs["mean"]), std=tuple(inputs["std"]), rules=extra)
 
 
 def data_for_old_checkpoint(cfg: DictConfig, path: Path) -> FaceData:

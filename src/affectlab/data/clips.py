@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -318,14 +318,35 @@ def spectrogram_stats(train: FaceImageDataset, max_samples: int = 512) -> tuple[
     return float(values.mean()), float(values.std().clamp_min(1e-6))
 
 
-def clip_rules(train: FaceImageDataset, mean: tuple[float, ...],
-               std: tuple[float, ...]) -> Callable[[Any], dict[str, Any]]:
+@dataclass(frozen=True)
+class ClipRules:
     """``FaceData.rules`` of a clip dataset: clips normalised by the images' ``mean``/``std``
-    and augmented clip by clip, spectrograms by the training split's statistics."""
+    and augmented clip by clip, spectrograms by the training split's ``audio_mean`` and
+    ``audio_std``. Its numbers go into every checkpoint's input spec (:meth:`to_dict`), so a
+    run loaded without its data transforms clips and sound as it trained on them."""
+
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    audio_mean: float = 0.0
+    audio_std: float = 1.0
+
+    def __call__(self, augment: Any) -> dict[str, Any]:
+        return {"clip": ClipRule(mean=self.mean, std=self.std, augment=augment),
+                "audio": SpectrogramRule(mean=self.audio_mean, std=self.audio_std)}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": "clips", "mean": list(self.mean), "std": list(self.std),
+                "audio_mean": self.audio_mean, "audio_std": self.audio_std}
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "ClipRules":
+        return cls(mean=tuple(values["mean"]), std=tuple(values["std"]),
+                   audio_mean=float(values["audio_mean"]), audio_std=float(values["audio_std"]))
+
+
+def clip_rules(train: FaceImageDataset, mean: tuple[float, ...],
+               std: tuple[float, ...]) -> ClipRules:
+    """The :class:`ClipRules` of a clip dataset whose training split is ``train``."""
     audio_mean, audio_std = spectrogram_stats(train)
-
-    def rules(augment: Any) -> dict[str, Any]:
-        return {"clip": ClipRule(mean=mean, std=std, augment=augment),
-                "audio": SpectrogramRule(mean=audio_mean, std=audio_std)}
-
-    return rules
+    return ClipRules(mean=tuple(mean), std=tuple(std), audio_mean=audio_mean,
+                     audio_std=audio_std)

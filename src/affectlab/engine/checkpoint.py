@@ -95,10 +95,14 @@ def load_method_state(method: torch.nn.Module, checkpoint: dict[str, Any],
 def input_spec(data: Any, config: dict[str, Any] | None) -> dict[str, Any]:
     """What a trained network expects of its inputs: ``{"keys": {key: sample shape}, "mean",
     "std" (the normalisation actually used), "dataset": the reading settings of
-    :data:`READING_KEYS` from the run's dataset config}``."""
+    :data:`READING_KEYS` from the run's dataset config, "rules": the other inputs' transform
+    numbers (:class:`~affectlab.data.clips.ClipRules`' dict) or None}``."""
     dataset = (config or {}).get("dataset") or {}
+    rules = getattr(data, "rules", None)
     return {"keys": data.spec().inputs, "mean": list(data.mean), "std": list(data.std),
-            "dataset": {k: dataset[k] for k in READING_KEYS if k in dataset}}
+            "dataset": {k: dataset[k] for k in READING_KEYS if k in dataset},
+            # the other inputs' transform numbers (clips, spectrograms), when the data has any
+            "rules": rules.to_dict() if hasattr(rules, "to_dict") else None}
 
 
 def checkpoint_of(source: str | Path, which: str = "best.pt") -> Path:
