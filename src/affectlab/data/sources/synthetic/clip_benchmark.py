@@ -42,7 +42,7 @@ from affectlab.data.sources.synthetic.story import SPLITS, GenerationParams, rng
 from affectlab.data.sources.synthetic.variants import one_task_per_face
 from affectlab.data.sources.synthetic.video_story import sample_video, synthesize_audio
 
-CLIP_GENERATOR_VERSION = 1
+CLIP_GENERATOR_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -161,15 +161,15 @@ class SyntheticClips:
     def __init__(self, *, name: str = "synthetic_clips", root: str = "data/synthetic",
                  seed: int = 0, image_size: int = 64,
                  aus: list[int] | tuple[int, ...] = DEFAULT_AUS,
-                 videos_train: int = 40, videos_unlabeled: int = 100, videos_val: int = 20,
-                 videos_test: int = 40, frames_per_video: int = 125, fps: float = 25.0,
+                 videos_train: int = 60, videos_unlabeled: int = 60, videos_val: int = 30,
+                 videos_test: int = 50, frames_per_video: int = 375, fps: float = 25.0,
                  sample_rate: int = 16000, blinks_per_second: float = 0.3,
                  rotation_deg: float = 10.0, scale_jitter: float = 0.08,
                  shift_jitter: float = 0.05, yaw_jitter: float = 0.5, illumination: float = 0.35,
                  noise_std: float = 0.03, clutter: int = 5, occlusion_prob: float = 0.15,
                  label_noise: float = 0.03, spontaneous_au_rate: float = 0.03,
                  intensity_alpha: float = 2.0, intensity_beta: float = 2.0,
-                 va_noise: float = 0.12, au_effect_scale: float = 1.0, label_every: int = 5,
+                 va_noise: float = 0.12, au_effect_scale: float = 1.0, label_every: int = 10,
                  clip: dict[str, Any] | None = None, audio: dict[str, Any] | None = None,
                  inputs: str = "clip", train_labels: str = "all", num_workers: int = 0) -> None:
         self.name, self.root = name, Path(root).expanduser().absolute()

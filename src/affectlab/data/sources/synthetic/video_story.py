@@ -56,7 +56,7 @@ from affectlab.data.sources.synthetic.story import (
     spontaneous_rates,
 )
 
-EPISODE_SECONDS = (1.0, 2.5)
+EPISODE_SECONDS = (0.8, 2.0)
 ONSET_SECONDS = (0.15, 0.5)
 OFFSET_SECONDS = (0.2, 0.6)
 BLINK_SECONDS = 0.16
