@@ -17,6 +17,9 @@
 #   2. benchmark  scripts/benchmark.py: ResNet-18 and ResNet-50 at 224 px, batch 256, bf16,
 #                 eager and trainer.compile=true, framework step vs the bare PyTorch loop
 #                 (--quick: small_cnn at 64 px, ResNet-18 at 32 px, batch 8, 2 steps, CPU)
+#   2b. clip_step scripts/benchmark_clip_step.py: a TSAV step (R(2+1)D-18 + ResNet-18, 8 frames
+#                 at 112 px, batch 16, bf16) eager, with channels-last-3d and compiled, clips/s
+#                 (--quick: the small arch at 32 px on the CPU)
 #   3. tests      the suite's training tests with AFFECTLAB_TEST_DEVICE=cuda, -m "not slow",
 #                 bounded by `timeout` (--quick: one fast CUDA-free file on the CPU)
 #   4. default_job  python train.py trainer.device=cuda (the default job; --quick: 2 steps of
@@ -25,10 +28,10 @@
 #                 gpu_check.md
 #
 # The output folder holds at most 8 flat files (what the device tool brings back from $OUT):
-# gpu_check.json, gpu_check.md, env.log, benchmark.log, tests.log, default_job.log,
-# metrics.json. Data, packed images, benchmark folders and the run directory live in the work
+# gpu_check.json, gpu_check.md, env.log, benchmark.log (the clip step's log too), tests.log,
+# default_job.log, metrics.json, clip_step.json. Data, packed images, benchmark folders and the run directory live in the work
 # folder, never in the repository. Every step has a time cap (below); the whole run stays under
-# ~8 min on an H100 (the four benchmark rows share 240 s). GPU_CHECK_TESTS="FILES..." replaces
+# ~8 min on an H100 (the four benchmark rows share 200 s, the clip step 100 s). GPU_CHECK_TESTS="FILES..." replaces
 # the test selection.
 #
 # The GPU machine has no network and its python3 (PyTorch preinstalled) lacks Hydra. Before
@@ -110,7 +113,7 @@ trap cleanup EXIT
 
 STEPS="$WORK/steps.tsv"        # name, status, rc, seconds, detail
 : >"$STEPS"
-rm -f -- "$OUTDIR"/gpu_check.json "$OUTDIR"/gpu_check.md "$OUTDIR"/metrics.json \
+rm -f -- "$OUTDIR"/gpu_check.json "$OUTDIR"/gpu_check.md "$OUTDIR"/metrics.json "$OUTDIR"/clip_step.json \
     "$OUTDIR"/env.log "$OUTDIR"/benchmark.log "$OUTDIR"/tests.log "$OUTDIR"/default_job.log
 
 export PYTHONUNBUFFERED=1
@@ -123,6 +126,7 @@ GEN_WORKERS=$(( CPUS > 8 ? 8 : (CPUS > 1 ? CPUS : 0) ))   # processes generating
 if [ "$QUICK" = 1 ]; then
     MODE="quick"; DEVICE="cpu"
     BENCH_BUDGET=150; ROW_CAP_EAGER=90; ROW_CAP_COMPILE=90
+    CLIP_CAP=60; CLIP_ARGS=(--quick)
     TESTS_CAP=120; TRAIN_CAP=120
     BENCH_STEPS=(--steps 2 --warmup 1 --rounds 2)
     TINY=(dataset.num_subjects_train=4 dataset.images_per_subject_train=8
@@ -142,7 +146,8 @@ if [ "$QUICK" = 1 ]; then
 else
     MODE="gpu"; DEVICE="cuda"
     # caps in seconds: together with the environment (~15 s) under 8 minutes
-    BENCH_BUDGET=240; ROW_CAP_EAGER=75; ROW_CAP_COMPILE=120
+    BENCH_BUDGET=200; ROW_CAP_EAGER=75; ROW_CAP_COMPILE=120
+    CLIP_CAP=100; CLIP_ARGS=(--variants eager,channels_last_3d,compile --steps 20 --warmup 3)
     TESTS_CAP=100; TRAIN_CAP=130
     BENCH_STEPS=(--steps 30 --warmup 5 --rounds 3)
     # 512 training faces (two batches of 256) at 224 px, the other splits token-sized: the
@@ -304,7 +309,15 @@ if job is not None:
                               if isinstance(v, (int, float)) and not isinstance(v, bool)}
                        for task, values in (metrics.get("tasks") or {}).items()}
 
-order = ["env", "benchmark", "tests", "default_job"]
+clip = steps.get("clip_step")
+if clip is not None:
+    clip["log"] = "benchmark.log"
+    result = load(work / "clip_step" / "clip_step.json")
+    if result is not None:
+        clip.update({"file": "clip_step.json", "settings": result["settings"],
+                     "precision": result["precision"], "variants": result["variants"]})
+
+order = ["env", "benchmark", "clip_step", "tests", "default_job"]
 all_ok = all(steps.get(n, {}).get("status") == "ok" for n in order)
 summary = {
     "mode": mode, "device": device,
@@ -349,6 +362,17 @@ if bench is not None and bench.get("rows"):
                      f"{num(e.get('bare_images_per_s'))} | "
                      f"{num(e.get('framework_over_bare'), '{:.3f}')} | "
                      f"{num(e.get('peak_cuda_mb'))} |")
+if clip is not None and clip.get("variants"):
+    c = clip["settings"]
+    lines += ["", f"Clip step (`scripts/benchmark_clip_step.py`): TSAV arch {c['arch']}, "
+              f"{c['frames']} frames at {c['size']} px, batch {c['batch']}, {clip['precision']}.",
+              "", "| variant | clips/s | vs eager | ms/step | peak CUDA MB |",
+              "| --- | ---: | ---: | ---: | ---: |"]
+    for name, v in clip["variants"].items():
+        lines.append(f"| {name} | " + (f"{num(v.get('clips_per_s'), '{:.1f}')} | "
+                     f"{num(v.get('speed_vs_eager'), '{:.2f}')} | {num(v.get('step_ms'), '{:.1f}')} "
+                     f"| {num(v.get('peak_cuda_mb'))} |" if "error" not in v
+                     else f"error: {v['error'][:80]} | | | |"))
 if tests is not None:
     lines += ["", f"Tests ({tests.get('selection')}): {tests.get('pytest_summary', 'no summary')}"]
 if job is not None:
@@ -505,6 +529,21 @@ for spec in "${ROWS[@]}"; do
 done
 record benchmark "$(status_of "$bench_rc")" "$bench_rc" "$(elapsed "$t0")" \
     "${#ROWS[@]} rows"
+write_summary partial
+
+# ------------------------------------------------------------------ 2b. clip step
+t0="$(now)"
+echo "######## clip step: scripts/benchmark_clip_step.py ${CLIP_ARGS[*]}" >>"$LOG"
+run_logged "$LOG" "$CLIP_CAP" TERM "$PY" scripts/benchmark_clip_step.py "${CLIP_ARGS[@]}" \
+    --out "$WORK/clip_step"
+st="$(status_of "$RC")"
+if [ -s "$WORK/clip_step/clip_step.json" ]; then
+    cp "$WORK/clip_step/clip_step.json" "$OUTDIR/clip_step.json"
+elif [ "$st" = ok ]; then
+    st="failed"; RC=1
+fi
+record clip_step "$st" "$RC" "$(elapsed "$t0")" "$([ "$st" = ok ] || echo 'see benchmark.log')"
+[ "$st" = ok ] || show_tail "$LOG" 15
 write_summary partial
 
 # ------------------------------------------------------------------ 3. tests

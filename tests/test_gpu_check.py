@@ -17,7 +17,7 @@ pytestmark = pytest.mark.slow      # ~40 s of CPU, 75 s wall on the shared 2-cor
 
 # What the device tool brings back from $OUT: at most 8 files, none in sub-folders here.
 OUTPUT_FILES = {"gpu_check.json", "gpu_check.md", "env.log", "benchmark.log", "tests.log",
-                "default_job.log", "metrics.json"}
+                "default_job.log", "metrics.json", "clip_step.json"}
 
 
 def test_quick_gpu_check_passes_every_step_on_the_cpu(tmp_path):
@@ -37,7 +37,7 @@ def test_quick_gpu_check_passes_every_step_on_the_cpu(tmp_path):
     assert summary["mode"] == "quick" and summary["device"] == "cpu"
     assert summary["finished"] is True and summary["all_ok"] is True
     steps = summary["steps"]
-    assert list(steps) == ["env", "benchmark", "tests", "default_job"]
+    assert list(steps) == ["env", "benchmark", "clip_step", "tests", "default_job"]
     for name, step in steps.items():
         assert step["status"] == "ok", (name, step)
         assert step["seconds"] > 0
@@ -51,6 +51,11 @@ def test_quick_gpu_check_passes_every_step_on_the_cpu(tmp_path):
         assert row["framework_over_bare"] == pytest.approx(
             row["framework_ms"] / row["bare_ms"], rel=2e-2)
         assert row["result"]["settings"]["batch_size"] == 8
+
+    clip = steps["clip_step"]
+    assert set(clip["variants"]) == {"eager", "channels_last_3d"}
+    assert all(v["clips_per_s"] > 0 for v in clip["variants"].values())
+    assert clip["settings"]["arch"] == "small" and clip["precision"] == "fp32"
 
     tests = steps["tests"]
     assert tests["passed"] > 0 and not tests.get("failed") and not tests.get("errors")
