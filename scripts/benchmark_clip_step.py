@@ -9,8 +9,8 @@ One process, the device the trainer would pick (CUDA when present; bf16 autocast
 at 112 px, a (1, 64, 1001) log-mel window), four variants of the same step:
 
 - ``eager``: the layout PyTorch gives (clips (N, C, T, H, W) contiguous);
-- ``channels_last_3d``: Conv3d weights and the visual stream's input in NDHWC order
-  (``torch.channels_last_3d``; the trainer's ``channels_last`` covers 4-D tensors only);
+- ``channels_last_3d``: Conv3d weights and their inputs in NDHWC order
+  (``torch.channels_last_3d``: the trainer's ``channels_last_3d``);
 - ``compile`` and ``compile_channels_last_3d``: the model under ``torch.compile``.
 
 Each variant is timed after ``--warmup`` untimed steps (compilation happens there). Writes
@@ -31,22 +31,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from affectlab.engine.loop import channels_last_3d_layout
 from affectlab.models.tsav import TSAV
 from affectlab.utils import atomic_write_json
 
 VARIANTS = ("eager", "channels_last_3d", "compile", "compile_channels_last_3d")
-
-
-def to_channels_last_3d(model: torch.nn.Module) -> None:
-    """Conv3d weights in NDHWC order, and every Conv3d's input converted to it (a no-op after
-    the first layer: a channels-last convolution returns channels-last output)."""
-    for module in model.modules():
-        if isinstance(module, torch.nn.Conv3d):
-            module.weight.data = module.weight.data.contiguous(
-                memory_format=torch.channels_last_3d)
-            module.register_forward_pre_hook(
-                lambda _, args: (args[0].contiguous(memory_format=torch.channels_last_3d),
-                                 *args[1:]))
 
 
 class StepModel(torch.nn.Module):
@@ -65,7 +54,7 @@ def time_variant(variant: str, args: argparse.Namespace, device: torch.device) -
     tsav = TSAV(arch=args.arch, small_widths=[16, 32, 64, 128])
     model = StepModel(tsav, outputs=12 + 7 + 2).to(device)
     if variant.endswith("channels_last_3d"):
-        to_channels_last_3d(model)
+        channels_last_3d_layout(model)
     step_model = torch.compile(model) if variant.startswith("compile") else model
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
     clips = torch.randn(args.batch, args.frames, 4, args.size, args.size, device=device)

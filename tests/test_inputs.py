@@ -22,7 +22,7 @@ from affectlab.data.transforms import (
     SpectrogramRule,
 )
 from affectlab.engine import Trainer, TrainerSettings, TrainingInterrupted
-from affectlab.engine.loop import channels_last_weights
+from affectlab.engine.loop import channels_last_3d_layout, channels_last_weights
 from affectlab.methods.baseline import Baseline
 from affectlab.utils import seed_everything
 
@@ -172,6 +172,25 @@ def test_channels_last_only_for_four_dimensional_weights():
     assert net[0].weight.is_contiguous() and net[0].weight.dim() == 5
     with pytest.raises(RuntimeError):
         nn.Conv3d(3, 4, 3).to(memory_format=torch.channels_last)
+
+
+def test_channels_last_3d_puts_every_conv3d_and_its_input_in_ndhwc_and_keeps_the_outputs():
+    from affectlab.models.tsav import TSAV
+
+    torch.manual_seed(0)
+    model = TSAV(arch="small", small_widths=[8, 16]).eval()
+    clips, audio = torch.randn(2, 4, 4, 16, 16), torch.randn(2, 1, 32, 40)
+    before = model(clips, audio)
+    channels_last_3d_layout(model)
+    seen = []
+    for module in model.modules():
+        if isinstance(module, nn.Conv3d):
+            assert module.weight.is_contiguous(memory_format=torch.channels_last_3d)
+            module.register_forward_hook(lambda m, args, out: seen.append(
+                args[0].is_contiguous(memory_format=torch.channels_last_3d)))
+    after = model(clips, audio)
+    assert len(seen) == 4 and all(seen)           # 2 widths × (spatial, temporal) convolutions
+    torch.testing.assert_close(after, before, rtol=1e-4, atol=1e-5)
 
 
 def test_the_packed_store_leaves_splits_with_other_inputs_alone(tmp_path):

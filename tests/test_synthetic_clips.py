@@ -130,12 +130,25 @@ def clip_run_overrides(clips_root: Path, method: str) -> list[str]:
 
 
 @pytest.mark.slow
-def test_tsav_trains_on_clips_with_every_task(clips_root, tmp_path):
+def test_tsav_trains_on_clips_with_every_task(clips_root, tmp_path, monkeypatch):
     """TSAV's two streams (the small CPU arch; the full one's forward and backward are
-    test_tsav's) through the real trainer: AUs, expressions and VA from clips and sound."""
-    cfg = compose_config(clips_root, clip_run_overrides(clips_root, "baseline"))
+    test_tsav's) through the real trainer: AUs, expressions and VA from clips and sound; with
+    trainer.channels_last_3d every Conv3d reads NDHWC input with NDHWC weights."""
+    layouts = set()
+    original = torch.nn.Conv3d.forward
+
+    def spy(self, x):
+        layouts.add((x.is_contiguous(memory_format=torch.channels_last_3d),
+                     self.weight.is_contiguous(memory_format=torch.channels_last_3d)))
+        return original(self, x)
+
+    monkeypatch.setattr(torch.nn.Conv3d, "forward", spy)
+    cfg = compose_config(clips_root, [*clip_run_overrides(clips_root, "baseline"),
+                                      "trainer.channels_last_3d=true"])
     result = run(cfg, tmp_path / "run")
     assert result["steps"] == 4 and set(result["tasks"]) == {"au", "expr", "va"}
+    assert layouts == {(True, True)}
+    monkeypatch.undo()
     # loaded without its data, the run transforms clips and sound as it trained on them
     import affectlab
 

@@ -161,6 +161,8 @@ class Trainer:
         method.to(self.device)
         if self.settings.channels_last:
             channels_last_weights(method)
+        if self.settings.channels_last_3d:
+            channels_last_3d_layout(method)
         model: torch.nn.Module = method
         if self.world_size > 1:
             model = torch.nn.parallel.DistributedDataParallel(
@@ -405,6 +407,21 @@ class Trainer:
         if self.world_size > 1 and not boundary and step % self.settings.log_every_steps:
             return False
         return stop.agreed(self.device, self.world_size)
+
+
+def _to_channels_last_3d(_: torch.nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
+    return (args[0].contiguous(memory_format=torch.channels_last_3d), *args[1:])
+
+
+def channels_last_3d_layout(module: torch.nn.Module) -> None:
+    """Every Conv3d of ``module`` in NDHWC order, in place: its weight in
+    ``torch.channels_last_3d`` memory format and its input converted to it by a forward pre-hook
+    (a no-op after the first layer: such a convolution returns NDHWC output). The same
+    computation, other float rounding."""
+    for conv in module.modules():
+        if isinstance(conv, torch.nn.Conv3d):
+            conv.weight.data = conv.weight.data.contiguous(memory_format=torch.channels_last_3d)
+            conv.register_forward_pre_hook(_to_channels_last_3d)
 
 
 def channels_last_weights(module: torch.nn.Module) -> None:

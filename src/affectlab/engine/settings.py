@@ -53,6 +53,9 @@ class TrainerSettings:
             layout tensor cores and oneDNN's CPU convolutions read fastest (the same
             computation, other float rounding); other tensors (Conv3d weights, clips) keep
             their layout.
+        channels_last_3d: Conv3d weights and their inputs in NDHWC order
+            (``torch.channels_last_3d``; clip networks), off by default: measured 1.21× on
+            the CPU for ``model=tsav_small`` (docs/clips.md), not yet on a GPU.
         compile: ``torch.compile`` the training step's forward (the first steps compile).
         deterministic: CUDA kernels that give the same bits on every run
             (``torch.use_deterministic_algorithms``), at some speed; otherwise cuDNN picks
@@ -79,6 +82,7 @@ class TrainerSettings:
     threshold_criterion: str = "f1"
     progress_bar: bool = True
     channels_last: bool = True
+    channels_last_3d: bool = False
     compile: bool = False
     deterministic: bool = False
 
