@@ -21,7 +21,8 @@ from .conftest import TINY_TRAINER, compose_config, run_interrupted, same_final_
 TINY_CLIPS = ["dataset=synthetic_clips", "model=tsav", "model.arch=small",
               "model.small_widths=[8,16]", "dataset.videos_train=2",
               "dataset.videos_unlabeled=1", "dataset.videos_val=1", "dataset.videos_test=1",
-              "dataset.frames_per_video=20", "dataset.label_every=5", "dataset.image_size=32", "dataset.clip.length=4",
+              "dataset.frames_per_video=20", "dataset.label_every=5", "dataset.image_size=32",
+              "dataset.clip.length=4",
               "dataset.audio.window_s=1.0", "dataset.audio.n_mels=32"]
 SMALL = dict(videos_train=2, videos_unlabeled=1, videos_val=1, videos_test=1,
              frames_per_video=20, label_every=5, image_size=32,
