@@ -133,3 +133,33 @@ def test_the_expression_changes_the_timbre_only_weakly():
     assert high_share(tracks[1]) > 2 * high_share(tracks[5])             # anger brighter
     loudness = [np.sqrt(np.mean(t**2)) for t in tracks.values()]
     assert max(loudness) / min(loudness) < 1.5                           # same arousal
+
+
+def harmonic_tilt(track: np.ndarray, rate: int, f0: float) -> float:
+    """The slope of −log(amplitude of harmonic k) on log k, k = 1 … 8 (power summed ±20 Hz)."""
+    spectrum = np.abs(np.fft.rfft(track)) ** 2
+    frequencies = np.fft.rfftfreq(len(track), 1 / rate)
+    amplitudes = [np.sqrt(spectrum[np.abs(frequencies - k * f0) < 20].sum()) for k in range(1, 9)]
+    return float(-np.polyfit(np.log(np.arange(1, 9)), np.log(amplitudes), 1)[0])
+
+
+def test_the_timbre_is_the_expressions_tilt_blurred_by_speaker_and_episode(monkeypatch):
+    rate, anger, sadness = 16000, 1, 5
+    tilt = {e: V.TIMBRE_TILT[V.EXPRESSIONS[e]] for e in (anger, sadness)}
+
+    def measured(expression: int, seed: int) -> float:
+        track = V.synthesize_audio(np.random.default_rng(seed), constant_video((0.0, 0.0),
+                                   expression), fps=25.0, sample_rate=rate)
+        return harmonic_tilt(track, rate, V.F0_HZ)
+
+    speakers = [measured(anger, seed) for seed in range(30)]
+    # one speaker: the expression's tilt plus two offsets, sd √(0.4² + 0.3²) = 0.5 over speakers
+    assert np.mean(speakers) == pytest.approx(tilt[anger], abs=0.25)
+    assert 0.35 < np.std(speakers) < 0.7
+    # one speaker (same draws): sadness darker than anger by the tilts' difference
+    assert measured(sadness, 3) - measured(anger, 3) == pytest.approx(
+        tilt[sadness] - tilt[anger], abs=0.15)
+    monkeypatch.setattr(V, "SPEAKER_TILT_SD", 0.0)
+    monkeypatch.setattr(V, "EPISODE_TILT_SD", 0.0)
+    assert measured(anger, 0) == pytest.approx(tilt[anger], abs=0.1)
+    assert measured(sadness, 0) == pytest.approx(tilt[sadness], abs=0.1)

@@ -39,6 +39,20 @@ def test_without_audio_the_model_reads_the_clip_only():
     assert model.forward_features(*model_inputs(model, batch)).shape == (2, 512)
 
 
+def test_without_video_the_model_reads_the_audio_only():
+    model = TSAV(video=False)
+    assert model.input_keys == ("audio",) and model.num_features == 512
+    assert not hasattr(model, "video")
+    batch = tiny_batch()
+    del batch["clip"]
+    features = model.forward_features(*model_inputs(model, batch))
+    assert features.shape == (2, 512)
+    features.square().mean().backward()
+    assert model.audio.conv1.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="leave TSAV no stream"):
+        TSAV(video=False, audio=False)
+
+
 def test_the_mask_channel_is_read_only_when_the_mask_is_on():
     batch = tiny_batch()
     changed = {**batch, "clip": batch["clip"].clone()}
@@ -89,7 +103,7 @@ def test_wrong_inputs_get_one_clear_message():
         model(batch["clip"][:, 0], batch["audio"])
     with pytest.raises(ValueError, match="needs 4 channels per frame; the clip has 3"):
         model(tiny_batch(channels=3)["clip"], batch["audio"])
-    with pytest.raises(ValueError, match="model.audio=false"):
+    with pytest.raises(ValueError, match=r"none for \['audio'\].*model.audio=false"):
         model(batch["clip"])
     with pytest.raises(KeyError, match=r"reads inputs \['clip', 'audio'\].*no \['audio'\]"):
         model_inputs(model, {"clip": batch["clip"]})

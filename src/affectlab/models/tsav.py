@@ -10,7 +10,8 @@ ResNet-18 on the log-mel spectrogram of the window around the labelled frame (1 
     audio (N, 1, F, S) ──ResNet-18────► (N, 512) ┘
 
 ``audio=false`` drops the audio stream (features (N, 512), the model reads the clip only);
-``mask=false`` feeds the clip's RGB channels only (a 3-channel stem; a 4-channel clip's mask is
+``video=false`` drops the visual stream (the model reads the audio only: what sound alone
+carries); ``mask=false`` feeds the clip's RGB channels only (a 3-channel stem; a 4-channel clip's mask is
 ignored). TSAV's released model has a plain linear layer on the 1,024 features for all tasks;
 here the heads are the method's (one per task, ``methods/heads.py``).
 
@@ -95,13 +96,45 @@ class SmallClipCNN(nn.Module):
         return self.body(clip).mean(dim=(2, 3, 4))
 
 
+def _video_stream(arch: str, channels: int, small_widths: list[int],
+                  pretrained: str) -> nn.Module:
+    """The visual stream: (N, C, T, H, W) → (N, num_features)."""
+    if arch == "small":
+        return SmallClipCNN(in_channels=channels, widths=small_widths)
+    video = torchvision.models.video.r2plus1d_18(weights=None)
+    video.stem[0] = _widen_first_conv(video.stem[0], channels)
+    path = pretrained_file(pretrained, option="model.pretrained_video", hub_name="kinetics",
+                           hub_weights=torchvision.models.video.R2Plus1D_18_Weights.DEFAULT)
+    if path is not None:
+        _load_into(video, path, "stem.0", what="R(2+1)D-18", average=False)
+    video.fc = nn.Identity()
+    video.num_features = 512
+    return video
+
+
+def _audio_stream(arch: str, small_widths: list[int], pretrained: str) -> nn.Module:
+    """The audio stream: (N, 1, F, S) → (N, num_features)."""
+    if arch == "small":
+        return SmallCNN(widths=small_widths, in_channels=1)
+    sound = torchvision.models.resnet18(weights=None)
+    sound.conv1 = _widen_first_conv(sound.conv1, 1)
+    if pretrained != "none":
+        path = pretrained_file(pretrained, option="model.pretrained_audio", hub_name="imagenet",
+                               hub_weights=torchvision.models.ResNet18_Weights.DEFAULT)
+        _load_into(sound, path, "conv1", what="ResNet-18", average=True)
+    sound.fc = nn.Identity()
+    sound.num_features = 512
+    return sound
+
+
 class TSAV(nn.Module):
     """TSAV's two streams (module docstring). Inputs: ``clip`` (N, T, C, H, W) with C = 4 (or 3
-    with ``mask=false``), ``audio`` (N, 1, F, S); output (N, 1024), or (N, 512) with
-    ``audio=false``.
+    with ``mask=false``), ``audio`` (N, 1, F, S); output (N, 1024), or (N, 512) with one
+    stream switched off.
 
     Args:
         audio: use the audio stream (the model then reads ``audio``).
+        video: use the visual stream (the model then reads ``clip``).
         mask: feed the landmark-mask channel (4 input channels) or RGB only (3).
         arch: ``r2plus1d_18`` (TSAV's streams) or ``small`` (small CNNs, for CPU runs).
         small_widths: channels of the small streams' blocks (``arch=small``).
@@ -110,7 +143,8 @@ class TSAV(nn.Module):
         pretrained_audio: ``none`` or a path to ResNet-18 weights.
     """
 
-    def __init__(self, *, audio: bool = True, mask: bool = True, arch: str = "r2plus1d_18",
+    def __init__(self, *, audio: bool = True, video: bool = True, mask: bool = True,
+                 arch: str = "r2plus1d_18",
                  small_widths: list[int] = (16, 32, 64, 128), pretrained_video: str = "none",
                  pretrained_audio: str = "none") -> None:
         super().__init__()
@@ -119,42 +153,39 @@ class TSAV(nn.Module):
         if arch == "small" and (pretrained_video != "none" or pretrained_audio != "none"):
             raise ValueError("model.arch=small has no pretrained weights: set "
                              "model.pretrained_video=none and model.pretrained_audio=none")
-        self.use_audio, self.use_mask = bool(audio), bool(mask)
-        self.input_keys: tuple[str, ...] = ("clip", "audio") if self.use_audio else ("clip",)
-        channels = 4 if self.use_mask else 3
-        if arch == "small":
-            self.video = SmallClipCNN(in_channels=channels, widths=list(small_widths))
-        else:
-            video = torchvision.models.video.r2plus1d_18(weights=None)
-            video.stem[0] = _widen_first_conv(video.stem[0], channels)
-            path = pretrained_file(pretrained_video, option="model.pretrained_video",
-                                   hub_name="kinetics",
-                                   hub_weights=torchvision.models.video.R2Plus1D_18_Weights.DEFAULT)
-            if path is not None:
-                _load_into(video, path, "stem.0", what="R(2+1)D-18", average=False)
-            video.fc = nn.Identity()
-            video.num_features = 512
-            self.video = video
-        self.num_features = self.video.num_features
+        if not (audio or video):
+            raise ValueError("model.audio=false and model.video=false leave TSAV no stream: "
+                             "switch one on")
+        self.use_audio, self.use_video, self.use_mask = bool(audio), bool(video), bool(mask)
+        self.input_keys: tuple[str, ...] = (("clip",) if self.use_video else ()) \
+            + (("audio",) if self.use_audio else ())
+        self.num_features = 0
+        if self.use_video:
+            self.video = _video_stream(arch, 4 if self.use_mask else 3, list(small_widths),
+                                       pretrained_video)
+            self.num_features += self.video.num_features
         if self.use_audio:
-            if arch == "small":
-                sound = SmallCNN(widths=list(small_widths), in_channels=1)
-            else:
-                sound = torchvision.models.resnet18(weights=None)
-                sound.conv1 = _widen_first_conv(sound.conv1, 1)
-                if pretrained_audio != "none":
-                    path = pretrained_file(pretrained_audio, option="model.pretrained_audio",
-                                           hub_name="imagenet",
-                                           hub_weights=torchvision.models.ResNet18_Weights.DEFAULT)
-                    _load_into(sound, path, "conv1", what="ResNet-18", average=True)
-                sound.fc = nn.Identity()
-                sound.num_features = 512
-            self.audio = sound
-            self.num_features += sound.num_features
+            self.audio = _audio_stream(arch, list(small_widths), pretrained_audio)
+            self.num_features += self.audio.num_features
 
-    def forward_features(self, clip: torch.Tensor,
-                         audio: torch.Tensor | None = None) -> torch.Tensor:
-        """clip (N, T, C, H, W), audio (N, 1, F, S) → (N, num_features)."""
+    def forward_features(self, *inputs: torch.Tensor) -> torch.Tensor:
+        """The inputs of ``input_keys`` in that order — clip (N, T, C, H, W), audio
+        (N, 1, F, S) — → (N, num_features)."""
+        if len(inputs) != len(self.input_keys):
+            missing = list(self.input_keys[len(inputs):])
+            hint = " (set model.audio=false for clips without sound)" if "audio" in missing else ""
+            raise ValueError(f"TSAV with model.audio={self.use_audio}, model.video="
+                             f"{self.use_video} reads {list(self.input_keys)}; it got "
+                             f"{len(inputs)} input(s), none for {missing}{hint}")
+        named = dict(zip(self.input_keys, inputs))
+        features = []
+        if self.use_video:
+            features.append(self._video_features(named["clip"]))
+        if self.use_audio:
+            features.append(self.audio(named["audio"]))
+        return torch.cat(features, dim=1) if len(features) > 1 else features[0]
+
+    def _video_features(self, clip: torch.Tensor) -> torch.Tensor:
         if clip.dim() != 5:
             raise ValueError(f"TSAV reads clips (N, T, C, H, W); got a tensor of shape "
                              f"{tuple(clip.shape)}")
@@ -164,13 +195,7 @@ class TSAV(nn.Module):
                              f"frame; the clip has {clip.shape[2]} (set model.mask=false for "
                              "clips without a landmark mask)")
         # torchvision's video networks take (N, C, T, H, W)
-        features = self.video(clip[:, :, :channels].transpose(1, 2))
-        if self.use_audio:
-            if audio is None:
-                raise ValueError("TSAV with model.audio=true reads the audio input; the batch "
-                                 "has none (set model.audio=false for clips without sound)")
-            features = torch.cat([features, self.audio(audio)], dim=1)
-        return features
+        return self.video(clip[:, :, :channels].transpose(1, 2))
 
-    def forward(self, clip: torch.Tensor, audio: torch.Tensor | None = None) -> torch.Tensor:
-        return self.forward_features(clip, audio)
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        return self.forward_features(*inputs)

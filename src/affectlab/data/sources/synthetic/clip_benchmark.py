@@ -42,7 +42,9 @@ from affectlab.data.sources.synthetic.story import SPLITS, GenerationParams, rng
 from affectlab.data.sources.synthetic.variants import one_task_per_face
 from affectlab.data.sources.synthetic.video_story import sample_video, synthesize_audio
 
-CLIP_GENERATOR_VERSION = 2
+#: 2: 15-s videos, shorter episodes (docs/clips.md); 3: the voice's timbre blurred per speaker
+#: and episode (video_story.synthesize_audio): frames and labels as in 2, other sound
+CLIP_GENERATOR_VERSION = 3
 
 
 @dataclass(frozen=True)
