@@ -11,9 +11,9 @@ ResNet-18 on the log-mel spectrogram of the window around the labelled frame (1 
 
 ``audio=false`` drops the audio stream (features (N, 512), the model reads the clip only);
 ``video=false`` drops the visual stream (the model reads the audio only: what sound alone
-carries); ``mask=false`` feeds the clip's RGB channels only (a 3-channel stem; a 4-channel clip's mask is
-ignored). TSAV's released model has a plain linear layer on the 1,024 features for all tasks;
-here the heads are the method's (one per task, ``methods/heads.py``).
+carries); ``mask=false`` feeds the clip's RGB channels only (a 3-channel stem; a 4-channel
+clip's mask is ignored). TSAV's released model has a plain linear layer on the 1,024 features
+for all tasks; here the heads are the method's (one per task, ``methods/heads.py``).
 
 ``arch=small`` swaps both streams for small CNNs with the same inputs and fusion, for CPU runs
 (as ``model=small_cnn`` is to the image networks): a (2+1)D stack on the clip
