@@ -12,8 +12,8 @@ the three criteria, and beside them AU F1 at 0.5, at the validation-tuned thresh
 and the arousal CCC (does the sound help arousal?), each mean ± std over the seeds in %; the
 paper's rows follow as "(reported)". On the synthetic clips (``recipe=tsav_synthetic``) the
 rows are the image CNN on the labelled frame (the paper's "baseline" is the challenge's, an
-image network), TSAV's visual stream alone, TSAV, and TSAV without / with the mean teacher on
-one-task labels.
+image network), TSAV's visual stream alone, its audio stream alone, TSAV, and TSAV without /
+with the mean teacher on one-task labels.
 
 Examples::
 
@@ -69,6 +69,7 @@ ROWS: tuple[tuple[str, str], ...] = (
     ("frame_cnn", "Image CNN on the labelled frame"),
     ("tsav_one_frame", "TSAV, visual stream, the labelled frame only"),
     ("tsav_video", "TSAV, visual stream only"),
+    ("tsav_audio", "TSAV, audio stream only"),
     ("tsav", "TSAV (clip + sound)"),
     ("tsav_partial", "TSAV, one-task labels"),
     ("tsav_partial_mean_teacher", "TSAV + mean teacher, one-task labels"),
