@@ -64,6 +64,14 @@ def test_pretrain_finetune_ensemble_chain_end_to_end(tmp_path, data_root, monkey
     with pytest.raises(RecipeError, match="expr/seed0 is a finished run of another "
                                           "configuration"):
         runner(edited, out).run()
+    # runs made on another generator version's data: same overrides, other data
+    resolved = out / "expr" / "seed0" / "config_resolved.yaml"
+    older = OmegaConf.load(resolved)
+    assert older.dataset.generator_version >= 1
+    older.dataset.generator_version -= 1
+    OmegaConf.save(older, resolved)
+    with pytest.raises(RecipeError, match="another configuration.*dataset.generator_version"):
+        runner(tiny_recipe(data_root), out).run()
 
 
 def test_an_unfinished_run_is_kept_aside_and_missing_stages_are_named(tmp_path, data_root,

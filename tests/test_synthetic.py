@@ -570,3 +570,11 @@ def test_the_second_rendering_can_show_the_au_state_on_another_person(tmp_path):
         tiny(tmp_path / "bad", pool_renderings=2, pool_rendering_face="nobody")
     with pytest.raises(ValueError, match="set dataset.pool_renderings=2"):
         tiny(tmp_path / "bad", pool_rendering_face="other")
+
+
+def test_a_config_of_another_generator_version_is_refused(tmp_path):
+    assert tiny(tmp_path, generator_version=story.GENERATOR_VERSION).dataset_dir \
+        == tiny(tmp_path).dataset_dir
+    with pytest.raises(ValueError, match=rf"dataset.generator_version=0: this code generates "
+                                         rf"version {story.GENERATOR_VERSION}"):
+        tiny(tmp_path, generator_version=0)

@@ -107,6 +107,7 @@ def test_frame_mode_gives_the_labelled_frames_as_images(clips_root, data):
     (dict(clip=dict(length=0)), "dataset.clip.length=0"),
     (dict(videos_test=0), "dataset.videos_test=0"),
     (dict(aus=[1, 99]), r"AU\(s\) \[99\]"),
+    (dict(generator_version=2), "dataset.generator_version=2: this code generates version 3"),
 ])
 def test_bad_settings_get_one_message(tmp_path, setting, message):
     with pytest.raises(ValueError, match=message):

@@ -14,7 +14,8 @@ every listed run, or (``per_seed: true``) one per seed of the runs of that seed.
 
 Finished stages (every seed's ``metrics.json`` written) are skipped when the recipe is started
 again, so an interrupted chain continues where it stopped (a finished run of another
-configuration — the recipe or a preset edited since — is refused, never silently reused); a
+configuration — the recipe or a preset edited since, the synthetic benchmark's
+``dataset.generator_version`` bumped — is refused, never silently reused); a
 run directory left without ``metrics.json`` (stopped or killed) is moved aside to
 ``<dir>.incomplete-<n>`` (never deleted) and continued exactly from its ``checkpoints/last.pt``
 (``trainer.resume``) into ``<dir>``, or run again from the start when it saved no checkpoint.

@@ -19,9 +19,11 @@ from affectlab.data.contract import (
     LabelTable,
     check_subject_exclusive,
 )
+from affectlab.data.sources.synthetic import story
 from affectlab.data.sources.synthetic.faces import SUPPORTED_AUS
 from affectlab.data.sources.synthetic.files import (
     LABELS_FILE,
+    checked_generator_version,
     generate_dataset,
     generate_once,
     read_labels_csv,
@@ -91,6 +93,8 @@ class Synthetic:
             images: the pool carries the labelled identities, like unlabelled frames of the
             labelled videos).
         num_workers: processes for the one-off generation (0: in this process).
+        generator_version: the generator's version the config expects (None: this code's,
+            :data:`.story.GENERATOR_VERSION`); another is refused.
 
     ``aus``, ``oracle``, ``train_split``, ``pool_labels``, ``train_labels``, ``name``,
     ``root`` and ``num_workers`` do not change the generated files; every other argument does
@@ -137,7 +141,10 @@ class Synthetic:
         pool_renderings: int = 1,
         pool_rendering_face: str = "same",
         num_workers: int = 0,
+        generator_version: int | None = None,
     ) -> None:
+        checked_generator_version("dataset.generator_version", generator_version,
+                                  story.GENERATOR_VERSION)
         self.name = name
         root_path = Path(root).expanduser()
         self.root = root_path if root_path.is_absolute() else Path.cwd() / root_path

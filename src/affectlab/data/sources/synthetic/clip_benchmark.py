@@ -32,6 +32,7 @@ from affectlab.data.sources.synthetic.faces import SUPPORTED_AUS, face_landmarks
 from affectlab.data.sources.synthetic.files import (
     LABELS_FILE,
     META_FILE,
+    checked_generator_version,
     generate_once,
     read_labels_csv,
     run_tasks,
@@ -158,6 +159,8 @@ class SyntheticClips:
             frame alone as ``image``: an image model on the same samples).
         train_labels: ``all`` or ``one_task`` (each labelled frame keeps one task's labels).
         num_workers: processes for the one-off generation.
+        generator_version: the clip generator's version the config expects (None: this
+            code's, :data:`CLIP_GENERATOR_VERSION`); another is refused.
     """
 
     def __init__(self, *, name: str = "synthetic_clips", root: str = "data/synthetic",
@@ -173,7 +176,10 @@ class SyntheticClips:
                  intensity_alpha: float = 2.0, intensity_beta: float = 2.0,
                  va_noise: float = 0.12, au_effect_scale: float = 1.0, label_every: int = 10,
                  clip: dict[str, Any] | None = None, audio: dict[str, Any] | None = None,
-                 inputs: str = "clip", train_labels: str = "all", num_workers: int = 0) -> None:
+                 inputs: str = "clip", train_labels: str = "all", num_workers: int = 0,
+                 generator_version: int | None = None) -> None:
+        checked_generator_version("dataset.generator_version", generator_version,
+                                  CLIP_GENERATOR_VERSION)
         self.name, self.root = name, Path(root).expanduser().absolute()
         self.aus = [int(a) for a in aus]
         unknown = sorted(set(self.aus) - set(SUPPORTED_AUS))

@@ -214,6 +214,18 @@ def generate_dataset(params: GenerationParams, directory: Path,
     return meta
 
 
+def checked_generator_version(option: str, asked: int | None, current: int) -> int:
+    """The generator version a dataset config names (None: this code's), refused when this
+    code generates another. The config's value is written into every run's resolved config,
+    so a recipe refuses to reuse a run made on another version's data (same overrides, other
+    data)."""
+    if asked is not None and int(asked) != current:
+        raise ValueError(f"{option}={asked}: this code generates version {current} (another "
+                         f"version is other data): set {option}={current}, or use the affectlab "
+                         f"release that generated version {asked}")
+    return current
+
+
 def read_meta(directory: Path, expected_hash: str | None = None) -> dict[str, Any] | None:
     """The meta dict of a complete dataset folder, or None if it is missing, unreadable,
     incomplete, of another generator version or (when given) of another hash."""
