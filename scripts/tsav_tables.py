@@ -39,6 +39,7 @@ from affectlab.recipe import RecipeError, Runner
 from affectlab.results import (
     Column,
     column_means,
+    paired_differences,
     stage_summary,
     with_reported_rows,
     write_table,
@@ -75,6 +76,13 @@ ROWS: tuple[tuple[str, str], ...] = (
     ("tsav_partial_mean_teacher", "TSAV + mean teacher, one-task labels"),
     ("tsav_mean_teacher", "TSAV + mean teacher"),
 )
+#: the questions of the issue's evidence, as (row, reference) pairs compared seed by seed
+PAIRS: tuple[tuple[str, str], ...] = (
+    ("TSAV, visual stream only", "TSAV, visual stream, the labelled frame only"),
+    ("TSAV (clip + sound)", "TSAV, visual stream only"),
+    ("TSAV (clip + sound)", "TSAV, audio stream only"),
+    ("TSAV + mean teacher, one-task labels", "TSAV, one-task labels"),
+)
 
 
 class TableError(RuntimeError):
@@ -102,6 +110,10 @@ def table_markdown(dataset: str, results: dict[str, list[dict[str, Any]]],
                "and the arousal CCC. Mean ± std over the seeds, in %. \"(reported)\" rows: "
                f"{PAPER} — another dataset and budget: compare the differences between rows, "
                "not the numbers.")
+    paired = paired_differences(results, PAIRS, COLUMNS)
+    if paired:
+        markdown += ("\nPaired by seed: the first row's number minus the second's run of the "
+                     "same seed, in points, mean ± std (each seed's difference).\n\n" + paired)
     return f"{caption}\n\n{markdown}", csv
 
 

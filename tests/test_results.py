@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from affectlab.results import per_label_summary, stage_summary
+from affectlab.results import paired_differences, per_label_summary, stage_summary
 
 
 def au(f1: list[float], tuned: list[float], ap: list[float]) -> dict:
@@ -47,3 +47,24 @@ def test_composed_config_works_inside_a_running_hydra_app():
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         inside = composed_config(("seed=3",))
     assert inside == outside and inside["seed"] == 3
+
+
+def test_paired_differences_match_seeds_and_skip_what_is_missing():
+    def run(seed: int, ap: float, acc: float | None = None) -> dict:
+        tasks = {"au": {"ap_mean": ap}}
+        if acc is not None:
+            tasks["expr"] = {"acc": acc}
+        return {"seed": seed, "tasks": tasks}
+
+    columns = (("AU AP", "au", lambda m: m["ap_mean"]), ("acc", "expr", lambda m: m["acc"]))
+    results = {"new": [run(0, 0.50, 0.4), run(1, 0.60), run(2, 0.70, 0.7)],
+               "old": [run(2, 0.65, 0.5), run(0, 0.40, 0.5)],      # no seed 1; other order
+               "alone": [run(5, 0.1)]}
+    table = paired_differences(results, (("new", "old"), ("new", "alone"), ("new", "gone")),
+                               columns).splitlines()
+    assert table[0] == "| comparison | seeds | AU AP | acc |"
+    # seed 0: +10.0 AP, −10.0 acc; seed 2: +5.0 AP, +20.0 acc (seed 1 has no reference)
+    assert table[2] == ("| new − old | 0, 2 | +7.5 ± 3.5 (+10.0, +5.0) | "
+                        "+5.0 ± 21.2 (-10.0, +20.0) |")
+    assert len(table) == 3              # no seed in common with "alone"; "gone" has no runs
+    assert paired_differences(results, (("alone", "old"),), columns) == ""

@@ -14,8 +14,8 @@ def tables():
     return load_script("tsav_tables")
 
 
-def a_run(au_abaw: float, expr_abaw: float, ccc_a: float) -> dict:
-    return {"tasks": {
+def a_run(au_abaw: float, expr_abaw: float, ccc_a: float, seed: int = 0) -> dict:
+    return {"seed": seed, "tasks": {
         "au": {"abaw": au_abaw, "f1_mean": 0.4, "tuned": {"f1_mean": 0.5}, "ap_mean": 0.45},
         "expr": {"abaw": expr_abaw},
         "va": {"ccc_mean": (0.2 + ccc_a) / 2, "ccc_arousal": ccc_a}}}
@@ -32,6 +32,18 @@ def test_the_table_has_the_criteria_per_row_and_the_papers_rows(tables):
     reported = next(line for line in lines if line.startswith("| TSAV + multi-task"))
     assert "51.7 | 56.2 | 78.2 | – |" in reported
     assert "TSAV (reported),,50.80," in csv
+    assert "Paired by seed" not in markdown             # one row: nothing to compare
+
+
+def test_the_issues_comparisons_are_paired_by_seed(tables):
+    results = {"TSAV (clip + sound)": [a_run(0.6, 0.5, 0.9, seed=0), a_run(0.7, 0.5, 0.8, seed=1)],
+               "TSAV, visual stream only": [a_run(0.6, 0.3, 0.3, seed=1),
+                                            a_run(0.6, 0.3, 0.4, seed=0)]}
+    markdown, _ = tables.table_markdown("synthetic", results, [0, 1])
+    paired = next(line for line in markdown.splitlines()
+                  if line.startswith("| TSAV (clip + sound) − TSAV, visual stream only"))
+    assert paired.split(" | ")[1:3] == ["0, 1", "+20.0 ± 0.0 (+20.0, +20.0)"]
+    assert paired.endswith("| +50.0 ± 0.0 (+50.0, +50.0) |")          # arousal CCC, last
 
 
 @pytest.mark.parametrize("dataset", ["synthetic", "affwild2"])

@@ -250,6 +250,38 @@ def with_reported_rows(markdown: str, csv: str,
     return markdown, csv
 
 
+def paired_differences(results: dict[str, list[dict[str, Any]]],
+                       pairs: tuple[tuple[str, str], ...],
+                       columns: tuple[Column, ...]) -> str:
+    """Markdown: per (row, reference) of ``pairs`` that both have runs, the row's number minus
+    the reference's run of the same seed, per column in points (%), "mean ± std (each seed's
+    difference)" — the same seed shares the initialisation and the batch order, so the paired
+    spread is the comparison's own. Seeds one of them lacks are left out; a pair with no seed
+    in common is left out."""
+    lines = ["| comparison | seeds | " + " | ".join(c[0] for c in columns) + " |",
+             "|" + "---|" * (len(columns) + 2)]
+    for row, reference in pairs:
+        if row not in results or reference not in results:
+            continue
+        base = {run["seed"]: run for run in results[reference]}
+        both = [(run, base[run["seed"]]) for run in results[row] if run["seed"] in base]
+        if not both:
+            continue
+        cells = []
+        for column in columns:
+            deltas = [100 * (a[0] - b[0]) for run, ref in both
+                      if (a := column_values([run], column))
+                      and (b := column_values([ref], column))]
+            if not deltas:
+                cells.append("–")
+                continue
+            mean, std = mean_std(deltas)
+            cells.append(f"{mean:+.1f} ± {std:.1f} ({', '.join(f'{d:+.1f}' for d in deltas)})")
+        seeds = ", ".join(str(run["seed"]) for run, _ in both)
+        lines.append(f"| {row} − {reference} | {seeds} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n" if len(lines) > 2 else ""
+
+
 def write_table(out: Path, name: str, markdown: str, csv: str,
                 draw: Callable[[Path], None]) -> list[Path]:
     """A table script's files, ``out/<name>.md``, ``.csv`` (atomically) and ``.png`` (``draw``
