@@ -72,6 +72,9 @@ ROWS: tuple[tuple[str, str], ...] = (
     ("tsav_video", "TSAV, visual stream only"),
     ("tsav_audio", "TSAV, audio stream only"),
     ("tsav", "TSAV (clip + sound)"),
+    ("tsav_without_sound", "TSAV (clip + sound), its sound taken away at test"),
+    ("tsav_without_clip", "TSAV (clip + sound), its clip taken away at test"),
+    ("late_fusion", "Late fusion: the visual-only and audio-only runs averaged"),
     ("tsav_partial", "TSAV, one-task labels"),
     ("tsav_partial_mean_teacher", "TSAV + mean teacher, one-task labels"),
     ("tsav_mean_teacher", "TSAV + mean teacher"),
@@ -81,6 +84,7 @@ PAIRS: tuple[tuple[str, str], ...] = (
     ("TSAV, visual stream only", "TSAV, visual stream, the labelled frame only"),
     ("TSAV (clip + sound)", "TSAV, visual stream only"),
     ("TSAV (clip + sound)", "TSAV, audio stream only"),
+    ("Late fusion: the visual-only and audio-only runs averaged", "TSAV (clip + sound)"),
     ("TSAV + mean teacher, one-task labels", "TSAV, one-task labels"),
 )
 

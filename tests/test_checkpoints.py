@@ -236,6 +236,23 @@ def test_evaluate_one_run_reproduces_its_metrics_and_an_ensemble_runs(tiny_cfg, 
     assert set(both["tasks"]) == {"au", "va"} and "tuned" in both["tasks"]["au"]
 
 
+def test_evaluate_can_take_an_input_away(tiny_cfg, tmp_path):
+    a = tiny_run(tiny_cfg, tmp_path / "a", "method.tasks=[au,va]")
+    blind = evaluate(evaluate_cfg(f"runs=[{a}]", "ablate=[image]", "thresholds=members"),
+                     tmp_path / "blind")
+    assert blind["ablated"] == ["image"]
+    # every face replaced by the mean face: one prediction for all, so AP is each AU's
+    # positive rate (all scores tied) and the VA predictions do not vary (CCC 0)
+    au = blind["tasks"]["au"]
+    assert au["average_precision"] == pytest.approx(au["positive_rate"], abs=1e-6)
+    assert blind["tasks"]["va"]["ccc_mean"] == pytest.approx(0.0, abs=1e-6)
+    own = json.loads((a / "metrics.json").read_text())["tasks"]["va"]["ccc_mean"]
+    assert own != pytest.approx(0.0, abs=1e-3)
+    with pytest.raises(ValueError, match=r"ablate=\['audio'\]: the runs do not read "
+                                         r"\['audio'\] \(they read \['image'\]\)"):
+        evaluate(evaluate_cfg(f"runs=[{a}]", "ablate=[audio]"), tmp_path / "deaf")
+
+
 def test_evaluate_refuses_runs_with_other_label_sets(tiny_cfg, tmp_path):
     a = tiny_run(tiny_cfg, tmp_path / "a", "method.tasks=[au]")
     b = tiny_run(tiny_cfg, tmp_path / "b", "method.tasks=[au]", "dataset.aus=[1,2,4]")

@@ -26,6 +26,7 @@ def tiny_recipe(data_root: Path) -> dict:
             "expr": {"overrides": ["method.tasks=[expr]"]},
             "au": {"overrides": ["method.tasks=[au]"], "init_from": "expr"},
             "ensemble": {"ensemble": ["au"], "overrides": ["split=test"]},
+            "au_blind": {"ensemble": ["au"], "per_seed": True, "overrides": ["ablate=[image]"]},
         },
     }
 
@@ -38,7 +39,12 @@ def runner(recipe: dict, out: Path, seeds=(0, 1)) -> Runner:
 def test_pretrain_finetune_ensemble_chain_end_to_end(tmp_path, data_root, monkeypatch):
     out = tmp_path / "chain"
     results = runner(tiny_recipe(data_root), out).run()
-    assert set(results) == {"expr", "au", "ensemble"}
+    assert set(results) == {"expr", "au", "ensemble", "au_blind"}
+    # one evaluation per seed, each of that seed's run, its seed taken from its folder
+    assert [r["seed"] for r in results["au_blind"]] == [0, 1]
+    assert [r["runs"] for r in results["au_blind"]] == [
+        [str((out / f"au/seed{s}").resolve())] for s in (0, 1)]
+    assert all(r["ablated"] == ["image"] for r in results["au_blind"])
     for seed in (0, 1):
         expr = json.loads((out / f"expr/seed{seed}/metrics.json").read_text())
         au = json.loads((out / f"au/seed{seed}/metrics.json").read_text())

@@ -6,6 +6,9 @@ split of the first run's dataset, or of another dataset config (``dataset=NAME
 dataset.root=...``, whose label sets must match the runs'). Per-label thresholds of the
 multi-label tasks are searched anew on the validation split of the evaluated data
 (``thresholds=search``, default), taken from the runs (``members``), or left at 0.5 (``none``).
+``ablate=[audio]`` takes inputs away: each named input key is replaced by zeros after the
+evaluation transform (the training mean of a normalised input), in every split evaluated —
+how much the runs read from that input (a two-stream model's reliance on one stream).
 
 Writes into Hydra's run directory (``hydra.run.dir=...``; default
 ``outputs/evaluate/<date>_<time>``): ``metrics.json`` in the training run's layout (``tasks``
@@ -87,12 +90,20 @@ def evaluate(cfg: DictConfig, out_dir: str | Path) -> dict[str, Any]:
                       else Ensemble([r.method for r in loaded], names=runs))
     data = evaluation_data(cfg, loaded[0])
     check_labels(method, data)
+    ablated = [str(key) for key in cfg.get("ablate") or []]
+    unread = [key for key in ablated if key not in method.input_keys]
+    if unread:
+        raise ConfigError(f"ablate={ablated}: the runs do not read {unread} (they read "
+                          f"{list(method.input_keys)})")
+
+    def prepare(batch: dict) -> dict:
+        batch = data.transform({k: v.to(device, non_blocking=True) for k, v in batch.items()},
+                               train=False)
+        return {**batch, **{key: torch.zeros_like(batch[key]) for key in ablated}}
 
     def outputs_of(split: str) -> tuple[dict, dict]:
         loader = DataLoader(getattr(data, split), batch_size=cfg.batch_size,
                             num_workers=cfg.num_workers)
-        prepare = lambda b: data.transform(  # noqa: E731
-            {k: v.to(device, non_blocking=True) for k, v in b.items()}, train=False)
         autocast = ((lambda: torch.autocast("cuda", dtype=torch.bfloat16))
                     if device.type == "cuda" else None)
         return predict_split(method, loader, prepare, autocast or contextlib.nullcontext,
@@ -111,7 +122,7 @@ def evaluate(cfg: DictConfig, out_dir: str | Path) -> dict[str, Any]:
         "runs": runs, "members": len(runs), "dataset": data.name, "split": cfg.split,
         "checkpoint": cfg.checkpoint, "network": cfg.get("network"), "tasks": tasks,
         "score": overall_score(tasks),
-        "thresholds_from": cfg.thresholds,
+        "thresholds_from": cfg.thresholds, "ablated": ablated,
         "threshold_criterion": cfg.threshold_criterion if cfg.thresholds == "search" else None,
         "device": str(device),
     }

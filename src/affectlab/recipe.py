@@ -297,9 +297,14 @@ class Runner:
         """Every finished stage's metrics.json files, in stage order."""
         results: dict[str, list[dict[str, Any]]] = {}
         for stage in self.stages:
-            dirs = ([self.out / stage.name] if stage.is_ensemble and not stage.per_seed
-                    else [seed_dir(self.out, stage.name, s) for s in self.seeds])
-            found = [json.loads((d / "metrics.json").read_text()) for d in dirs if finished(d)]
+            if stage.is_ensemble and not stage.per_seed:
+                dirs = {None: self.out / stage.name}
+            else:
+                dirs = {s: seed_dir(self.out, stage.name, s) for s in self.seeds}
+            # a per-seed evaluation's metrics.json has no seed of its own: its folder's
+            found = [{**({"seed": s} if s is not None else {}),
+                      **json.loads((d / "metrics.json").read_text())}
+                     for s, d in dirs.items() if finished(d)]
             if found:
                 results[stage.name] = found
         return results
