@@ -85,6 +85,7 @@ PAIRS: tuple[tuple[str, str], ...] = (
     ("TSAV (clip + sound)", "TSAV, visual stream only"),
     ("TSAV (clip + sound)", "TSAV, audio stream only"),
     ("Late fusion: the visual-only and audio-only runs averaged", "TSAV (clip + sound)"),
+    ("Late fusion: the visual-only and audio-only runs averaged", "TSAV, audio stream only"),
     ("TSAV + mean teacher, one-task labels", "TSAV, one-task labels"),
 )
 
