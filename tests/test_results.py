@@ -68,3 +68,6 @@ def test_paired_differences_match_seeds_and_skip_what_is_missing():
                         "+5.0 ± 21.2 (-10.0, +20.0) |")
     assert len(table) == 3              # no seed in common with "alone"; "gone" has no runs
     assert paired_differences(results, (("alone", "old"),), columns) == ""
+    tiny = {"a": [run(0, 0.5 - 2e-4)], "b": [run(0, 0.5)]}
+    assert "| a − b | 0 | +0.0 ± 0.0 (+0.0) |" in paired_differences(tiny, (("a", "b"),),
+                                                                      columns[:1])

@@ -276,10 +276,16 @@ def paired_differences(results: dict[str, list[dict[str, Any]]],
                 cells.append("–")
                 continue
             mean, std = mean_std(deltas)
-            cells.append(f"{mean:+.1f} ± {std:.1f} ({', '.join(f'{d:+.1f}' for d in deltas)})")
+            cells.append(f"{_signed(mean)} ± {std:.1f} ({', '.join(map(_signed, deltas))})")
         seeds = ", ".join(str(run["seed"]) for run, _ in both)
         lines.append(f"| {row} − {reference} | {seeds} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n" if len(lines) > 2 else ""
+
+
+def _signed(value: float) -> str:
+    """``value`` with its sign and one decimal; a difference that rounds to zero is +0.0."""
+    text = f"{value:+.1f}"
+    return "+0.0" if text == "-0.0" else text
 
 
 def write_table(out: Path, name: str, markdown: str, csv: str,
