@@ -40,6 +40,7 @@ from affectlab.results import (
     Column,
     column_means,
     paired_differences,
+    per_label_summary,
     stage_summary,
     with_reported_rows,
     write_table,
@@ -119,6 +120,9 @@ def table_markdown(dataset: str, results: dict[str, list[dict[str, Any]]],
     if paired:
         markdown += ("\nPaired by seed: the first row's number minus the second's run of the "
                      "same seed, in points, mean ± std (each seed's difference).\n\n" + paired)
+    labels = per_label_summary(results)
+    if labels:
+        markdown += "\n" + labels
     return f"{caption}\n\n{markdown}", csv
 
 

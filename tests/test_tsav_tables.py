@@ -16,7 +16,9 @@ def tables():
 
 def a_run(au_abaw: float, expr_abaw: float, ccc_a: float, seed: int = 0) -> dict:
     return {"seed": seed, "tasks": {
-        "au": {"abaw": au_abaw, "f1_mean": 0.4, "tuned": {"f1_mean": 0.5}, "ap_mean": 0.45},
+        "au": {"abaw": au_abaw, "labels": ["AU1"], "f1": [0.4], "f1_mean": 0.4,
+               "tuned": {"f1": [0.5], "f1_mean": 0.5}, "average_precision": [0.45],
+               "ap_mean": 0.45},
         "expr": {"abaw": expr_abaw},
         "va": {"ccc_mean": (0.2 + ccc_a) / 2, "ccc_arousal": ccc_a}}}
 
@@ -33,6 +35,7 @@ def test_the_table_has_the_criteria_per_row_and_the_papers_rows(tables):
     assert "51.7 | 56.2 | 78.2 | – |" in reported
     assert "TSAV (reported),,50.80," in csv
     assert "Paired by seed" not in markdown             # one row: nothing to compare
+    assert "| TSAV (clip + sound) | 40.0 / 50.0 / 45.0 | 40.0 / 50.0 / 45.0 |" in markdown
 
 
 def test_the_issues_comparisons_are_paired_by_seed(tables):
