@@ -6,7 +6,8 @@ config; trains a few steps, logging named loss terms; resumes bit-exactly from a
 middle; is rebuilt by ``affectlab.load_run`` from its checkpoint alone (the data root moved
 away) and predicts every task it learned, as the trained method did; and each term it learns
 without labels (``Method.unsupervised_terms``) is non-zero and its gradient reaches the weights
-it names.
+it names. A method that learns from a trained run (``method.teacher``: distillation) is given
+one, trained here once.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 import affectlab
 from affectlab.build import CONFIG_DIR, build_data, build_method
@@ -24,12 +26,16 @@ from affectlab.train import run
 from .conftest import compose_config, run_interrupted, same_final_weights
 
 METHODS = sorted(p.stem for p in (Path(CONFIG_DIR) / "method").glob("*.yaml"))
+# methods whose config names a trained run to learn from
+TAUGHT = {m for m in METHODS
+          if "teacher" in OmegaConf.load(Path(CONFIG_DIR) / "method" / f"{m}.yaml")}
 STEPS = ["trainer.max_steps=4", "trainer.max_epochs=4", "trainer.eval_every_epochs=1",
          "trainer.batch_size=4"]
 
 
-def method_cfg(data_root: Path, method: str, *overrides: str):
-    return compose_config(data_root, [f"method={method}", *STEPS, *overrides])
+def method_cfg(data_root: Path, method: str, *overrides: str, teacher: Path | None = None):
+    taught = [f"method.teacher={teacher}"] if method in TAUGHT else []
+    return compose_config(data_root, [f"method={method}", *STEPS, *taught, *overrides])
 
 
 def test_every_method_config_is_covered():
@@ -43,10 +49,18 @@ def contract_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("contract") / "synthetic"
 
 
+@pytest.fixture(scope="module")
+def teacher(contract_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A trained baseline for the methods that learn from one (VA as bins, as theirs)."""
+    run_dir = tmp_path_factory.mktemp("teacher") / "run"
+    run(method_cfg(contract_root, "baseline", "method.heads.va.form=bins"), run_dir)
+    return run_dir
+
+
 @pytest.mark.parametrize("method", METHODS)
-def test_method_contract(method, contract_root, tmp_path, monkeypatch):
+def test_method_contract(method, contract_root, teacher, tmp_path, monkeypatch):
     # trains, logging named loss terms
-    reference = run(method_cfg(contract_root, method), tmp_path / "full")
+    reference = run(method_cfg(contract_root, method, teacher=teacher), tmp_path / "full")
     assert reference["steps"] == 4
     logged = [json.loads(line)
               for line in (tmp_path / "full/metrics.jsonl").read_text().splitlines()]
@@ -54,17 +68,18 @@ def test_method_contract(method, contract_root, tmp_path, monkeypatch):
     assert "train/loss" in terms and len(terms - {"train/loss", "train/lr"}) >= 1, terms
 
     # resumes bit-exactly from a stop after step 2
-    last = run_interrupted(method_cfg(contract_root, method), tmp_path / "stopped", 2,
-                           monkeypatch)
+    last = run_interrupted(method_cfg(contract_root, method, teacher=teacher),
+                           tmp_path / "stopped", 2, monkeypatch)
     assert last["global_step"] == 2
     resumed = run(method_cfg(contract_root, method,
-                             f"trainer.resume={tmp_path / 'stopped/checkpoints/last.pt'}"),
+                             f"trainer.resume={tmp_path / 'stopped/checkpoints/last.pt'}",
+                             teacher=teacher),
                   tmp_path / "resumed")
     assert resumed["tasks"] == reference["tasks"]
     assert same_final_weights(tmp_path / "full", tmp_path / "resumed")
 
     # load_run without the data predicts every task it learned, as the trained method did
-    cfg = method_cfg(contract_root, method)
+    cfg = method_cfg(contract_root, method, teacher=teacher)
     data = build_data(cfg, pack=False)
     batch = data.transform(next(iter(torch.utils.data.DataLoader(data.test, batch_size=6))),
                            train=False)
@@ -86,8 +101,8 @@ def test_method_contract(method, contract_root, tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("method", METHODS)
-def test_unsupervised_terms_are_nonzero_and_reach_their_weights(method, contract_root):
-    cfg = method_cfg(contract_root, method)
+def test_unsupervised_terms_are_nonzero_and_reach_their_weights(method, contract_root, teacher):
+    cfg = method_cfg(contract_root, method, teacher=teacher)
     data, built = build_data(cfg), build_method(cfg)
     built.prepare(data)
     loader = torch.utils.data.DataLoader(data.train, batch_size=4)

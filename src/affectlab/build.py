@@ -72,10 +72,19 @@ def build_trainer(cfg: DictConfig) -> Trainer:
     sampler."""
     sampler = cfg.get("sampler")
     return Trainer(
-        instantiate_checked(cfg.trainer, "trainer"), seed=cfg.seed,
+        instantiate_checked(cfg.trainer, "trainer"), seed=run_seed(cfg),
         optimizer=instantiate_checked(cfg.optim.optimizer, "optim.optimizer", _partial_=True),
         scheduler=instantiate_checked(cfg.optim.scheduler, "optim.scheduler"),
         sampler=instantiate_checked(sampler, "sampler") if sampler is not None else None)
+
+
+def run_seed(cfg: DictConfig) -> int:
+    """The seed a run draws with: ``seed + 1000 · seed_offset`` (``seed_offset`` gives runs of
+    one seed their own draws, e.g. the students of one teacher)."""
+    offset = cfg.get("seed_offset") or 0
+    if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+        raise ValueError(f"seed_offset={offset!r}: an integer ≥ 0")
+    return int(cfg.seed) + 1000 * offset
 
 
 def build(cfg: DictConfig) -> tuple[FaceData, Method, Trainer]:
@@ -84,4 +93,4 @@ def build(cfg: DictConfig) -> tuple[FaceData, Method, Trainer]:
 
 
 __all__ = ["CONFIG_DIR", "compose_config", "build_data", "build_method", "build_trainer",
-           "build"]
+           "build", "run_seed"]

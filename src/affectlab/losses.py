@@ -239,3 +239,59 @@ def masked_kl_divergence(logits: torch.Tensor, target_probs: torch.Tensor,
     per_sample = (q * (torch.log(q.clamp_min(1e-12)) - log_p)).sum(1)
     mask = mask.to(per_sample.dtype)
     return (per_sample * mask).sum() / mask.sum().clamp_min(1.0)
+
+
+# ------------------------------------------------------------ distillation (Deng et al., 2020)
+def distillation_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
+                    weights: torch.Tensor, *, temperature: float = 1.0,
+                    squared: bool = False) -> torch.Tensor:
+    """Knowledge distillation of a softmax output at temperature T (Hinton et al., 2015; Deng
+    et al.'s Eq. 5), weighted per sample and averaged over the batch:
+
+        D = s · Σ_n w_n Σ_g KL(softmax(z_t,ng / T) ‖ softmax(z_s,ng / T)) / N,   s = T² or 1
+
+    Args:
+        student_logits, teacher_logits: (N, K) logits, or (N, G, K): G softmax groups (the
+            valence and arousal bins), whose KLs are summed.
+        weights: (N,) per-sample weights w_n (0: the sample adds nothing).
+        temperature: T > 0.
+        squared: multiply by T² (keeps the gradient's scale as T changes; the released code
+            of Deng et al. does not).
+
+    Returns:
+        Scalar ≥ 0; 0 exactly where the student's logits equal the teacher's.
+    """
+    t = float(temperature)
+    log_q = torch.log_softmax(teacher_logits.float() / t, dim=-1)
+    log_p = torch.log_softmax(student_logits.float() / t, dim=-1)
+    per_group = (log_q.exp() * (log_q - log_p)).sum(-1)
+    per_sample = per_group.sum(-1) if per_group.dim() == 2 else per_group
+    loss = (per_sample * weights.to(per_sample)).sum() / max(per_sample.shape[0], 1)
+    return loss * (t * t) if squared else loss
+
+
+def binary_distillation_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
+                           weights: torch.Tensor) -> torch.Tensor:
+    """Distillation of independent sigmoid outputs (AUs; Deng et al.'s Eq. 6), weighted per
+    entry and averaged over the N·C entries:
+
+        D = Σ_{n,c} w_nc KL(Bern(q_nc) ‖ Bern(p_nc)) / (N C),   q = σ(z_t), p = σ(z_s)
+        KL(Bern(q) ‖ Bern(p)) = q (log q − log p) + (1 − q)(log(1 − q) − log(1 − p))
+                              = BCE(z_s, q) − H(q)
+
+    i.e. the released code's BCE against the teacher's sigmoid minus the teacher's entropy, a
+    constant: the same gradient, and 0 where the student equals the teacher. Computed from
+    log-sigmoids, finite for any logits. logits (N, C); weights (N, C)."""
+    zs, zt = student_logits.float(), teacher_logits.float()
+    q = torch.sigmoid(zt)
+    per_entry = (q * (F.logsigmoid(zt) - F.logsigmoid(zs))
+                 + (1.0 - q) * (F.logsigmoid(-zt) - F.logsigmoid(-zs)))
+    return (per_entry * weights.to(per_entry)).sum() / max(per_entry.numel(), 1)
+
+
+def weighted_squared_distance(student: torch.Tensor, teacher: torch.Tensor,
+                              weights: torch.Tensor) -> torch.Tensor:
+    """Σ_n w_n ‖ŷ_s,n − ŷ_t,n‖² / (D N): distillation of regressed outputs (valence/arousal
+    with a regression head), (N, D) predictions, (N,) weights."""
+    per_sample = (student.float() - teacher.float()).pow(2).mean(1)
+    return (per_sample * weights.to(per_sample)).sum() / max(per_sample.shape[0], 1)

@@ -26,7 +26,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 
-from affectlab.build import CONFIG_DIR, build_data, build_method, build_trainer
+from affectlab.build import CONFIG_DIR, build_data, build_method, build_trainer, run_seed
 from affectlab.config import ConfigError
 from affectlab.data.contract import DataError, FaceData
 from affectlab.engine import (
@@ -120,7 +120,7 @@ def claim_on_main(run_dir: str | Path, *, unique: bool, is_main: bool) -> Path:
 
 def _train_and_test(cfg: DictConfig, resolved: dict[str, Any], trainer: Trainer,
                     run_dir: Path) -> dict[str, Any]:
-    seed_everything(cfg.seed)
+    seed_everything(run_seed(cfg))
     if trainer.is_main:
         atomic_write_text(run_dir / "config_resolved.yaml", OmegaConf.to_yaml(resolved))
         if HydraConfig.initialized():
@@ -141,7 +141,8 @@ def _train_and_test(cfg: DictConfig, resolved: dict[str, Any], trainer: Trainer,
     if not trainer.is_main:
         return result
     metrics = {
-        "method": cfg.method.name, "dataset": cfg.dataset.name, "seed": cfg.seed, "split": "test",
+        "method": cfg.method.name, "dataset": cfg.dataset.name, "seed": cfg.seed,
+        "seed_offset": cfg.get("seed_offset") or 0, "split": "test",
         "tasks": result["test"], "score": result["score"], "monitor": result["monitor"],
         "best_value": result["best_value"],
         "best_epoch": result["best_epoch"], "epochs": result["epochs"], "steps": result["steps"],

@@ -426,13 +426,19 @@ class MeanTeacher(Method):
         return positive.float(), positive | (probs <= 1.0 - self.confidence)
 
     # ------------------------------------------------------------- prediction
-    @torch.no_grad()
-    def predict(self, batch: Batch) -> dict[str, torch.Tensor]:
+    def outputs(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """``{task: raw head outputs (N, ·)}`` of the network that predicts (``evaluate_with``):
+        what a distillation student learns from."""
         if self.evaluate_with == "teacher":
             backbone, heads = self.teacher["backbone"], self.teacher["heads"]
         else:
             backbone, heads = self.backbone, self.heads
-        return heads.predict(heads(backbone.forward_features(*model_inputs(backbone, batch))))
+        return heads(backbone.forward_features(*model_inputs(backbone, batch)))
+
+    @torch.no_grad()
+    def predict(self, batch: Batch) -> dict[str, torch.Tensor]:
+        network = self.teacher["heads"] if self.evaluate_with == "teacher" else self.heads
+        return network.predict(self.outputs(batch))
 
     def use_network(self, name: str) -> None:
         if name not in self.networks:
