@@ -1,0 +1,211 @@
+"""Run and write Deng et al.'s Table 2: ``python scripts/distill_tables.py [--dataset synthetic]``.
+
+"Multitask Emotion Recognition with Incomplete Labels" (Deng, Chen & Shi, ABAW 2020), Table 2:
+the multi-task CNN teacher trained on partial labels, five students distilled from it, and the
+students' ensemble, each with the ABAW criteria — AU 0.5·F1 + 0.5·Acc (at 0.5), expression
+0.67·F1 + 0.33·Acc, the CCC of valence and of arousal.
+
+The table is the recipe ``distill_<dataset>`` (``configs/recipe/``): its stages run through
+:class:`affectlab.recipe.Runner` (finished stages are reused) into ``--runs`` (default
+``results/<recipe>``), then ``<out>/table2.md``, ``.csv`` and ``.png`` are written: per row the
+paper's four criteria and beside them AU F1 at 0.5, at the validation-tuned thresholds and AP,
+and the expression macro F1, mean ± std over the seeds in %; "Single student (mean of the
+five)" averages each seed's students before the seeds are summarised; the paper's rows follow
+as "(reported)", and the paired differences (ensemble − teacher, single student − teacher,
+seed by seed) after the table.
+
+Examples::
+
+    python scripts/distill_tables.py                           # synthetic, seeds 0 1 2
+    python scripts/distill_tables.py --seeds 0 --stages teacher student0 student1
+    python scripts/distill_tables.py --runs results/distill_synthetic   # tabulate only
+
+Hydra overrides after the options apply to every training stage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from affectlab.charts import grouped_bar_chart
+from affectlab.recipe import RecipeError, Runner
+from affectlab.results import (
+    Column,
+    column_means,
+    paired_differences,
+    per_label_summary,
+    stage_summary,
+    with_reported_rows,
+    write_table,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+RECIPES = REPO / "configs" / "recipe"
+
+#: the paper's columns first (the ABAW criteria), then what this framework reports beside them
+COLUMNS: tuple[Column, ...] = (
+    ("AU criterion", "au", lambda m: m.get("abaw")),
+    ("Expression criterion", "expr", lambda m: m.get("abaw")),
+    ("CCC valence", "va", lambda m: m["ccc_valence"]),
+    ("CCC arousal", "va", lambda m: m["ccc_arousal"]),
+    ("AU F1@0.5", "au", lambda m: m["f1_mean"]),
+    ("AU F1@thr", "au", lambda m: m["tuned"]["f1_mean"] if "tuned" in m else None),
+    ("AU AP", "au", lambda m: m["ap_mean"]),
+    ("Expression macro F1", "expr", lambda m: m["f1_macro"]),
+)
+PAPER_COLUMNS = ("AU criterion", "Expression criterion", "CCC valence", "CCC arousal")
+REPORTED: tuple[tuple[str, float, float, float, float], ...] = (
+    ("Teacher", 0.5771, 0.4219, 0.3260, 0.4564),
+    ("Student 0", 0.5939, 0.4367, 0.3700, 0.5043),
+    ("Student 1", 0.5831, 0.4538, 0.3699, 0.5065),
+    ("Student 2", 0.5796, 0.4485, 0.3546, 0.4878),
+    ("Student 3", 0.5783, 0.4440, 0.3684, 0.4854),
+    ("Student 4", 0.5733, 0.4441, 0.3534, 0.5112),
+    ("Student ensemble", 0.6260, 0.4599, 0.3727, 0.5129),
+)
+PAPER = "Deng et al. 2020, Aff-Wild2 validation set (reported)"
+STUDENTS = tuple(f"student{k}" for k in range(5))
+SINGLE = "Single student (mean of the five)"
+#: the recipe's stages, in the table's order, with their labels
+ROWS: tuple[tuple[str, str], ...] = (
+    ("teacher", "Teacher"),
+    *((stage, f"Student {k}") for k, stage in enumerate(STUDENTS)),
+    ("students", "Student ensemble"),
+)
+PAIRS: tuple[tuple[str, str], ...] = (
+    ("Student ensemble", "Teacher"),
+    (SINGLE, "Teacher"),
+    ("Student ensemble", SINGLE),
+)
+
+
+class TableError(RuntimeError):
+    """A table that cannot be made as asked, with the reason."""
+
+
+def load_recipe(dataset: str) -> Any:
+    path = RECIPES / f"distill_{dataset}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem.split("_", 1)[1] for p in RECIPES.glob("distill_*.yaml"))
+        raise TableError(f"Table 2 on dataset {dataset}: there is no recipe {path.name} "
+                         f"(datasets with one: {known})")
+    return OmegaConf.load(path)
+
+
+def averaged(values: list[Any]) -> Any:
+    """The element-wise mean of the numbers of several metrics.json trees of one structure
+    (dicts by key, lists by position); anything else is the first's."""
+    first = values[0]
+    if isinstance(first, bool) or first is None or isinstance(first, str):
+        return first
+    if isinstance(first, (int, float)):
+        numbers = [v for v in values if isinstance(v, (int, float))]
+        return sum(numbers) / len(numbers)
+    if isinstance(first, dict):
+        return {key: averaged([v[key] for v in values if isinstance(v, dict) and key in v])
+                for key in first}
+    if isinstance(first, list) and all(isinstance(v, list) and len(v) == len(first)
+                                       for v in values):
+        return [averaged([v[i] for v in values]) for i in range(len(first))]
+    return first
+
+
+def single_student(results: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Per seed, the mean of that seed's students' metrics (a seed needs all its students)."""
+    students = [results[s] for s in STUDENTS if s in results]
+    if not students:
+        return []
+    seeds = sorted(set.intersection(*({r["seed"] for r in runs} for runs in students)))
+    return [{**averaged([next(r for r in runs if r["seed"] == seed) for runs in students]),
+             "seed": seed} for seed in seeds]
+
+
+def table_markdown(dataset: str, everything: dict[str, list[dict[str, Any]]],
+                   seeds: list[int]) -> tuple[str, str, dict[str, list[dict[str, Any]]]]:
+    """The measured rows (mean ± std over seeds, %) and the paper's, Markdown and CSV, and
+    the rows' results."""
+    results = {label: everything[stage] for stage, label in ROWS if stage in everything}
+    single = single_student(everything)
+    if single:
+        results = {**{k: v for k, v in results.items() if k != "Student ensemble"},
+                   SINGLE: single,
+                   **({"Student ensemble": results["Student ensemble"]}
+                      if "Student ensemble" in results else {})}
+    markdown, csv = with_reported_rows(*stage_summary(results, columns=COLUMNS, score=False),
+                                       REPORTED, PAPER_COLUMNS)
+    present = sum(s in everything for s in STUDENTS)
+    caption = (f"**Table 2 on {dataset}** (test split; seeds {', '.join(map(str, seeds))}; "
+               f"{present} student(s) a seed). The ABAW criteria: AU 0.5·F1 + 0.5·accuracy "
+               "(at 0.5), expression 0.67·macro F1 + 0.33·accuracy, the CCC of valence and of "
+               "arousal; beside them AU F1 at 0.5 and at per-AU thresholds searched on "
+               "validation, AU average precision and the expression macro F1. Mean ± std over "
+               "the seeds, in %. \"(reported)\" rows: "
+               f"{PAPER} — another dataset and budget: compare the differences between rows, "
+               "not the numbers.")
+    paired = paired_differences(results, PAIRS, COLUMNS)
+    if paired:
+        markdown += ("\nPaired by seed: the first row's number minus the second's of the "
+                     "same seed, in points, mean ± std (each seed's difference).\n\n" + paired)
+    labels = per_label_summary(results)
+    if labels:
+        markdown += "\n" + labels
+    return f"{caption}\n\n{markdown}", csv, results
+
+
+def chart(dataset: str, results: dict[str, list[dict[str, Any]]], path: Path) -> None:
+    series = column_means(results, COLUMNS[:4])
+    grouped_bar_chart(path, f"Table 2 on {dataset} (mean over seeds, %)",
+                      [c[0] for c in COLUMNS[:4]], series)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides for every training stage")
+    parser.add_argument("--dataset", default="synthetic")
+    parser.add_argument("--seeds", type=int, nargs="+", default=None,
+                        help="default: the recipe's")
+    parser.add_argument("--stages", nargs="+", default=None,
+                        help="run only these stages of the recipe (default: all)")
+    parser.add_argument("--runs", type=Path, default=None,
+                        help="where the recipe's runs go (default results/<recipe>)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="where the table goes (default: --runs)")
+    parser.add_argument("--data-root", default=None, help="dataset.root of every stage")
+    return parser.parse_intermixed_args(argv)
+
+
+def main(argv: list[str] | None = None) -> list[Path]:
+    """Run the table's recipe (reusing finished stages), write its files, return their paths."""
+    args = parse_args(argv)
+    recipe = load_recipe(args.dataset)
+    if args.stages:
+        unknown = sorted(set(args.stages) - set(recipe.stages))
+        if unknown:
+            raise TableError(f"--stages {unknown}: not stages of {recipe.name} "
+                             f"({sorted(recipe.stages)})")
+        recipe.stages = {k: v for k, v in recipe.stages.items() if k in args.stages}
+    overrides = list(args.overrides)
+    if args.data_root:
+        overrides.append(f"dataset.root={args.data_root}")
+    seeds = args.seeds or [int(s) for s in recipe.seeds]
+    runs = args.runs or Path("results") / recipe.name
+    everything = Runner(recipe, out=runs.resolve(), seeds=seeds, overrides=overrides,
+                        launcher=[]).run()
+    markdown, csv, results = table_markdown(args.dataset, everything, seeds)
+    return write_table(args.out or runs, "table2", markdown, csv,
+                       lambda path: chart(args.dataset, results, path))
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        main()
+    except (TableError, RecipeError) as err:
+        sys.exit(f"distill_tables: {err}")
