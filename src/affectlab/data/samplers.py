@@ -237,6 +237,150 @@ class WeightedSampler(EpochSampler):
         return {"sampler": "weighted", "task": self.task}
 
 
+#: what :class:`PerTaskSampler` can do to each task's share, the first being the default
+TASK_BALANCING = {"au": ("ml_ros", "none"), "attr": ("ml_ros", "none"),
+                  "expr": ("classes", "none"), "va": ("bins", "none")}
+
+
+def va_cell_weights(values: np.ndarray, bins: int) -> np.ndarray:
+    """Per-sample weights 1 / n_cell over the B × B cells of (valence, arousal) in [−1, 1]²
+    (B equal bins a dimension; the released code of Deng et al. balances VA so): every
+    occupied cell drawn equally often. values (N, 2) → (N,)."""
+    index = np.clip(np.floor((np.clip(values, -1.0, 1.0) + 1.0) / 2.0 * bins), 0, bins - 1)
+    cells = (index[:, 0] * bins + index[:, 1]).astype(np.int64)
+    counts = np.bincount(cells, minlength=bins * bins)
+    return 1.0 / counts[cells]
+
+
+class PerTaskSampler(EpochSampler):
+    """Batches made of each task's labelled samples in fixed proportions, each task balanced in
+    its own way (Deng et al., 2020: ML-ROS for AUs, every expression class and every VA bin
+    equally likely).
+
+    Every batch of B samples (B · world_size under torchrun, then sharded) holds round(p_τ B)
+    samples labelled for task τ (largest remainders make the counts sum to B), drawn from τ's
+    own stream:
+
+    - ``ml_ros`` (au/attr): permutations of τ's labelled rows plus ML-ROS clones
+      (:func:`ml_ros_clones` on those rows, ``percentage`` of them);
+    - ``classes`` (expr): draws with replacement, P(n) ∝ 1 / n_{y_n} (every class equally);
+    - ``bins`` (va): draws with replacement, P(n) ∝ 1 / n_cell of its (valence, arousal) cell
+      of ``va_bins`` × ``va_bins`` (:func:`va_cell_weights`);
+    - ``none``: permutations of τ's labelled rows.
+
+    A sample labelled for several tasks belongs to each of their streams. An epoch has
+    ⌊N / B⌋ batches (N: the training split), as the uniform sampler's. Deterministic in (seed,
+    epoch): a resume replays the same batches.
+
+    Args:
+        table: the training split's labels.
+        proportions: p_τ per task (normalised to sum 1), e.g. ``{au: 0.5, expr: 0.25, va:
+            0.25}``; None: equal shares of the tasks the split labels.
+        balance: per task ``none`` or its rule above (default: the rule).
+        percentage: ML-ROS clone budget, % of the task's labelled rows.
+        va_bins: bins per dimension of the VA cells.
+    """
+
+    def __init__(self, table: LabelTable, *, proportions: dict[str, float] | None = None,
+                 balance: dict[str, str] | None = None, percentage: float = 25.0,
+                 va_bins: int = 20, batch_size: int, seed: int, rank: int = 0,
+                 world_size: int = 1) -> None:
+        super().__init__(len(table), batch_size=batch_size, seed=seed, rank=rank,
+                         world_size=world_size)
+        labelled = {task: _labelled_rows(table, task) for task in TASK_BALANCING}
+        labelled = {task: rows for task, rows in labelled.items() if rows.size}
+        shares = dict(proportions) if proportions else {task: 1.0 for task in labelled}
+        for task, share in shares.items():
+            if task not in TASK_BALANCING:
+                raise ValueError(f"sampler.proportions.{task}: tasks are {list(TASK_BALANCING)}")
+            if task not in labelled:
+                raise ValueError(f"sampler.proportions.{task}: the training split has no "
+                                 f"'{task}' labels (it labels {sorted(labelled)})")
+            if not float(share) >= 0:
+                raise ValueError(f"sampler.proportions.{task}={share}: a share ≥ 0")
+        total = sum(float(v) for v in shares.values())
+        if not total > 0:
+            raise ValueError("sampler.proportions: every share is 0; give one task a share")
+        self.proportions = {task: float(v) / total for task, v in shares.items() if v}
+        rules = {task: TASK_BALANCING[task][0] for task in self.proportions}
+        for task, rule in dict(balance or {}).items():
+            if task not in TASK_BALANCING or rule not in TASK_BALANCING[task]:
+                raise ValueError(f"sampler.balance.{task}={rule!r}: per task "
+                                 f"{ {t: list(r) for t, r in TASK_BALANCING.items()} }")
+            if task in rules:
+                rules[task] = rule
+        if not percentage > 0:
+            raise ValueError(f"sampler.percentage={percentage}: must be > 0")
+        if va_bins < 1:
+            raise ValueError(f"sampler.va_bins={va_bins}: at least 1")
+        self.rules = rules
+        self.streams: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = {}
+        self._summary: dict[str, Any] = {"sampler": "per_task",
+                                         "proportions": dict(self.proportions),
+                                         "balance": dict(rules)}
+        for k, (task, rule) in enumerate(rules.items()):
+            rows = labelled[task]
+            weights = None
+            if rule == "ml_ros":
+                values, mask = getattr(table, task)[rows], getattr(table, f"{task}_mask")[rows]
+                clones = ml_ros_clones(values, mask, percentage=percentage,
+                                       rng=np.random.default_rng([seed, 3, k]))
+                rows = np.concatenate([rows, rows[clones]])
+                self._summary[f"{task}_clones"] = int(len(clones))
+            elif rule == "classes":
+                counts = np.bincount(table.expr[rows])
+                weights = torch.from_numpy(1.0 / counts[table.expr[rows]])
+            elif rule == "bins":
+                weights = torch.from_numpy(va_cell_weights(table.va[rows], va_bins))
+            self.streams[task] = (torch.from_numpy(rows.astype(np.int64)), weights)
+
+    def batch_counts(self, size: int) -> dict[str, int]:
+        """Samples of each task in a batch of ``size``: round(p_τ size), largest remainders
+        first so that they sum to ``size``."""
+        exact = {task: p * size for task, p in self.proportions.items()}
+        counts = {task: int(np.floor(v)) for task, v in exact.items()}
+        by_remainder = sorted(exact, key=lambda t: (counts[t] - exact[t], t))
+        for task in by_remainder[: size - sum(counts.values())]:
+            counts[task] += 1
+        return counts
+
+    def _stream(self, k: int, task: str, epoch: int, length: int) -> torch.Tensor:
+        rows, weights = self.streams[task]
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch * 101 + k + 7)
+        if weights is not None:
+            return rows[torch.multinomial(weights, length, replacement=True,
+                                          generator=generator)]
+        cycles = -(-length // len(rows))
+        order = torch.cat([torch.randperm(len(rows), generator=generator)
+                           for _ in range(cycles)])
+        return rows[order[:length]]
+
+    def epoch_indices(self, epoch: int) -> torch.Tensor:
+        size = self.batch_size * self.world_size
+        batches = self.num_samples // size
+        counts = self.batch_counts(size)
+        parts = {task: self._stream(k, task, epoch, counts[task] * batches).view(batches, -1)
+                 for k, task in enumerate(counts) if counts[task]}
+        order = torch.cat([torch.cat([parts[t][b] for t in parts]) for b in range(batches)]) \
+            if batches else torch.zeros(0, dtype=torch.int64)
+        # within each batch the tasks are interleaved at random, so that every rank's shard
+        # holds each task's share
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch + 31)
+        shuffled = order.view(batches, size)[:, torch.randperm(size, generator=generator)] \
+            if batches else order
+        return shuffled.reshape(-1)
+
+    def summary(self) -> dict[str, Any]:
+        return dict(self._summary)
+
+
+def _labelled_rows(table: LabelTable, task: str) -> np.ndarray:
+    """Rows of the split that carry a label of ``task`` (any of a multi-label task's)."""
+    mask = getattr(table, f"{task}_mask")
+    present = mask.any(1) if mask.ndim == 2 else mask
+    return np.flatnonzero(present)
+
+
 def uniform_epochs(table: LabelTable, *, batch_size: int, seed: int, rank: int = 0,
                    world_size: int = 1) -> EpochSampler:
     """``sampler=epoch`` (default): a permutation of the training split per epoch."""
