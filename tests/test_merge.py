@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from affectlab.data.contract import DataError, FaceData
-from affectlab.data.layouts.affwild2 import write_layout as write_affwild2
 from affectlab.data.layouts.afew_va import write_layout as write_afew_va
+from affectlab.data.layouts.affwild2 import write_layout as write_affwild2
 from affectlab.data.layouts.disfa import write_layout as write_disfa
 from affectlab.data.layouts.expw import write_layout as write_expw
 from affectlab.data.layouts.faces import layout_faces

@@ -97,7 +97,7 @@ class MergedSplit(FaceImageDataset):
         self.readers = [reader for _, reader in readers]
         self.part = part
         self.local_row = local_row
-        from affectlab.data.packed import reading_settings   # the store keys by these
+        from affectlab.data.packed import reading_settings  # the store keys by these
         self.sources_key = "|".join(
             f"{name}@{Path(reader.table.root).resolve()}:{reading_settings(reader)}"
             for name, reader in readers)
