@@ -56,6 +56,7 @@ from affectlab.data.contract import (
     LabelTable,
     empty_labels,
 )
+from affectlab.data.packed import reading_settings
 from affectlab.data.sources.on_disk import SplitManifest
 
 log = logging.getLogger("affectlab")
@@ -97,7 +98,6 @@ class MergedSplit(FaceImageDataset):
         self.readers = [reader for _, reader in readers]
         self.part = part
         self.local_row = local_row
-        from affectlab.data.packed import reading_settings  # the store keys by these
         self.sources_key = "|".join(
             f"{name}@{Path(reader.table.root).resolve()}:{reading_settings(reader)}"
             for name, reader in readers)
