@@ -253,3 +253,15 @@ def test_teacher_two_students_and_their_ensemble_as_a_recipe(tmp_path, data_root
     ensemble = results["students"][0]
     assert ensemble["members"] == 2 and set(ensemble["tasks"]) == {"au", "expr", "va"}
     assert "thresholds" in json.dumps(ensemble)
+
+
+def test_the_online_and_cached_benchmark_runs(root, teacher_dir, tmp_path):
+    from .conftest import load_script
+    benchmark = load_script("benchmark_distill")
+    tiny = [f"dataset.root={root}", *TINY_DATA, *TINY_MODEL, "trainer.batch_size=8",
+            "trainer.device=cpu", "dataset.train_labels=one_task"]
+    assert benchmark.main(["--teacher", str(teacher_dir), "--steps", "2", "--warmup", "1",
+                           "--out", str(tmp_path), *tiny]) == 0
+    result = json.loads((tmp_path / "benchmark_distill.json").read_text())
+    assert set(result["step_ms"]) == {"online", "cached"} and result["cache_fill_s"] >= 0
+    assert "online / cached" in (tmp_path / "benchmark_distill.md").read_text()
