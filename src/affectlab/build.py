@@ -20,6 +20,7 @@ from affectlab.config import instantiate_checked
 from affectlab.data.contract import DataSpec, FaceData
 from affectlab.data.packed import use_packed
 from affectlab.data.preprocess import use_crops
+from affectlab.data.sequences import as_sequences
 from affectlab.engine import Trainer
 from affectlab.methods.base import Method
 
@@ -51,6 +52,8 @@ def build_data(cfg: DictConfig, *, crops: bool = True, pack: bool = True) -> Fac
         data = use_crops(data, cfg.preprocessed)
     if pack and cfg.get("packed"):
         data = use_packed(data, cfg.packed_dir)
+    if cfg.get("sequence"):
+        data = as_sequences(data, **dict(cfg.sequence))
     augment = instantiate_checked(cfg.augment, "augment") if cfg.get("augment") else None
     data.transform = data.input_transform(augment)
     return data

@@ -233,7 +233,8 @@ class FaceData:
         """The batch transform of these inputs with the augmentation ``augment`` (None: none):
         the image rule from ``mean``/``std``, the other inputs' rules from ``rules``."""
         return InputTransform(mean=self.mean, std=self.std, augment=augment,
-                              rules=self.rules(augment) if self.rules is not None else None)
+                              rules=self.rules(augment) if self.rules is not None else None,
+                              flatten=tuple(getattr(self.train, "frame_keys", ())))
 
     @property
     def tasks(self) -> list[str]:

@@ -184,12 +184,15 @@ class InputTransform:
         mean, std: per-channel normalisation of the images (the ``image`` rule).
         augment: the training augmentation of the images (None: un-augmented).
         rules: rules of other input keys (or another ``image`` rule).
+        flatten: keys of per-frame values (N, T, ·) made (N·T, ·) after the rules (windows of
+            frames, :mod:`affectlab.data.sequences`).
     """
 
     def __init__(self, *, mean: tuple[float, ...], std: tuple[float, ...],
                  augment: BatchAugment | None = None,
-                 rules: dict[str, Any] | None = None) -> None:
+                 rules: dict[str, Any] | None = None, flatten: tuple[str, ...] = ()) -> None:
         self.mean = tuple(mean)
+        self.flatten = tuple(flatten)
         self.std = tuple(std)
         self.augment = augment
         self.rules: dict[str, Any] = {"image": ImageRule(mean=mean, std=std, augment=augment),
@@ -207,6 +210,9 @@ class InputTransform:
             for name in (key, f"{key}{ALTERNATE}"):
                 if name in batch:
                     self._apply(batch, name, rule, train, views, strengths)
+        for key in self.flatten:          # windows of frames: one row per frame
+            if key in batch:
+                batch[key] = batch[key].flatten(0, 1)
         return batch
 
     @staticmethod

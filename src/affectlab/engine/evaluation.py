@@ -52,6 +52,27 @@ def predict_split(method: Any, loader: Any, prepare: Callable[[dict], dict],
             {k: np.concatenate(v) for k, v in targets.items() if v})  # none: an empty shard
 
 
+def average_by_index(outputs: dict[str, np.ndarray], targets: dict[str, np.ndarray]
+                     ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Predictions of windows of frames (targets carrying ``index`` and ``frame_valid``,
+    :mod:`affectlab.data.sequences`) as one prediction per frame: each frame's outputs
+    averaged over the windows that hold it, padded positions left out, its targets once.
+    Other predictions are returned as they are."""
+    if "index" not in targets or "frame_valid" not in targets:
+        return outputs, targets
+    valid = targets["frame_valid"].astype(bool)
+    index = targets["index"][valid]
+    frames, first, inverse = np.unique(index, return_index=True, return_inverse=True)
+    counts = np.bincount(inverse, minlength=len(frames)).astype(np.float64)
+    averaged = {}
+    for task, values in outputs.items():
+        kept = values[valid].astype(np.float64)
+        sums = np.zeros((len(frames), *kept.shape[1:]))
+        np.add.at(sums, inverse, kept)
+        averaged[task] = (sums / counts.reshape(-1, *[1] * (kept.ndim - 1))).astype(np.float32)
+    return averaged, {key: value[valid][first] for key, value in targets.items()}
+
+
 def search_thresholds(outputs: dict[str, np.ndarray], targets: dict[str, np.ndarray],
                       criterion: str = "f1") -> dict[str, list[float]]:
     """Per-label thresholds of every multi-label task in ``outputs`` with valid targets,
@@ -95,9 +116,13 @@ class SplitEvaluator:
         outputs, targets = predict_split(method, loader, lambda b: self._prepare(b, data),
                                          self._autocast, data.target_keys)
         if self.world_size > 1:
+            if "frame_valid" in targets:
+                raise NotImplementedError("evaluating windows of frames (sequence=...) under "
+                                          "torchrun is not supported yet: evaluate in one "
+                                          "process (python -m affectlab.evaluate)")
             outputs, targets = distributed.gather_shards((outputs, targets), len(dataset),
                                                          self.world_size)
-        return outputs, targets
+        return average_by_index(outputs, targets)
 
     def evaluate(self, method: Any, data: FaceData, dataset: Dataset,
                  thresholds: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -163,10 +163,14 @@ class Method(nn.Module):
 
         ``backbone`` lists the feature extractors (one, or one per view); a run's backbones
         are loaded into this method's backbones. Default: every top-level module is its own
-        part, and ``backbone`` is the module of that name when there is one.
+        part, and ``backbone`` is the module of that name when there is one (or, for a
+        backbone naming a ``pretrained_part``, that module inside it: a CNN-RNN's frame CNN).
         """
         names = [name for name, _ in self.named_children()]
         parts = {name: [name] for name in names}
+        inner = getattr(getattr(self, "backbone", None), "pretrained_part", None)
+        if inner:       # a model wrapping a pretrained network (a CNN-RNN's frame CNN)
+            parts["backbone"] = [f"backbone.{inner}"]
         return parts
 
     def param_groups(self) -> list[dict[str, Any]]:

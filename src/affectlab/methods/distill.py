@@ -154,16 +154,24 @@ class Distill(Baseline):
     def cache_teacher_outputs(self, data: FaceData, batch_size: int = 256
                               ) -> dict[str, torch.Tensor]:
         """The teacher's raw outputs on every training sample, un-augmented, ``{task: (N, ·)}``
-        on this method's device, row i for the sample of index i."""
+        on this method's device, row i for the sample of index i (for windows of frames: the
+        frame of index i)."""
         started = time.perf_counter()
         device = next(self.parameters()).device
         loader = torch.utils.data.DataLoader(data.train, batch_size=batch_size, shuffle=False)
         rows: dict[str, list[torch.Tensor]] = {}
+        indices: list[torch.Tensor] = []
         for batch in loader:
             batch = data.transform({k: v.to(device) for k, v in batch.items()}, train=False)
+            indices.append(batch["index"])
             for task, values in self.teacher.outputs(batch).items():
                 rows.setdefault(task, []).append(values.float())
-        cache = {task: torch.cat(values) for task, values in rows.items()}
+        index = torch.cat(indices)         # a sample's (or a window's frames') rows
+        cache = {}
+        for task, values in rows.items():
+            stacked = torch.cat(values)
+            cache[task] = stacked.new_zeros((int(index.max()) + 1, *stacked.shape[1:]))
+            cache[task][index] = stacked
         log.info("teacher outputs cached for %d training samples in %.1f s", len(data.train),
                  time.perf_counter() - started)
         return cache
