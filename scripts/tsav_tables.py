@@ -26,16 +26,13 @@ Hydra overrides after the options apply to every training stage.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
-
 from affectlab.charts import grouped_bar_chart
-from affectlab.recipe import RecipeError, Runner
+from affectlab.recipe import RecipeError
 from affectlab.results import (
     Column,
     column_means,
@@ -45,9 +42,7 @@ from affectlab.results import (
     with_reported_rows,
     write_table,
 )
-
-REPO = Path(__file__).resolve().parents[1]
-RECIPES = REPO / "configs" / "recipe"
+from affectlab.tables import TableError, run_table_recipe, table_arguments, table_recipe
 
 #: the paper's columns first (the ABAW criteria), then what this framework reports beside them
 COLUMNS: tuple[Column, ...] = (
@@ -91,17 +86,7 @@ PAIRS: tuple[tuple[str, str], ...] = (
 )
 
 
-class TableError(RuntimeError):
-    """A table that cannot be made as asked, with the reason."""
 
-
-def load_recipe(dataset: str) -> Any:
-    path = RECIPES / f"tsav_{dataset}.yaml"
-    if not path.is_file():
-        known = sorted(p.stem.split("_", 1)[1] for p in RECIPES.glob("tsav_*.yaml"))
-        raise TableError(f"Table I on dataset {dataset}: there is no recipe {path.name} "
-                         f"(datasets with one: {known})")
-    return OmegaConf.load(path)
 
 
 def table_markdown(dataset: str, results: dict[str, list[dict[str, Any]]],
@@ -132,40 +117,11 @@ def chart(dataset: str, results: dict[str, list[dict[str, Any]]], path: Path) ->
                       [c[0] for c in COLUMNS], series)
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("overrides", nargs="*", help="Hydra overrides for every training stage")
-    parser.add_argument("--dataset", default="synthetic")
-    parser.add_argument("--seeds", type=int, nargs="+", default=None,
-                        help="default: the recipe's")
-    parser.add_argument("--stages", nargs="+", default=None,
-                        help="run only these stages of the recipe (default: all)")
-    parser.add_argument("--runs", type=Path, default=None,
-                        help="where the recipe's runs go (default results/<recipe>)")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="where the table goes (default: --runs)")
-    parser.add_argument("--data-root", default=None, help="dataset.root of every stage")
-    return parser.parse_intermixed_args(argv)
-
-
 def main(argv: list[str] | None = None) -> list[Path]:
     """Run the table's recipe (reusing finished stages), write its files, return their paths."""
-    args = parse_args(argv)
-    recipe = load_recipe(args.dataset)
-    if args.stages:
-        unknown = sorted(set(args.stages) - set(recipe.stages))
-        if unknown:
-            raise TableError(f"--stages {unknown}: not stages of {recipe.name} "
-                             f"({sorted(recipe.stages)})")
-        recipe.stages = {k: v for k, v in recipe.stages.items() if k in args.stages}
-    overrides = list(args.overrides)
-    if args.data_root:
-        overrides.append(f"dataset.root={args.data_root}")
-    seeds = args.seeds or [int(s) for s in recipe.seeds]
-    runs = args.runs or Path("results") / recipe.name
-    everything = Runner(recipe, out=runs.resolve(), seeds=seeds, overrides=overrides,
-                        launcher=[]).run()
+    args = table_arguments(__doc__.split("\n\n")[0], argv)
+    everything, seeds, runs = run_table_recipe(table_recipe("tsav", args.dataset, "Table I"),
+                                               args)
     results = {label: everything[stage] for stage, label in ROWS if stage in everything}
     markdown, csv = table_markdown(args.dataset, results, seeds)
     return write_table(args.out or runs, "table1", markdown, csv,
