@@ -52,9 +52,24 @@ def test_the_single_student_is_each_seeds_students_averaged(tables):
     assert "Teacher (reported),,57.71," in csv
 
 
-def test_every_stage_of_the_recipe_is_a_row(tables):
-    recipe = OmegaConf.load(REPO / "configs/recipe/distill_synthetic.yaml")
-    assert set(recipe.stages) == {stage for stage, _ in tables.ROWS}
+@pytest.mark.parametrize("number", [1, 2, 3])
+def test_every_stage_of_each_tables_recipe_is_a_row(tables, number):
+    table = tables.TABLES[number]
+    recipe = OmegaConf.load(REPO / f"configs/recipe/{table.recipe}_synthetic.yaml")
+    assert set(recipe.stages) == {stage for stage, _ in table.rows}
+    labels = {label for _, label in table.rows} | {tables.SINGLE}
+    assert all(a in labels and b in labels for a, b in table.pairs)
+
+
+def test_table_one_pairs_balanced_with_imbalanced_rows(tables):
+    table = tables.TABLES[1]
+    runs = {"au": [a_run(0.5, 0.3, 0.2, seed=0)], "au_balanced": [a_run(0.56, 0.3, 0.2, seed=0)]}
+    markdown, _, _ = tables.table_markdown("synthetic", runs, [0], table)
+    assert "**Table 1 on synthetic: single-task CNNs" in markdown
+    paired = next(line for line in markdown.splitlines()
+                  if line.startswith("| AU, balanced (ML-ROS) − AU, imbalanced"))
+    assert paired.split(" | ")[2] == "+6.0 ± 0.0 (+6.0)"
+    assert "| balanced data (reported) | – | 58.0 | 42.4 | 24.4 | 40.3 |" in markdown
 
 
 def test_a_dataset_without_a_recipe_is_named(tables):
@@ -62,3 +77,5 @@ def test_a_dataset_without_a_recipe_is_named(tables):
         tables.main(["--dataset", "ckplus"])
     with pytest.raises(tables.TableError, match=r"--stages \['nope'\]"):
         tables.main(["--stages", "nope"])
+    with pytest.raises(tables.TableError, match="Table 3 on dataset ckplus"):
+        tables.main(["--table", "3", "--dataset", "ckplus"])

@@ -22,11 +22,17 @@ class TableError(RuntimeError):
     """A table that cannot be made as asked, with the reason."""
 
 
-def table_arguments(description: str, argv: list[str] | None = None) -> argparse.Namespace:
+def table_arguments(description: str, argv: list[str] | None = None, *,
+                    tables: list[int] | None = None, default: int | None = None
+                    ) -> argparse.Namespace:
     """The table scripts' command line (Hydra overrides after the options apply to every
-    training stage)."""
+    training stage); ``tables``: the numbers a script makes (``--table``, default
+    ``default``)."""
     parser = argparse.ArgumentParser(description=description,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    if tables:
+        parser.add_argument("--table", type=int, choices=tables, default=default,
+                            help="which of the paper's tables")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for every training stage")
     parser.add_argument("--dataset", default="synthetic")
     parser.add_argument("--seeds", type=int, nargs="+", default=None,
