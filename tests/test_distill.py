@@ -12,6 +12,7 @@ import math
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -19,7 +20,14 @@ from omegaconf import OmegaConf
 
 import affectlab
 from affectlab.build import build_data, build_method, run_seed
-from affectlab.losses import binary_distillation_kl, distillation_kl, weighted_squared_distance
+from affectlab.losses import (
+    binary_distillation_kl,
+    distillation_kl,
+    masked_ccc_loss,
+    va_bin_indices,
+    weighted_squared_distance,
+)
+from affectlab.methods.heads import ValenceArousalHead
 from affectlab.recipe import Runner
 from affectlab.train import run
 
@@ -84,6 +92,41 @@ def test_squared_distance_by_hand():
                                       torch.tensor([[0.0, 0.0], [1.0, 1.0]]),
                                       torch.tensor([1.0, 0.5]))
     assert value.item() == pytest.approx((0.25 / 2 + 0.5 * 1.0) / 2)
+
+
+def numpy_ccc(x: np.ndarray, y: np.ndarray) -> float:
+    """Lin's CCC with population moments, written out."""
+    mx, my = x.mean(), y.mean()
+    cov = ((x - mx) * (y - my)).mean()
+    return 2 * cov / (x.var() + y.var() + (mx - my) ** 2)
+
+
+def test_the_ccc_loss_is_the_direct_computation_constant_predictions_included():
+    rng = np.random.default_rng(0)
+    target = rng.uniform(-1, 1, (9, 2)).astype(np.float32)
+    pred = (0.6 * target + rng.normal(0, 0.3, (9, 2))).astype(np.float32)
+    mask = np.array([True] * 7 + [False] * 2)
+    expected = sum(1 - numpy_ccc(pred[mask, d], target[mask, d]) for d in range(2))
+    value = masked_ccc_loss(torch.from_numpy(pred), torch.from_numpy(target),
+                            torch.from_numpy(mask))
+    assert value.item() == pytest.approx(expected, rel=1e-5)
+    constant = np.full_like(pred, 0.3)            # no covariance: CCC 0, loss 1 a dimension
+    assert numpy_ccc(constant[:, 0], target[:, 0]) == 0.0
+    assert masked_ccc_loss(torch.from_numpy(constant), torch.from_numpy(target),
+                           torch.ones(9, dtype=torch.bool)).item() == pytest.approx(2.0)
+
+
+def test_va_bins_and_their_expectation_round_trip():
+    head = ValenceArousalHead(1, form="bins", bins=20)
+    centres = head.centres                                   # (20,): −0.95, −0.85, …, 0.95
+    values = torch.stack([centres, centres.flip(0)], dim=1)  # (20, 2), each bin once a dimension
+    bins = va_bin_indices(values, 20)
+    assert bins[:, 0].tolist() == list(range(20)) and bins[:, 1].tolist() == list(range(19, -1, -1))
+    sharp = torch.full((20, 2, 20), -1e4)
+    sharp.scatter_(2, bins.unsqueeze(2), 0.0)                # all mass on each value's bin
+    assert torch.allclose(head.predict(sharp.view(20, 40)), values, atol=1e-6)
+    edges = torch.tensor([[-1.0, 1.0], [-0.9, 0.9]])         # an edge belongs to the bin above
+    assert va_bin_indices(edges, 20).tolist() == [[0, 19], [1, 19]]
 
 
 # ------------------------------------------------------------------------- the method
