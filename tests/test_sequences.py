@@ -117,3 +117,14 @@ def test_a_cnn_rnn_on_a_frozen_frame_cnn_trains_and_scores_every_frame_once(root
     frames = build_data(first, pack=False).test.frames
     assert metrics["tasks"]["expr"]["num_valid"] == int(frames.table.expr_mask.sum())
     assert metrics["tasks"]["au"]["num_valid"] == frames.table.au_mask.sum(0).tolist()
+
+
+def test_the_cnn_rnn_benchmark_runs(root, tmp_path):
+    from .conftest import load_script
+    benchmark = load_script("benchmark_cnn_rnn")
+    tiny = [f"dataset.root={root}", *FRAMES[1:9], "model.cnn.widths=[8,16]", "model.hidden=4",
+            "sequence={length: 4, stride: 2}", "trainer.batch_size=2", "trainer.device=cpu"]
+    assert benchmark.main(["--steps", "2", "--warmup", "1", "--out", str(tmp_path), *tiny]) == 0
+    result = json.loads((tmp_path / "benchmark_cnn_rnn.json").read_text())
+    assert result["batch_shape"][:2] == [2, 4] and 0 < result["cnn_share"]
+    assert "feature cache would save at most" in (tmp_path / "benchmark_cnn_rnn.md").read_text()
