@@ -192,11 +192,11 @@ class InputTransform:
                  augment: BatchAugment | None = None,
                  rules: dict[str, Any] | None = None, flatten: tuple[str, ...] = ()) -> None:
         self.mean = tuple(mean)
-        self.flatten = tuple(flatten)
         self.std = tuple(std)
         self.augment = augment
         self.rules: dict[str, Any] = {"image": ImageRule(mean=mean, std=std, augment=augment),
                                       **(rules or {})}
+        self.flatten = tuple(flatten)
 
     def __call__(self, batch: dict, *, train: bool, views: int = 1,
                  strengths: tuple[float, ...] | None = None) -> dict:
