@@ -128,3 +128,38 @@ def test_the_cnn_rnn_benchmark_runs(root, tmp_path):
     result = json.loads((tmp_path / "benchmark_cnn_rnn.json").read_text())
     assert result["batch_shape"][:2] == [2, 4] and 0 < result["cnn_share"]
     assert "feature cache would save at most" in (tmp_path / "benchmark_cnn_rnn.md").read_text()
+
+
+def test_cached_frame_features_stand_in_for_the_frozen_cnn(root, tmp_path, monkeypatch):
+    frame_run = tmp_path / "frame_cnn"
+    run(compose_config(root, [*FRAMES, "dataset.inputs=frame", "model=small_cnn",
+                              "model.widths=[8,16]"]), frame_run)
+    cached = [*FRAMES, "dataset.clip.length=1", "dataset.clip.mask=false",
+              f"sequence={{length: 5, stride: 3, features_from: {frame_run}}}",
+              "model=cnn_rnn", "model.cnn=null", "model.feature_size=16", "model.hidden=4",
+              f"packed_dir={tmp_path / 'packed'}"]
+    data = build_data(compose_config(root, cached))
+    windows = data.train
+    sample = windows[0]
+    assert "clip" not in sample and sample["features"].shape == (5, 16)
+    assert data.spec().inputs == {"features": [5, 16]}
+    # the frame CNN's own features of the un-augmented frame
+    loaded = __import__("affectlab").load_run(frame_run)
+    row = int(sample["index"][2])
+    frame = windows.frames[row]["clip"][:, :3]
+    with torch.no_grad():
+        expected = loaded.method.backbone.forward_features(
+            loaded.transform({"image": frame}, train=False)["image"])[0]
+    assert torch.allclose(sample["features"][2], expected, atol=1e-5)
+    assert len(list((tmp_path / "packed").glob("features-*.npy"))) == 3      # one a split
+
+    def must_not_load(*args, **kwargs):
+        raise AssertionError("cached features were computed again")
+
+    monkeypatch.setattr("affectlab.inference.load_run", must_not_load)
+    again = build_data(compose_config(root, cached)).train[0]
+    assert torch.equal(again["features"], sample["features"])
+    result = run(compose_config(root, cached), tmp_path / "cnn_rnn")
+    assert set(result["tasks"]) == {"au", "expr", "va"}
+    with pytest.raises(Exception, match="model.cnn=null .* needs model.feature_size"):
+        build_method(compose_config(root, [*cached, "model.feature_size=null"]))

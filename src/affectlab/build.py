@@ -53,7 +53,7 @@ def build_data(cfg: DictConfig, *, crops: bool = True, pack: bool = True) -> Fac
     if pack and cfg.get("packed"):
         data = use_packed(data, cfg.packed_dir)
     if cfg.get("sequence"):
-        data = as_sequences(data, **dict(cfg.sequence))
+        data = as_sequences(data, **dict(cfg.sequence), folder=cfg.packed_dir)
     augment = instantiate_checked(cfg.augment, "augment") if cfg.get("augment") else None
     data.transform = data.input_transform(augment)
     return data
