@@ -36,7 +36,7 @@ def test_the_single_student_is_each_seeds_students_averaged(tables):
     assert single[1]["tasks"]["va"]["ccc_valence"] == pytest.approx(0.5)
     assert single[0]["tasks"]["au"]["f1"] == [pytest.approx(0.4)]
     markdown, csv, results = tables.table_markdown("synthetic", runs, [0, 1])
-    assert list(results)[-2:] == [tables.SINGLE, "Student ensemble"]
+    assert list(results)[-2:] == [tables.SINGLE, "Student ensemble"]   # no redraw row here
     lines = markdown.splitlines()
     header = next(line for line in lines if line.startswith("| row"))
     assert header.split(" | ")[2:6] == ["AU criterion", "Expression criterion", "CCC valence",
@@ -79,3 +79,14 @@ def test_a_dataset_without_a_recipe_is_named(tables):
         tables.main(["--stages", "nope"])
     with pytest.raises(tables.TableError, match="Table 3 on dataset ckplus"):
         tables.main(["--table", "3", "--dataset", "ckplus"])
+
+
+def test_the_students_are_compared_with_the_teachers_configuration_run_again(tables):
+    runs = {"teacher": [a_run(0.5, 0.3, 0.2)],
+            **{f"student{k}": [a_run(0.48, 0.3, 0.2)] for k in range(5)},
+            "students": [a_run(0.49, 0.3, 0.2)], "teacher_redraw": [a_run(0.51, 0.3, 0.2)]}
+    markdown, _, results = tables.table_markdown("synthetic", runs, [0])
+    assert list(results)[-3:] == [tables.SINGLE, "Student ensemble", tables.REDRAW]
+    paired = next(line for line in markdown.splitlines()
+                  if line.startswith(f"| {tables.SINGLE} − {tables.REDRAW}"))
+    assert paired.split(" | ")[2] == "-3.0 ± 0.0 (-3.0)"
