@@ -23,7 +23,8 @@ from PIL import Image, ImageDraw, ImageFont
 
 from affectlab.data.contract import EXPRESSIONS
 from affectlab.data.sources.synthetic.benchmark import Synthetic
-from affectlab.data.sources.synthetic.faces import SUPPORTED_AUS, render_face
+from affectlab.data.sources.synthetic.drawing import render_face
+from affectlab.data.sources.synthetic.faces import SUPPORTED_AUS
 from affectlab.data.sources.synthetic.story import rng_for, sample_subject
 
 ZOOM = 2              # upscaling of each tile (nearest neighbour: shows the real pixels)

@@ -15,6 +15,7 @@ import affectlab.data.sources.synthetic.files as F
 import affectlab.data.sources.synthetic.story as story
 from affectlab.config import check_config
 from affectlab.data.contract import EXPRESSIONS, DataError
+from affectlab.data.sources.synthetic.drawing import render_face
 from affectlab.data.sources.synthetic.faces import (
     FACE_CENTER_Y,
     FACE_HALF_HEIGHT,
@@ -23,7 +24,6 @@ from affectlab.data.sources.synthetic.faces import (
     Occluder,
     occluded_aus,
     random_face,
-    render_face,
 )
 
 REPO = Path(__file__).resolve().parents[1]

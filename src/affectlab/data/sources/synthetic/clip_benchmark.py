@@ -28,7 +28,8 @@ from affectlab.data.clips import MISSING_RULES, ClipSettings, FaceClipDataset, V
 from affectlab.data.contract import EXPRESSIONS, DataError, FaceData, FaceImageDataset, LabelTable
 from affectlab.data.sources.synthetic import story
 from affectlab.data.sources.synthetic.benchmark import DEFAULT_AUS
-from affectlab.data.sources.synthetic.faces import SUPPORTED_AUS, face_landmarks, render_face
+from affectlab.data.sources.synthetic.drawing import face_landmarks, render_face
+from affectlab.data.sources.synthetic.faces import SUPPORTED_AUS
 from affectlab.data.sources.synthetic.files import (
     LABELS_FILE,
     META_FILE,

@@ -17,7 +17,7 @@ Generative story (one draw per subject, then one per image):
    MIN_INTENSITY: weak AUs are present in the label but barely visible, like FACS A-level codes.
 4. **Valence/arousal**: (v, a) = μ(c) · (0.5 + s) + N(0, va_noise²) clipped to [-1, 1], where
    μ(c) is :data:`VA_MEANS` and s is the mean intensity of the present prototype AUs.
-5. **Image**: :func:`~affectlab.data.sources.synthetic.faces.render_face` with random pose,
+5. **Image**: :func:`~affectlab.data.sources.synthetic.drawing.render_face` with random pose,
    illumination, noise, clutter and, with probability ``occlusion_prob``, an occluder.
 6. **Annotation**: AUs whose region the occluder covers are unknown (999 in the CSV, mask False).
    Known AU labels are flipped with annotator noise: a present AU is missed with probability
@@ -44,13 +44,13 @@ from typing import Any
 import numpy as np
 
 from affectlab.data.contract import EXPRESSIONS
+from affectlab.data.sources.synthetic.drawing import render_face
 from affectlab.data.sources.synthetic.faces import (
     SUPPORTED_AUS,
     FaceParams,
     occluded_aus,
     random_face,
     random_nuisance,
-    render_face,
 )
 
 # Bump when the story or the renderer changes what a given parameter set produces: every cached
