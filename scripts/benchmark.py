@@ -52,6 +52,14 @@ QUICK = ["dataset.image_size=32", "dataset.num_subjects_train=4",
          "dataset.images_per_subject_test=4", "model.widths=[8,16]", "trainer.batch_size=8"]
 
 
+def publish(result: dict[str, Any], text: str, out: Path, name: str) -> None:
+    """A benchmark's files, ``out/<name>.json`` (the numbers) and ``out/<name>.md`` (the table),
+    written atomically; the table is printed."""
+    atomic_write_json(result, Path(out) / f"{name}.json")
+    atomic_write_text(Path(out) / f"{name}.md", text)
+    sys.stdout.write(text if text.endswith("\n") else text + "\n")
+
+
 def cpu_name() -> str:
     """The processor's model name (Linux), else what ``platform`` knows."""
     try:
@@ -334,11 +342,7 @@ def main(argv: list[str] | None = None) -> int:
         steps, warmup, rounds = 4, 1, 2
     result = measure(overrides, [m for m in args.methods.split(",") if m], steps, warmup,
                      rounds)
-    out = Path(args.out)
-    atomic_write_json(result, out / "benchmark.json")
-    table = markdown(result)
-    atomic_write_text(out / "benchmark.md", table)
-    print(table)
+    publish(result, markdown(result), Path(args.out), "benchmark")
     return 0
 
 

@@ -26,10 +26,10 @@ from hydra import compose, initialize_config_dir
 
 from affectlab.build import CONFIG_DIR, build_data, build_method
 from affectlab.threads import configure_threads, usable_cpus
-from affectlab.utils import atomic_write_json, atomic_write_text, resolve_device, seed_everything
+from affectlab.utils import resolve_device, seed_everything
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchmark import cpu_name, sync  # noqa: E402
+from benchmark import cpu_name, publish, sync  # noqa: E402
 
 TABLE_3 = ["experiment=tsav_synthetic", "dataset.train_labels=one_task", "dataset.audio=null",
            "method=baseline", "method.heads.va.form=bins", "model=cnn_rnn",
@@ -105,11 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("results/benchmark_cnn_rnn"))
     args = parser.parse_args(argv)
     result = measure(args.overrides, args.steps, args.warmup)
-    text = markdown(result)
-    args.out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(result, args.out / "benchmark_cnn_rnn.json")
-    atomic_write_text(args.out / "benchmark_cnn_rnn.md", text)
-    sys.stdout.write(text)
+    publish(result, markdown(result), args.out, "benchmark_cnn_rnn")
     return 0
 
 

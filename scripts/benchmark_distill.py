@@ -27,10 +27,10 @@ from hydra import compose, initialize_config_dir
 
 from affectlab.build import CONFIG_DIR, build_data, build_method
 from affectlab.threads import configure_threads, usable_cpus
-from affectlab.utils import atomic_write_json, atomic_write_text, resolve_device, seed_everything
+from affectlab.utils import resolve_device, seed_everything
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchmark import cpu_name, sync  # noqa: E402
+from benchmark import cpu_name, publish, sync  # noqa: E402
 
 
 def student(overrides: list[str], teacher: Path, outputs: str) -> tuple[Any, Any, Any]:
@@ -127,11 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("results/benchmark_distill"))
     args = parser.parse_args(argv)
     result = measure(args.overrides, args.teacher, args.steps, args.warmup)
-    text = markdown(result)
-    args.out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(result, args.out / "benchmark_distill.json")
-    atomic_write_text(args.out / "benchmark_distill.md", text)
-    sys.stdout.write(text)
+    publish(result, markdown(result), args.out, "benchmark_distill")
     return 0
 
 

@@ -77,6 +77,12 @@ class Source:
     max_train: int | None = None
 
 
+def au_names(data: FaceData) -> list[str]:
+    """A dataset's AU label names (its column numbers when it names none)."""
+    width = data.train.table.au.shape[1]
+    return [str(n) for n in (data.label_names.get("au") or [str(i) for i in range(width)])]
+
+
 def facs_number(name: str) -> int | None:
     """The FACS number of an AU label name (``AU12``, ``au12``, ``12``), or None."""
     match = FACS.match(str(name).strip())
@@ -196,7 +202,8 @@ class MergedDataset:
                         rows = np.sort(rng.choice(rows, source.max_train, replace=False))
                         downsampled[f"{source.name}/{split}"] = f"{len(rows)} of {len(reader)}"
                     parts[merged].append((source.name, reader, rows))
-        namespaces = self._subject_namespaces(built)
+        # subject ids live in a namespace per dataset: two sources of one dataset share people
+        namespaces = {name: data.name for name, data in built.items()}
         splits = {split: self._merged_split(entries, built, aus, attrs, namespaces)
                   for split, entries in parts.items() if entries}
         for required in ("train", "val", "test"):
@@ -257,7 +264,7 @@ class MergedDataset:
             if "au" not in source.tasks:
                 continue
             data = built[source.name]
-            names = self._au_names(source, data)
+            names = au_names(data)
             numbers = [facs_number(n) for n in names]
             if None in numbers:
                 bad = names[numbers.index(None)]
@@ -273,11 +280,6 @@ class MergedDataset:
                             f"sources code {sorted(union)})")
         return list(self.aus)
 
-    @staticmethod
-    def _au_names(source: Source, data: FaceData) -> list[str]:
-        width = data.train.table.au.shape[1]
-        return [str(n) for n in (data.label_names.get("au") or [str(i) for i in range(width)])]
-
     def _attr_space(self, built: dict[str, FaceData]) -> list[str]:
         names: list[str] | None = None
         for source in self.sources:
@@ -291,11 +293,6 @@ class MergedDataset:
             names = theirs
         return names or []
 
-    def _subject_namespaces(self, built: dict[str, FaceData]) -> dict[str, str]:
-        """Source → the namespace of its subject ids: its dataset's name (two sources of one
-        dataset share people)."""
-        return {name: data.name for name, data in built.items()}
-
     def _merged_split(self, entries: list[tuple[str, FaceImageDataset, np.ndarray]],
                       built: dict[str, FaceData], aus: list[int], attrs: list[str],
                       namespaces: dict[str, str]) -> MergedSplit:
@@ -303,8 +300,7 @@ class MergedDataset:
         contributes = {s.name: s.tasks for s in self.sources}
         for k, (name, reader, rows) in enumerate(entries):
             source_table = reader.table.subset(rows)
-            table = self._aligned(name, source_table, contributes[name], aus, attrs,
-                                  built[name])
+            table = self._aligned(source_table, contributes[name], aus, attrs, built[name])
             table.subject = np.where(source_table.subject >= 0,
                                      self._global_subject(namespaces[name], source_table.subject),
                                      -1)
@@ -317,15 +313,15 @@ class MergedDataset:
         return MergedSplit(merged, image_size=entries[0][1].image_size, readers=readers,
                            part=np.concatenate(part), local_row=np.concatenate(local))
 
-    def _aligned(self, name: str, table: LabelTable, tasks: list[str], aus: list[int],
-                 attrs: list[str], data: FaceData) -> LabelTable:
+    @staticmethod
+    def _aligned(table: LabelTable, tasks: list[str], aus: list[int], attrs: list[str],
+                 data: FaceData) -> LabelTable:
         """``table`` in the merged label space: the source's AUs in their merged columns, every
         task it does not contribute masked."""
         n = len(table)
         labels = empty_labels(n, num_aus=len(aus), num_attrs=len(attrs))
         if "au" in tasks and aus:
-            source = self._au_names(Source(name, None, tasks, {}), data)
-            column = {facs_number(a): c for c, a in enumerate(source)}
+            column = {facs_number(a): c for c, a in enumerate(au_names(data))}
             for c, au in enumerate(aus):
                 if au in column:
                     labels["au"][:, c] = table.au[:, column[au]]
