@@ -15,6 +15,7 @@ import torch
 from torch.utils.data import Sampler
 
 from affectlab.data.contract import LabelTable
+from affectlab.losses import va_bin_indices
 
 
 def _permutation(n: int, seed: int, cycle: int) -> torch.Tensor:
@@ -246,8 +247,8 @@ def va_cell_weights(values: np.ndarray, bins: int) -> np.ndarray:
     """Per-sample weights 1 / n_cell over the B × B cells of (valence, arousal) in [−1, 1]²
     (B equal bins a dimension; the released code of Deng et al. balances VA so): every
     occupied cell drawn equally often. values (N, 2) → (N,)."""
-    index = np.clip(np.floor((np.clip(values, -1.0, 1.0) + 1.0) / 2.0 * bins), 0, bins - 1)
-    cells = (index[:, 0] * bins + index[:, 1]).astype(np.int64)
+    index = va_bin_indices(torch.from_numpy(np.asarray(values, dtype=np.float32)), bins).numpy()
+    cells = index[:, 0] * bins + index[:, 1]          # the heads' bins (losses.va_bin_indices)
     counts = np.bincount(cells, minlength=bins * bins)
     return 1.0 / counts[cells]
 
