@@ -177,6 +177,17 @@ def align_face(image: Image.Image, points: np.ndarray, template_name: str = "arc
                                           fillcolor=(0, 0, 0))
 
 
+def aligned_crop(image: Image.Image, points: np.ndarray, template_name: str, align_size: int,
+                 image_size: int) -> Image.Image:
+    """The face of ``image`` whose five ``points`` are given, as a network reads it: aligned
+    to ``template_name`` at ``align_size`` pixels, then the centre ``image_size`` square
+    (what :class:`AlignedImages` returns for a sample, and ``affectlab-predict`` for a
+    detected face)."""
+    aligned = align_face(image, points, template_name, size=align_size)
+    margin = (align_size - image_size) // 2
+    return aligned.crop((margin, margin, margin + image_size, margin + image_size))
+
+
 class AlignedImages(FaceImageDataset):
     """A split whose faces are aligned by five points per sample before they reach the network.
 
@@ -206,11 +217,10 @@ class AlignedImages(FaceImageDataset):
         self.points = np.asarray(points, dtype=np.float64)
 
     def transform(self, img: Image.Image, row: int) -> Image.Image:
-        aligned = align_face(img, self.points[row], self.template, size=self.align_size)
-        margin = (self.align_size - self.image_size) // 2
-        return aligned.crop((margin, margin, margin + self.image_size, margin + self.image_size))
+        return aligned_crop(img, self.points[row], self.template, self.align_size,
+                            self.image_size)
 
 
-__all__ = ["AlignedImages", "TEMPLATES", "Template", "align_face", "five_points_from_49",
-           "five_points_from_68", "template_landmarks68", "IBUG68_TO_49", "flip_landmarks",
-           "similarity_transform", "template"]
+__all__ = ["AlignedImages", "TEMPLATES", "Template", "align_face", "aligned_crop",
+           "five_points_from_49", "five_points_from_68", "template_landmarks68", "IBUG68_TO_49",
+           "flip_landmarks", "similarity_transform", "template"]

@@ -37,6 +37,17 @@ def square_box(box: Sequence[float], margin: float) -> tuple[int, int, int, int]
     return left, top, left + size, top + size
 
 
+def box_crop(image: Image.Image, box: Sequence[float], margin: float,
+             image_size: int) -> Image.Image:
+    """``image`` cropped to the square around ``box`` (:func:`square_box`; outside the image
+    black), resized to ``image_size`` (what :class:`BoxCropImages` returns for a sample, and
+    ``affectlab-predict`` for a detected face)."""
+    image = image.crop(square_box(box, margin))
+    if image.size != (image_size, image_size):
+        image = image.resize((image_size, image_size), Image.BILINEAR)
+    return image
+
+
 class BoxCropImages(FaceImageDataset):
     """:class:`FaceImageDataset` that crops every image to its face box before the resize.
 
@@ -57,11 +68,7 @@ class BoxCropImages(FaceImageDataset):
         self.margin = margin
 
     def transform(self, img: Image.Image, row: int) -> Image.Image:
-        """Crop one RGB image to the square around its box, then resize to ``image_size``."""
-        img = img.crop(square_box(self.boxes[row], self.margin))
-        if img.size != (self.image_size, self.image_size):
-            img = img.resize((self.image_size, self.image_size), Image.BILINEAR)
-        return img
+        return box_crop(img, self.boxes[row], self.margin, self.image_size)
 
 
 def rows_behind(table: LabelTable, index: DatasetIndex, candidates: Sequence[int]) -> np.ndarray:
@@ -188,5 +195,5 @@ class BoxCroppedDataset(OnDiskDataset):
                              image_size if image_size is not None else self.image_size)
 
 
-__all__ = ["boxes_in_index_order", "BoxCropImages", "BoxCroppedDataset", "CROPS", "check_crop",
-           "rows_behind", "square_box"]
+__all__ = ["boxes_in_index_order", "box_crop", "BoxCropImages", "BoxCroppedDataset", "CROPS",
+           "check_crop", "rows_behind", "square_box"]
