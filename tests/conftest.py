@@ -96,6 +96,26 @@ def tiny_cfg(data_root: Path) -> Callable[..., DictConfig]:
     return lambda *overrides: compose_config(data_root, list(overrides))
 
 
+def train_tiny_run(data_root: Path, run_dir: Path, tasks: str = "[au,expr,va]",
+                   seed: int = 0) -> Path:
+    """A run of two steps of the baseline on the tiny benchmark, learning ``tasks``."""
+    from affectlab.train import run
+
+    run(compose_config(data_root, [f"method.tasks={tasks}", "trainer.max_steps=2",
+                                   f"seed={seed}"]), run_dir)
+    return run_dir
+
+
+@pytest.fixture(scope="session")
+def tiny_runs(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """Two finished tiny runs (seeds 0 and 1) of AUs, expressions and valence/arousal, on a
+    benchmark of their own (``<data_root>/synthetic``, beside the runs): for the tests that
+    use trained runs (predict, export, report)."""
+    folder = tmp_path_factory.mktemp("tiny_runs")
+    return [train_tiny_run(folder / "synthetic", folder / f"run{seed}", seed=seed)
+            for seed in range(2)]
+
+
 def load_script(name: str) -> ModuleType:
     """``scripts/<name>.py`` imported as a module (registered in ``sys.modules``: dataclasses
     look their module up)."""

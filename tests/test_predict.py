@@ -20,33 +20,21 @@ from affectlab.predict.faces import FaceCutter
 from affectlab.predict.media import UnreadableInput
 from affectlab.predict.runs import Predictor, RunsError
 from affectlab.predict.table import FRAME_COLUMNS, au_column, prediction_columns
-from affectlab.train import run
 
-from .conftest import compose_config
-
-
-@pytest.fixture(scope="module")
-def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("predict") / "synthetic"
-
-
-def train_tiny(root: Path, out: Path, tasks: str, seed: int = 0) -> Path:
-    run(compose_config(root, [f"method.tasks={tasks}", "trainer.max_steps=2", f"seed={seed}"]),
-        out)
-    return out
+from .conftest import train_tiny_run
 
 
 @pytest.fixture(scope="module")
-def runs(root: Path, tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
-    folder = tmp_path_factory.mktemp("runs")
-    return [train_tiny(root, folder / f"run{k}", "[au,expr,va]", seed=k) for k in range(2)]
+def runs(tiny_runs: list[Path]) -> list[Path]:
+    return tiny_runs
 
 
 @pytest.fixture(scope="module")
-def faces(root: Path, runs: list[Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A folder of 6 synthetic faces in two sub-folders, and one damaged file."""
+def faces(runs: list[Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder of 6 synthetic faces (of the runs' benchmark) in two sub-folders, and one
+    damaged file."""
     folder = tmp_path_factory.mktemp("faces")
-    images = sorted(root.rglob("*.png"))[:6]
+    images = sorted((runs[0].parent / "synthetic").rglob("*.png"))[:6]
     for k, image in enumerate(images):
         target = folder / f"part{k % 2}" / f"face{k}.png"
         target.parent.mkdir(exist_ok=True)
@@ -173,8 +161,8 @@ def test_an_ensemble_averages_its_runs(runs, faces, tmp_path):
                        (np.array(one.thresholds["au"]) + two.thresholds["au"]) / 2)
 
 
-def test_runs_of_other_label_sets_are_refused_naming_both(root, runs, tmp_path):
-    au_only = train_tiny(root, tmp_path / "au_only", "[au]")
+def test_runs_of_other_label_sets_are_refused_naming_both(runs, tmp_path):
+    au_only = train_tiny_run(runs[0].parent / "synthetic", tmp_path / "au_only", "[au]")
     with pytest.raises(RunsError, match="au_only.*tasks"):
         Predictor([runs[0], au_only])
 

@@ -47,6 +47,13 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def default_file_mode() -> int:
+    """The mode ``open()`` gives a new file here (0666 less the umask); mkstemp gives 0600."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
     """``write(tmp)`` a temporary file beside ``path``, then rename it over ``path``: readers see
     the old file or the new one, never half of one; a failed write leaves no temporary behind.
@@ -57,6 +64,7 @@ def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, default_file_mode())   # mkstemp's 0600 → what open() would have given
         os.replace(tmp, path)  # atomic on POSIX: readers see the old file or the new one
     except BaseException:
         if os.path.exists(tmp):

@@ -45,6 +45,7 @@ from typing import Any, TextIO
 import numpy as np
 
 from affectlab.data.merge import facs_number
+from affectlab.utils import default_file_mode
 
 FRAME_COLUMNS = ("file", "frame", "face_id", "timestamp", "confidence", "success",
                  "face_x", "face_y", "face_width", "face_height")
@@ -139,6 +140,7 @@ class TableWriter:
         self.file.flush()
         os.fsync(self.file.fileno())
         self.file.close()
+        os.chmod(self.tmp, default_file_mode())     # not mkstemp's 0600
         os.replace(self.tmp, self.path)
 
     def __enter__(self) -> "TableWriter":
