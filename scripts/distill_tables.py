@@ -35,11 +35,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from affectlab.charts import grouped_bar_chart
 from affectlab.recipe import RecipeError
+from affectlab.report.figures import column_bars
 from affectlab.results import (
     Column,
-    column_means,
     paired_differences,
     per_label_summary,
     stage_summary,
@@ -190,9 +189,8 @@ def table_markdown(dataset: str, everything: dict[str, list[dict[str, Any]]],
 
 def chart(dataset: str, results: dict[str, list[dict[str, Any]]], path: Path,
           number: int = 2) -> None:
-    series = column_means(results, COLUMNS[:4])
-    grouped_bar_chart(path, f"Table {number} on {dataset} (mean over seeds, %)",
-                      [c[0] for c in COLUMNS[:4]], series)
+    column_bars(path, f"Table {number} on {dataset} (mean ± std over seeds, %)", results,
+                COLUMNS[:4])
 
 
 def main(argv: list[str] | None = None) -> list[Path]:

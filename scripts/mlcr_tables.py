@@ -54,8 +54,8 @@ from typing import Any
 import yaml
 from omegaconf import OmegaConf
 
-from affectlab.charts import ChartLayout, grouped_bar_chart
 from affectlab.recipe import RecipeError, Runner
+from affectlab.report.figures import grouped_bars
 from affectlab.results import Row, configuration_name, mean_std, run_differences
 
 REPO = Path(__file__).resolve().parents[1]
@@ -464,14 +464,11 @@ def write_csv(table: TableData, path: Path) -> None:
 # ------------------------------------------------------------------------------- bar chart
 
 
-DEFAULT_LAYOUT = ChartLayout()     # frozen, so one shared default is safe
-
-
-def bar_chart(table: TableData, path: Path, layout: ChartLayout = DEFAULT_LAYOUT) -> None:
+def bar_chart(table: TableData, path: Path) -> None:
     """Grouped bars: per label, one bar per measured method (F1 %, mean over seeds)."""
-    grouped_bar_chart(path, f"{table.spec.title} on {table.dataset}", table.labels,
-                      [(f"{line.name} (avg {line.average:.{DECIMALS}f})", line.f1)
-                       for line in table.measured], layout)
+    grouped_bars(path, f"{table.spec.title} on {table.dataset}", table.labels,
+                 [(f"{line.name} (avg {line.average:.{DECIMALS}f})", line.f1)
+                  for line in table.measured], y_label="F1 (%)")
 
 
 def write_outputs(table: TableData, out: Path) -> list[Path]:

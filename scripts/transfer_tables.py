@@ -37,20 +37,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
-
-from affectlab.charts import grouped_bar_chart
 from affectlab.recipe import RecipeError, Runner
+from affectlab.report.figures import column_bars
 from affectlab.results import (
     Column,
-    column_means,
     stage_summary,
     with_reported_rows,
     write_table,
 )
-
-REPO = Path(__file__).resolve().parents[1]
-RECIPES = REPO / "configs" / "recipe"
+from affectlab.tables import TableError, table_recipe
 
 
 def tuned(metrics: dict[str, Any], key: str) -> float | None:
@@ -127,19 +122,6 @@ QUICK_OVERRIDES = (
 QUICK_SMALL_INPUTS = ("dataset.image_size=32", "model.widths=[8,16]")   # the small CNN's rows
 
 
-class TableError(RuntimeError):
-    """A table that cannot be made as asked, with the reason."""
-
-
-def load_recipe(spec: TableSpec, dataset: str) -> Any:
-    path = RECIPES / f"{spec.recipe}_{dataset}.yaml"
-    if not path.is_file():
-        known = sorted(p.stem.split("_", 1)[1] for p in RECIPES.glob(f"{spec.recipe}_*.yaml"))
-        raise TableError(f"{spec.name} on dataset {dataset}: there is no recipe {path.name} "
-                         f"(datasets with one: {known})")
-    return OmegaConf.load(path)
-
-
 def table_markdown(spec: TableSpec, dataset: str, results: dict[str, list[dict[str, Any]]],
                    seeds: list[int]) -> tuple[str, str]:
     """The measured rows (mean ± std over seeds, %) and the paper's rows, Markdown and CSV."""
@@ -161,9 +143,7 @@ def table_markdown(spec: TableSpec, dataset: str, results: dict[str, list[dict[s
 
 def chart(spec: TableSpec, dataset: str, results: dict[str, list[dict[str, Any]]],
           path: Path) -> None:
-    series = column_means(results, COLUMNS)
-    grouped_bar_chart(path, f"{spec.title} on {dataset} (mean over seeds, %)",
-                      [c[0] for c in COLUMNS], series)
+    column_bars(path, f"{spec.title} on {dataset} (mean ± std over seeds, %)", results, COLUMNS)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -191,7 +171,7 @@ def main(argv: list[str] | None = None) -> list[Path]:
     if args.quick and args.dataset != "synthetic":
         raise TableError("--quick runs on tiny synthetic data; it cannot be combined with "
                          f"--dataset {args.dataset}")
-    recipe = load_recipe(spec, args.dataset)
+    recipe = table_recipe(spec.recipe, args.dataset, spec.name)
     stages = [s for s, _ in spec.rows if s in recipe.stages]
     overrides = list(args.overrides)
     if args.quick:

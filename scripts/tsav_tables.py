@@ -31,11 +31,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from affectlab.charts import grouped_bar_chart
 from affectlab.recipe import RecipeError
+from affectlab.report.figures import column_bars
 from affectlab.results import (
     Column,
-    column_means,
     paired_differences,
     per_label_summary,
     stage_summary,
@@ -112,9 +111,7 @@ def table_markdown(dataset: str, results: dict[str, list[dict[str, Any]]],
 
 
 def chart(dataset: str, results: dict[str, list[dict[str, Any]]], path: Path) -> None:
-    series = column_means(results, COLUMNS)
-    grouped_bar_chart(path, f"Table I on {dataset} (mean over seeds, %)",
-                      [c[0] for c in COLUMNS], series)
+    column_bars(path, f"Table I on {dataset} (mean ± std over seeds, %)", results, COLUMNS)
 
 
 def main(argv: list[str] | None = None) -> list[Path]:

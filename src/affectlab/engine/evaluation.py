@@ -22,6 +22,7 @@ from affectlab.metrics import (
     flatten_metrics,
     overall_score,
 )
+from affectlab.utils import save_npz
 
 
 @torch.inference_mode()
@@ -138,10 +139,35 @@ class SplitEvaluator:
         split; logged at ``step`` into ``run_dir``'s TensorBoard and ``metrics.jsonl`` when
         given (main process). Returns ``{"test": task metrics, "score": their mean
         criterion}``."""
-        metrics = self.evaluate(method, data, data.test, method.thresholds)
+        outputs, targets = self.predict(method, data, data.test)
+        label_names = {**data.label_names, **method.label_names}
+        metrics = evaluate_tasks(outputs, targets, label_names, method.thresholds)
         score = overall_score(metrics)
         if run_dir is not None and self.rank == 0:
+            save_predictions(Path(run_dir) / PREDICTIONS_FILE, outputs, targets)
             logger = RunLogger(Path(run_dir))
             logger.record({**flatten_metrics(metrics, "test"), "test/score": score}, step)
+            logger.pr_curves("test", outputs, targets, label_names, step)
             logger.close()
         return {"test": metrics, "score": score}
+
+
+PREDICTIONS_FILE = "test_predictions.npz"
+
+
+def save_predictions(path: Path, outputs: dict[str, np.ndarray],
+                     targets: dict[str, np.ndarray]) -> None:
+    """A split's predictions (``output/<task>``) and targets (``target/<key>``), for figures
+    drawn later (``affectlab-report``: PR curves, confusion matrices, VA scatter)."""
+    save_npz(str(path), {**{f"output/{k}": v for k, v in outputs.items()},
+                         **{f"target/{k}": v for k, v in targets.items()}})
+
+
+def load_predictions(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """``(outputs, targets)`` as :func:`save_predictions` wrote them."""
+    with np.load(path) as stored:
+        outputs = {k[len("output/"):]: stored[k] for k in stored.files
+                   if k.startswith("output/")}
+        targets = {k[len("target/"):]: stored[k] for k in stored.files
+                   if k.startswith("target/")}
+    return outputs, targets

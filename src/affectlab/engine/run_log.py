@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.tensorboard import SummaryWriter
 
@@ -25,6 +26,25 @@ class RunLogger:
             self.writer.add_scalar(key, value, step)
         self.events.write(json.dumps({"step": step, **scalars}) + "\n")
         self.events.flush()
+
+    def pr_curves(self, prefix: str, outputs: dict[str, np.ndarray],
+                  targets: dict[str, np.ndarray], label_names: dict[str, list[str]],
+                  step: int) -> None:
+        """A precision-recall curve per label of the multi-label tasks (AUs, attributes) in
+        TensorBoard's PR-curve tab (``<prefix>/pr_<task>/<label>``), valid targets only."""
+        if self.writer is None:
+            return
+        for task in ("au", "attr"):
+            if task not in outputs or task not in targets:
+                continue
+            mask = targets.get(f"{task}_mask", np.ones_like(targets[task], dtype=bool))
+            names = label_names.get(task) or [str(k) for k in range(outputs[task].shape[1])]
+            for k, name in enumerate(names):
+                valid = mask[:, k].astype(bool)
+                if valid.any():
+                    self.writer.add_pr_curve(f"{prefix}/pr_{task}/{name}",
+                                             targets[task][valid, k] > 0.5,
+                                             outputs[task][valid, k], step)
 
     def close(self) -> None:
         if self.writer is not None:
