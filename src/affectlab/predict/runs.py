@@ -61,8 +61,11 @@ class Predictor:
         keys = set(first.inputs["keys"])
         if keys != {"image"} or len(first.inputs["keys"]["image"]) != 3:
             raise RunsError(f"{self.names[0]} reads {first.inputs['keys']}: predict feeds "
-                            "single face images (3, S, S); clip and sequence models (TSAV, "
-                            "CNN-RNN) are not served by affectlab-predict yet.")
+                            "single face images (3, S, S). Clip and sequence models (TSAV, "
+                            "CNN-RNN) are not served by affectlab-predict yet (TSAV's mask "
+                            "channel needs 68 landmarks a frame, which no detector here "
+                            "gives); evaluate them on their datasets with python -m "
+                            "affectlab.evaluate.")
         self.label_names = {t: list(n) for t, n in first.method.label_names.items()
                             if t != "identity"}
         self.reading: dict[str, Any] = dict(first.inputs.get("dataset") or {})
