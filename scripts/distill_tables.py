@@ -201,7 +201,7 @@ def main(argv: list[str] | None = None) -> list[Path]:
     everything, seeds, runs = run_table_recipe(recipe, args)
     markdown, csv, results = table_markdown(args.dataset, everything, seeds, table)
     return write_table(args.out or runs, f"table{table.number}", markdown, csv,
-                       lambda path: chart(args.dataset, results, path, table.number))
+                       lambda path: chart(args.dataset, results, path, table.number), runs=runs)
 
 
 if __name__ == "__main__":

@@ -56,7 +56,9 @@ from omegaconf import OmegaConf
 
 from affectlab.recipe import RecipeError, Runner
 from affectlab.report.figures import grouped_bars
+from affectlab.report.report import write_report
 from affectlab.results import Row, configuration_name, mean_std, run_differences
+from affectlab.utils import atomic_write_text
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG_DIR = REPO / "configs"
@@ -472,16 +474,21 @@ def bar_chart(table: TableData, path: Path) -> None:
 
 
 def write_outputs(table: TableData, out: Path) -> list[Path]:
-    """``<out>/<table>.md``, ``<out>/<table>.csv`` and, for bar-chart tables, ``.png``."""
+    """``<out>/<table>.md``, ``<out>/<table>.csv``, for bar-chart tables ``.png``, and the
+    report of the table's runs (``out/runs``) with its figures, ``<out>/<table>_report/``."""
     out.mkdir(parents=True, exist_ok=True)
     markdown_path, csv_path = out / f"{table.spec.name}.md", out / f"{table.spec.name}.csv"
-    markdown_path.write_text(markdown(table))
+    atomic_write_text(markdown_path, markdown(table))
     write_csv(table, csv_path)
     written = [markdown_path, csv_path]
     if table.spec.bar_chart:
         chart_path = out / f"{table.spec.name}.png"
         bar_chart(table, chart_path)
         written.append(chart_path)
+    if (out / "runs").is_dir():
+        written.append(write_report([out / "runs"], out / f"{table.spec.name}_report",
+                                    overwrite=True, title=f"The runs of {markdown_path}")
+                       ["markdown"])
     return written
 
 

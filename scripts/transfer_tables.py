@@ -191,7 +191,7 @@ def main(argv: list[str] | None = None) -> list[Path]:
     results = {labels[s]: everything[s] for s in stages if s in everything}
     markdown, csv = table_markdown(spec, args.dataset, results, seeds)
     return write_table(args.out or runs, spec.name, markdown, csv,
-                       lambda path: chart(spec, args.dataset, results, path))
+                       lambda path: chart(spec, args.dataset, results, path), runs=runs)
 
 
 if __name__ == "__main__":

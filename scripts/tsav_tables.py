@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> list[Path]:
     results = {label: everything[stage] for stage, label in ROWS if stage in everything}
     markdown, csv = table_markdown(args.dataset, results, seeds)
     return write_table(args.out or runs, "table1", markdown, csv,
-                       lambda path: chart(args.dataset, results, path))
+                       lambda path: chart(args.dataset, results, path), runs=runs)
 
 
 if __name__ == "__main__":

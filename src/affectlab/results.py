@@ -289,14 +289,21 @@ def _signed(value: float) -> str:
 
 
 def write_table(out: Path, name: str, markdown: str, csv: str,
-                draw: Callable[[Path], None]) -> list[Path]:
+                draw: Callable[[Path], None], runs: Path | None = None) -> list[Path]:
     """A table script's files, ``out/<name>.md``, ``.csv`` (atomically) and ``.png`` (``draw``
-    writes it); the Markdown is printed. Returns the three paths."""
+    writes it); with ``runs`` (the table's runs folder) also the report of those runs with
+    its figures, ``out/<name>_report/`` (:mod:`affectlab.report`). The Markdown is printed.
+    Returns the paths."""
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / f"{name}.md", out / f"{name}.csv", out / f"{name}.png"]
     atomic_write_text(paths[0], markdown)
     atomic_write_text(paths[1], csv)
     draw(paths[2])
+    if runs is not None:
+        from affectlab.report.report import write_report  # matplotlib: table scripts only
+
+        paths.append(write_report([runs], out / f"{name}_report", overwrite=True,
+                                  title=f"The runs of {out / name}.md")["markdown"])
     print(markdown)
     print("wrote " + ", ".join(str(p) for p in paths))
     return paths

@@ -171,7 +171,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         predictor = Predictor(args.runs, device=device, which=args.checkpoint,
                               thresholds=args.thresholds)
         cutter = FaceCutter(predictor.reading, faces=args.faces, box_margin=args.box_margin,
-                            device=device)
+                            device="cuda" if device.startswith("cuda") else "cpu")
         log.info("%d run(s) on %s; %s", len(predictor.runs), device, cutter.describe())
         summary = predict(args.input, predictor, cutter, args.out, every=args.every,
                           batch_size=args.batch_size,
