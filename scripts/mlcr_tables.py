@@ -56,7 +56,7 @@ from omegaconf import OmegaConf
 
 from affectlab.recipe import RecipeError, Runner
 from affectlab.report.figures import grouped_bars
-from affectlab.report.report import write_report
+from affectlab.report.report import ReportError, write_report
 from affectlab.results import Row, configuration_name, mean_std, run_differences
 from affectlab.utils import atomic_write_text
 
@@ -485,10 +485,12 @@ def write_outputs(table: TableData, out: Path) -> list[Path]:
         chart_path = out / f"{table.spec.name}.png"
         bar_chart(table, chart_path)
         written.append(chart_path)
-    if (out / "runs").is_dir():
+    try:
         written.append(write_report([out / "runs"], out / f"{table.spec.name}_report",
                                     overwrite=True, title=f"The runs of {markdown_path}")
                        ["markdown"])
+    except ReportError as err:    # rows gathered from metrics alone: the table, no report
+        print(f"no report of the runs: {err}")
     return written
 
 

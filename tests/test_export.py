@@ -23,10 +23,10 @@ def test_the_exported_file_predicts_what_pytorch_predicts(tiny_runs, tmp_path, s
     assert check_export(predictor, path, samples=3) < 1e-4
     # another batch size than the export's example: the batch dimension is free
     size = predictor.reading["image_size"]
-    pixels = torch.randint(0, 256, (5, size, size, 3), dtype=torch.uint8,
+    pixels = torch.randint(0, 256, (5, 3, size, size), dtype=torch.uint8,
                            generator=torch.Generator().manual_seed(1))
-    exported = run_exported(path, pixels.permute(0, 3, 1, 2).numpy() / 255.0)
-    expected = predictor(pixels.numpy())
+    exported = run_exported(path, pixels.numpy() / 255.0)
+    expected = predictor({"image": pixels.numpy()})
     assert set(exported) == {"au", "expr", "va"}
     for task in expected:
         assert exported[task].shape == expected[task].shape == (5, expected[task].shape[1])

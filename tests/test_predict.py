@@ -15,13 +15,14 @@ import pytest
 import torch
 from PIL import Image
 
+from affectlab.data.clips import Video
 from affectlab.predict import predict
 from affectlab.predict.faces import FaceCutter
-from affectlab.predict.media import UnreadableInput
+from affectlab.predict.media import InputError, UnreadableInput
 from affectlab.predict.runs import Predictor, RunsError
 from affectlab.predict.table import FRAME_COLUMNS, au_column, prediction_columns
 
-from .conftest import train_tiny_run
+from .conftest import compose_config, train_tiny_run
 
 
 @pytest.fixture(scope="module")
@@ -152,9 +153,9 @@ def test_detected_faces_a_photograph_gives_one_and_a_blank_picture_success_0(run
 
 def test_an_ensemble_averages_its_runs(runs, faces, tmp_path):
     one, two, both = Predictor(runs[:1]), Predictor(runs[1:]), Predictor(runs)
-    pixels = np.stack([np.asarray(Image.open(p).convert("RGB"))
+    pixels = np.stack([np.asarray(Image.open(p).convert("RGB")).transpose(2, 0, 1)
                        for p in sorted(faces.rglob("face*.png"))])
-    first, second, mean = one(pixels), two(pixels), both(pixels)
+    first, second, mean = one({"image": pixels}), two({"image": pixels}), both({"image": pixels})
     for task in mean:
         assert np.allclose(mean[task], (first[task] + second[task]) / 2, atol=1e-6)
     assert np.allclose(both.thresholds["au"],
@@ -193,13 +194,14 @@ class _Failing:
 
     def __init__(self, predictor: Predictor) -> None:
         self.label_names, self.thresholds = predictor.label_names, predictor.thresholds
+        self.clip = None
         self.predictor, self.calls = predictor, 0
 
-    def __call__(self, pixels: np.ndarray) -> dict[str, np.ndarray]:
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         self.calls += 1
         if self.calls == 2:
             raise RuntimeError("out of memory")
-        return self.predictor(pixels)
+        return self.predictor(batch)
 
 
 @pytest.mark.parametrize("case", ["missing input", "empty folder", "no checkpoint",
@@ -233,3 +235,94 @@ def test_the_console_script_writes_the_table(runs, faces, tmp_path):
     assert result.returncode == 0, result.stderr[-1500:]
     assert "6 face(s)" in result.stderr and "1 file(s) could not be read" in result.stderr
     assert len(read_rows(tmp_path / "out.csv")[1]) == 6
+
+
+# ------------------------------------------------------------------------------ clip runs
+@pytest.fixture(scope="module")
+def clip_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny TSAV run on synthetic clips without the landmark-mask channel."""
+    from affectlab.train import run
+
+    from .test_synthetic_clips import TINY_CLIPS
+
+    folder = tmp_path_factory.mktemp("clip_run")
+    overrides = [*TINY_CLIPS, "dataset.clip.mask=false", "model.mask=false",
+                 "dataset.clip.rule=repeat", "trainer.max_steps=2"]
+    run(compose_config(folder / "clips", overrides), folder / "run")
+    return folder / "run"
+
+
+def lossless_video(video: Video, root: Path, path: Path, sample_rate: int) -> Path:
+    """One synthetic clip video (its frames and its sound) as an MKV without loss: FFV1
+    frames, 16-bit PCM sound, so predict decodes what the dataset reads."""
+    import av
+
+    from affectlab.data.audio import read_wav
+
+    with av.open(str(path), "w") as container:
+        picture_stream = container.add_stream("ffv1", rate=int(video.fps))
+        sound_stream = container.add_stream("pcm_s16le", rate=sample_rate, layout="mono")
+        first = Image.open(root / video.frames[0])
+        picture_stream.width, picture_stream.height = first.size
+        picture_stream.pix_fmt = "bgr0"
+        for name in video.frames:
+            frame = av.VideoFrame.from_image(Image.open(root / name).convert("RGB"))
+            for packet in picture_stream.encode(frame):
+                container.mux(packet)
+        samples = (read_wav(root / video.audio, sample_rate=sample_rate).numpy() * 32768)
+        sound = av.AudioFrame.from_ndarray(samples.clip(-32768, 32767).astype(np.int16)[None],
+                                           format="s16", layout="mono")
+        sound.sample_rate = sample_rate
+        for packet in sound_stream.encode(sound):
+            container.mux(packet)
+        for stream in (picture_stream, sound_stream):
+            for packet in stream.encode():
+                container.mux(packet)
+    return path
+
+
+def test_a_clip_run_predicts_a_video_as_its_dataset_gives_the_same_frames(clip_run, tmp_path):
+    """The clip and sound predict cuts from a video equal the dataset's samples: the same
+    outputs for the labelled frames of a test video."""
+    from affectlab.inference import load_run
+
+    loaded = load_run(clip_run, data=True)
+    test = loaded.data.test
+    video = test.videos[0]
+    path = lossless_video(video, Path(test.table.root), tmp_path / "video.mkv",
+                          int(loaded.config.dataset.sample_rate))
+    predictor = Predictor([clip_run])
+    assert predictor.clip is not None and predictor.clip.rule == "repeat"
+    out = tmp_path / "clips.csv"
+    summary = predict(path, predictor, FaceCutter(predictor.reading), out, every=1,
+                      batch_size=3, progress=False)
+    _, rows = read_rows(out)
+    assert summary.frames == len(rows) == len(video.frames)
+    rows_of_video = [r for r in range(len(test)) if test.video_of_row[r] == 0]
+    samples = torch.utils.data.default_collate([test[r] for r in rows_of_video])
+    expected = loaded.predict({"clip": samples["clip"], "audio": samples["audio"]})
+    names = predictor.label_names["au"]
+    # the outputs move with the frames (so equal outputs mean equal inputs)
+    assert np.ptp(expected["va"].numpy(), axis=0).min() > 1e-3
+    for k, row in enumerate(rows_of_video):
+        written = rows[int(test.frame_of_row[row])]
+        assert written["success"] == "1"
+        assert np.allclose([float(written[f"{au_column(n)}_p"]) for n in names],
+                           expected["au"][k].numpy(), atol=2e-4)
+        assert np.allclose([float(written["valence"]), float(written["arousal"])],
+                           expected["va"][k].numpy(), atol=2e-4)
+
+
+def test_a_clip_run_skips_images_and_refuses_the_mask_channel(clip_run, faces, tmp_path):
+    predictor = Predictor([clip_run])
+    with pytest.raises(InputError, match="nothing under"):
+        predict(faces, predictor, FaceCutter(predictor.reading), tmp_path / "o.csv",
+                progress=False)
+    from affectlab.train import run
+
+    from .test_synthetic_clips import TINY_CLIPS
+
+    run(compose_config(tmp_path / "clips", [*TINY_CLIPS, "trainer.max_steps=1"]),
+        tmp_path / "mask")
+    with pytest.raises(ValueError, match="68 landmarks"):
+        Predictor([tmp_path / "mask"])

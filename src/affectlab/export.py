@@ -101,6 +101,9 @@ def export(predictor: Predictor, out: str | Path, *, batch_size: int = 2) -> Pat
     kind = FORMATS.get(out.suffix.lower())
     if kind is None:
         raise ExportError(f"--out {out}: name a .onnx (ONNX) or .pt (TorchScript) file")
+    if predictor.clip is not None:
+        raise ExportError(f"{predictor.names[0]} is a clip run: export serves runs of single "
+                          "face images (the graph's input is one image)")
     module = ExportedRuns(predictor).eval().cpu()
     for member in module.members:
         member.cpu()
@@ -176,7 +179,7 @@ def check_export(predictor: Predictor, path: str | Path, *, samples: int = 4,
     ``samples`` random images (the same ones)."""
     size = int(predictor.reading["image_size"])
     image = torch.rand(samples, 3, size, size, generator=torch.Generator().manual_seed(seed))
-    expected = predictor((image * 255).round().byte().permute(0, 2, 3, 1).numpy())
+    expected = predictor({"image": (image * 255).round().byte().numpy()})
     exported = run_exported(path, (image * 255).round().numpy() / 255.0)
     return max(float(np.abs(exported[t] - expected[t]).max()) for t in expected)
 

@@ -26,6 +26,7 @@ eye 36–41 (closed) 159, eye 42–47 (closed) 127, nose bridge 27–30 63, jaw 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -165,6 +166,27 @@ class ClipSettings:
     anchor: Literal["end", "centre"] = "end"
     mask: bool = True
     audio: LogMel | None = None
+
+    def __post_init__(self) -> None:
+        if self.rule not in MISSING_RULES:
+            raise ValueError(f"dataset.clip.rule={self.rule!r}: one of "
+                             f"{', '.join(MISSING_RULES)}")
+        if self.length < 1 or self.dilation < 1:
+            raise ValueError(f"dataset.clip.length={self.length}, dilation={self.dilation}: "
+                             "both must be ≥ 1")
+
+    @classmethod
+    def from_config(cls, clip: Mapping[str, Any], audio: Mapping[str, Any] | None,
+                    sample_rate: int | None = None) -> "ClipSettings":
+        """The settings of a config's ``dataset.clip`` and ``dataset.audio`` (``sample_rate``:
+        the dataset's own, where its audio settings name none)."""
+        logmel = None
+        if audio is not None:
+            audio = dict(audio)
+            if sample_rate is not None:
+                audio.setdefault("sample_rate", int(sample_rate))
+            logmel = LogMel(**audio)
+        return cls(**dict(clip), audio=logmel)
 
 
 def read_landmarks(path: Path, frames: int) -> np.ndarray:

@@ -2,7 +2,8 @@
 
 Reads an image, a folder (recursively) or a video (:mod:`.media`), cuts each picture's faces
 as the runs' training data were cut (:mod:`.faces`), predicts them in batches with one run or
-the mean of several (:mod:`.runs`), and writes one row per face per frame (:mod:`.table`).
+the mean of several (:mod:`.runs`; clip runs read each frame's clip and sound, :mod:`.clips`),
+and writes one row per face per frame (:mod:`.table`).
 A frame without a face gives a row with ``success`` 0; a file that cannot be read is named,
 skipped and counted at the end (the only input given: an error). The table is written to a
 temporary file and renamed at the end. Also ``python -m affectlab.predict``.
@@ -14,16 +15,25 @@ import argparse
 import logging
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
+from affectlab.data.audio import AudioError
 from affectlab.engine import CheckpointError
-from affectlab.predict.faces import FACE_MODES, FaceCutter
-from affectlab.predict.media import InputError, UnreadableInput, list_inputs, read_frames
+from affectlab.predict.clips import ClipMaker
+from affectlab.predict.faces import FACE_MODES, FaceCutter, FoundFace
+from affectlab.predict.media import (
+    Frame,
+    InputError,
+    UnreadableInput,
+    is_video,
+    list_inputs,
+    read_frames,
+)
 from affectlab.predict.runs import Predictor, RunsError
 from affectlab.predict.table import (
     FRAME_COLUMNS,
@@ -67,23 +77,25 @@ class _Batcher:
 
     def __init__(self, predictor: Predictor, writer: TableWriter, batch_size: int) -> None:
         self.predictor, self.writer, self.batch_size = predictor, writer, batch_size
-        self.rows: list[tuple[list, np.ndarray | None]] = []   # (frame columns, face pixels)
+        # (frame columns, the face's inputs {key: one sample} or None for a frame without one)
+        self.rows: list[tuple[list, dict[str, np.ndarray] | None]] = []
         self.waiting = 0
         self.blank = [None] * (len(writer.columns) - len(FRAME_COLUMNS))
 
-    def add(self, columns: list, pixels: np.ndarray | None) -> None:
-        self.rows.append((columns, pixels))
-        self.waiting += pixels is not None
+    def add(self, columns: list, inputs: dict[str, np.ndarray] | None) -> None:
+        self.rows.append((columns, inputs))
+        self.waiting += inputs is not None
         # rows without a face are flushed too: a long video without faces holds no memory
         if self.waiting >= self.batch_size or len(self.rows) >= 4 * self.batch_size:
             self.flush()
 
     def flush(self) -> None:
-        faces = [p for _, p in self.rows if p is not None]
-        outputs = self.predictor(np.stack(faces)) if faces else {}
+        faces = [inputs for _, inputs in self.rows if inputs is not None]
+        outputs = (self.predictor({key: np.stack([f[key] for f in faces]) for key in faces[0]})
+                   if faces else {})
         k = 0
-        for columns, pixels in self.rows:
-            if pixels is None:
+        for columns, inputs in self.rows:
+            if inputs is None:
                 self.writer.write(columns + self.blank)
                 continue
             self.writer.write(columns + prediction_values(
@@ -92,12 +104,55 @@ class _Batcher:
         self.rows, self.waiting = [], 0
 
 
+def _face_columns(frame: Frame, face_id: int | None, face: FoundFace | None) -> list:
+    """The frame columns of one row (:data:`~.table.FRAME_COLUMNS`)."""
+    if face is None:
+        return [frame.file, frame.frame, None, frame.timestamp, 0.0, 0, None, None, None, None]
+    x1, y1, x2, y2 = face.box
+    return [frame.file, frame.frame, face_id, frame.timestamp, face.confidence, 1, x1, y1,
+            x2 - x1, y2 - y1]
+
+
+def _image_rows(frame: Frame, cutter: FaceCutter, batcher: _Batcher, summary: Summary) -> None:
+    """A row per face of ``frame`` (a row with ``success`` 0 when it has none)."""
+    faces = cutter(frame.picture)
+    summary.faces += len(faces)
+    summary.frames_without_face += not faces
+    if not faces:
+        batcher.add(_face_columns(frame, None, None), None)
+    for face_id, face in enumerate(faces):
+        batcher.add(_face_columns(frame, face_id, face),
+                    {"image": face.pixels.transpose(2, 0, 1)})
+
+
+def _clip_rows(frames: Iterable[Frame], cutter: FaceCutter, clips: ClipMaker, every: int,
+               batcher: _Batcher, summary: Summary, bar: tqdm) -> None:
+    """A row per predicted frame of one video for a clip run: its most confident face's clip
+    and sound (:mod:`.clips`); frames between predicted ones only feed the clips."""
+    for frame in frames:
+        index = frame.frame - 1
+        face = None
+        if frame.kept or clips.needed(index, every):
+            faces = cutter(frame.picture)
+            face = faces[0] if faces else None
+        clips.add(index, None if face is None else face.pixels.transpose(2, 0, 1))
+        if not frame.kept:
+            continue
+        summary.frames += 1
+        summary.faces += face is not None
+        summary.frames_without_face += face is None
+        batcher.add(_face_columns(frame, None if face is None else 0, face),
+                    None if face is None else clips.inputs(index, frame.timestamp))
+        bar.update()
+
+
 def predict(source: str | Path, predictor: Predictor, cutter: FaceCutter, out: str | Path, *,
             every: int = 1, batch_size: int = 64, progress: bool = True) -> Summary:
     """Predict every face of ``source`` into ``out`` (see the module docstring)."""
     if every < 1 or batch_size < 1:
         raise InputError(f"--every {every} and --batch-size {batch_size} must be ≥ 1")
     root, files = list_inputs(source)
+    clips = ClipMaker(predictor.clip) if predictor.clip is not None else None
     summary = Summary(files=len(files))
     columns = [*FRAME_COLUMNS, *prediction_columns(predictor.label_names)]
     start = time.perf_counter()
@@ -106,23 +161,21 @@ def predict(source: str | Path, predictor: Predictor, cutter: FaceCutter, out: s
         batcher = _Batcher(predictor, writer, batch_size)
         for relative in files:
             try:
-                for frame in read_frames(root, relative, every):
-                    faces = cutter(frame.picture)
-                    summary.frames += 1
-                    summary.faces += len(faces)
-                    summary.frames_without_face += not faces
-                    head = [frame.file, frame.frame]
-                    if not faces:
-                        batcher.add([*head, None, frame.timestamp, 0.0, 0, None, None, None, None],
-                                    None)
-                    for face_id, face in enumerate(faces):
-                        x1, y1, x2, y2 = face.box
-                        batcher.add([*head, face_id, frame.timestamp, face.confidence, 1,
-                                     x1, y1, x2 - x1, y2 - y1], face.pixels)
-                    bar.update()
-            except UnreadableInput as err:
+                if clips is None:
+                    for frame in read_frames(root, relative, every):
+                        _image_rows(frame, cutter, batcher, summary)
+                        summary.frames += 1
+                        bar.update()
+                elif not is_video(relative):
+                    raise UnreadableInput(f"{root / relative} is an image: a clip run "
+                                          "predicts on videos")
+                else:
+                    clips.start(root / relative)
+                    _clip_rows(read_frames(root, relative, every, between=True), cutter,
+                               clips, every, batcher, summary, bar)
+            except (UnreadableInput, AudioError) as err:
                 if len(files) == 1:
-                    raise
+                    raise UnreadableInput(str(err)) from None
                 log.warning("skipped: %s", err)
                 summary.skipped.append(str(err))
         batcher.flush()

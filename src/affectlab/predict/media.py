@@ -48,6 +48,7 @@ class Frame:
     frame: int
     timestamp: float
     picture: Image.Image
+    kept: bool = True      # False: a frame between two predicted ones (read for clips only)
 
 
 def is_video(path: Path) -> bool:
@@ -85,8 +86,10 @@ def read_image(root: Path, relative: Path) -> Iterator[Frame]:
     yield Frame(str(relative), 1, 0.0, picture)
 
 
-def read_video(root: Path, relative: Path, every: int = 1) -> Iterator[Frame]:
-    """The frames of a video, streamed (see the module docstring)."""
+def read_video(root: Path, relative: Path, every: int = 1,
+               between: bool = False) -> Iterator[Frame]:
+    """The frames of a video, streamed (see the module docstring); ``between``: also the
+    frames between two kept ones, with ``kept`` False (a clip run's clips show them)."""
     import av  # only videos need PyAV
 
     path = root / relative
@@ -104,11 +107,13 @@ def read_video(root: Path, relative: Path, every: int = 1) -> Iterator[Frame]:
         try:
             for decoded in container.decode(stream):
                 number += 1
-                if (number - 1) % every:
+                kept = (number - 1) % every == 0
+                if not kept and not between:
                     continue
                 timestamp = (float(decoded.time) if decoded.time is not None
                              else (number - 1) / rate if rate else float("nan"))
-                yield Frame(str(relative), number, timestamp, decoded.to_image().convert("RGB"))
+                yield Frame(str(relative), number, timestamp, decoded.to_image().convert("RGB"),
+                            kept)
         except av.FFmpegError as err:
             raise UnreadableInput(f"{path}: decoding stopped after frame {number} ({err})"
                                   ) from None
@@ -116,12 +121,14 @@ def read_video(root: Path, relative: Path, every: int = 1) -> Iterator[Frame]:
             raise UnreadableInput(f"{path} holds no decodable frame")
 
 
-def read_frames(root: Path, relative: Path, every: int = 1) -> Iterator[Frame]:
-    """The frames of one input file: an image's one, a video's every ``every``-th."""
+def read_frames(root: Path, relative: Path, every: int = 1,
+                between: bool = False) -> Iterator[Frame]:
+    """The frames of one input file: an image's one, a video's every ``every``-th (with
+    ``between``, every frame, those between marked not ``kept``)."""
     if is_video(relative):
-        return read_video(root, relative, every)
+        return read_video(root, relative, every, between)
     return read_image(root, relative)
 
 
-__all__ = ["Frame", "InputError", "UnreadableInput", "list_inputs", "read_frames",
+__all__ = ["Frame", "InputError", "UnreadableInput", "is_video", "list_inputs", "read_frames",
            "IMAGE_EXTENSIONS", "VIDEO_EXTENSIONS"]

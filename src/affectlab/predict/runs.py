@@ -4,7 +4,8 @@
 
 Each run normalises its inputs as it did in training (``LoadedRun.predict``), so runs with
 other normalisation constants can be averaged; they must predict the same labels and read
-faces the same way (crop settings and image size). Thresholds of the multi-label tasks: the
+faces the same way (crop settings and image size; clip runs: the same clip and sound
+settings, :mod:`.clips`). Thresholds of the multi-label tasks: the
 mean of the runs' stored per-label thresholds, or those of an evaluation's ``metrics.json``
 (``python -m affectlab.evaluate`` searches them for an ensemble on validation data).
 """
@@ -20,8 +21,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from affectlab.data.clips import ClipSettings
 from affectlab.inference import LoadedRun, load_run
 from affectlab.methods.ensemble import label_set_difference
+from affectlab.predict.clips import clip_settings
 
 log = logging.getLogger(__name__)
 
@@ -54,22 +57,28 @@ class Predictor:
             if difference:
                 raise RunsError(f"runs {self.names[0]} and {name} cannot be averaged: "
                                 f"{difference}. An ensemble needs runs of one label set.")
-            if run.inputs.get("dataset") != first.inputs.get("dataset"):
+            if run.inputs.get("dataset") != first.inputs.get("dataset") or any(
+                    run.config.dataset.get(k) != first.config.dataset.get(k)
+                    for k in ("clip", "audio", "sample_rate")):
                 raise RunsError(f"runs {self.names[0]} and {name} read faces differently "
-                                f"({first.inputs.get('dataset')} vs {run.inputs.get('dataset')}): "
-                                "an ensemble here needs one crop and image size.")
-        keys = set(first.inputs["keys"])
-        if keys != {"image"} or len(first.inputs["keys"]["image"]) != 3:
-            raise RunsError(f"{self.names[0]} reads {first.inputs['keys']}: predict feeds "
-                            "single face images (3, S, S). Clip and sequence models (TSAV, "
-                            "CNN-RNN) are not served by affectlab-predict yet (TSAV's mask "
-                            "channel needs 68 landmarks a frame, which no detector here "
-                            "gives); evaluate them on their datasets with python -m "
-                            "affectlab.evaluate.")
+                                f"({first.inputs.get('dataset')} vs {run.inputs.get('dataset')}, "
+                                "or other clip / sound settings): an ensemble here needs one "
+                                "crop, image size and clip.")
+        keys = first.inputs["keys"]
+        #: the clip settings of a clip run (TSAV), None for a run of single images
+        self.clip: ClipSettings | None = None
+        if "clip" in keys and set(keys) <= {"clip", "audio"}:
+            self.clip = clip_settings(first.config.dataset, self.names[0])
+        elif set(keys) != {"image"} or len(keys["image"]) != 3:
+            raise RunsError(f"{self.names[0]} reads {keys}: predict serves runs of single "
+                            "face images (3, S, S) and clip runs (TSAV); sequence models "
+                            "(the CNN-RNN's windows of frames) are evaluated on their datasets "
+                            "with python -m affectlab.evaluate.")
+        size = keys["image"][-1] if "image" in keys else keys["clip"][-1]
         self.label_names = {t: list(n) for t, n in first.method.label_names.items()
                             if t != "identity"}
         self.reading: dict[str, Any] = dict(first.inputs.get("dataset") or {})
-        self.reading.setdefault("image_size", first.inputs["keys"]["image"][-1])
+        self.reading.setdefault("image_size", size)
         self.thresholds = (self.thresholds_from(thresholds) if thresholds is not None
                            else self.stored_thresholds())
         self.device = next(first.method.parameters()).device
@@ -109,10 +118,13 @@ class Predictor:
             out[task] = [float(t) for t in found["thresholds"]]
         return out
 
-    def __call__(self, pixels: np.ndarray) -> dict[str, np.ndarray]:
-        """Predictions for uint8 faces (N, S, S, 3): ``{task: (N, C)}`` (VA: (N, 2))."""
-        batch = {"image": torch.from_numpy(np.ascontiguousarray(pixels)).permute(0, 3, 1, 2)}
-        outputs = [run.predict(batch) for run in self.runs]
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Predictions for a batch of raw inputs — ``image``: uint8 (N, 3, S, S); ``clip``:
+        uint8 (N, T, 3, S, S) and ``audio`` (N, 1, n_mels, frames) — as ``{task: (N, C)}``
+        (VA: (N, 2)), the mean over the runs."""
+        inputs = {key: torch.from_numpy(np.ascontiguousarray(value))
+                  for key, value in batch.items()}
+        outputs = [run.predict(inputs) for run in self.runs]
         return {task: torch.stack([o[task].float() for o in outputs]).mean(0).cpu().numpy()
                 for task in self.label_names}
 

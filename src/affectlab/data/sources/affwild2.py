@@ -91,7 +91,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from affectlab.data.audio import LogMel, read_video_index
+from affectlab.data.audio import read_video_index
 from affectlab.data.clips import ClipSettings, FaceClipDataset, Video, clip_rules, read_landmarks
 from affectlab.data.contract import (
     EXPRESSIONS,
@@ -316,12 +316,7 @@ class AffWild2(OnDiskDataset):
                              "dataset.audio=null for frames alone)")
         if fps <= 0:
             raise ValueError(f"dataset.fps={fps}: must be > 0")
-        self.clip_settings = None if clip is None else ClipSettings(
-            **clip, audio=None if audio is None else LogMel(**audio))
-        if self.clip_settings is not None and (self.clip_settings.length < 1
-                                               or self.clip_settings.dilation < 1):
-            raise ValueError(f"dataset.clip.length={self.clip_settings.length}, dilation="
-                             f"{self.clip_settings.dilation}: both must be ≥ 1")
+        self.clip_settings = None if clip is None else ClipSettings.from_config(clip, audio)
         self.audio_dir, self.landmarks_dir, self.fps = audio_dir, landmarks_dir, float(fps)
         super().__init__(name=name, root=root, aus=aus, image_size=image_size, on_error=on_error,
                          cache_dir=cache_dir, mean=mean, std=std)

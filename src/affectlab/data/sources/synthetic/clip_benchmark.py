@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from affectlab.data.audio import LogMel, write_wav
-from affectlab.data.clips import MISSING_RULES, ClipSettings, FaceClipDataset, Video, clip_rules
+from affectlab.data.audio import write_wav
+from affectlab.data.clips import ClipSettings, FaceClipDataset, Video, clip_rules
 from affectlab.data.contract import EXPRESSIONS, DataError, FaceData, FaceImageDataset, LabelTable
 from affectlab.data.sources.synthetic import story
 from affectlab.data.sources.synthetic.benchmark import DEFAULT_AUS
@@ -202,16 +202,8 @@ class SyntheticClips:
                 raise ValueError(f"dataset.videos_{split}={count}: needs at least one video")
         self.label_every, self.inputs, self.train_labels = label_every, inputs, train_labels
         self.num_workers = int(num_workers)
-        clip = dict(clip or {})
-        rule = clip.get("rule", "black")
-        if rule not in MISSING_RULES:
-            raise ValueError(f"dataset.clip.rule={rule!r}: one of {', '.join(MISSING_RULES)}")
-        self.logmel = (LogMel(sample_rate=int(sample_rate), **audio) if audio is not None
-                       else None)
-        self.settings = ClipSettings(**clip, audio=self.logmel)
-        if self.settings.length < 1 or self.settings.dilation < 1:
-            raise ValueError(f"dataset.clip.length={self.settings.length}, dilation="
-                             f"{self.settings.dilation}: both must be ≥ 1")
+        self.settings = ClipSettings.from_config(clip or {}, audio, sample_rate)
+        self.logmel = self.settings.audio
         frames = int(frames_per_video)
         self.params = ClipParams(
             story=GenerationParams(
