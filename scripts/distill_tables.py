@@ -200,6 +200,9 @@ def main(argv: list[str] | None = None) -> list[Path]:
     recipe = table_recipe(table.recipe, args.dataset, f"Table {table.number}")
     everything, seeds, runs = run_table_recipe(recipe, args)
     markdown, csv, results = table_markdown(args.dataset, everything, seeds, table)
+    if args.finished_only:
+        markdown = ("**Interim** (`--finished-only`): the runs finished so far; the `runs` "
+                    "column says over how many seeds each row is.\n\n" + markdown)
     return write_table(args.out or runs, f"table{table.number}", markdown, csv,
                        lambda path: chart(args.dataset, results, path, table.number), runs=runs)
 

@@ -44,6 +44,9 @@ def table_arguments(description: str, argv: list[str] | None = None, *,
     parser.add_argument("--out", type=Path, default=None,
                         help="where the table goes (default: --runs)")
     parser.add_argument("--data-root", default=None, help="dataset.root of every stage")
+    parser.add_argument("--finished-only", action="store_true",
+                        help="train nothing: the table of the runs that have finished (each "
+                             "row says over how many seeds)")
     return parser.parse_intermixed_args(argv)
 
 
@@ -61,8 +64,8 @@ def table_recipe(prefix: str, dataset: str, table: str) -> DictConfig:
 def run_table_recipe(recipe: DictConfig, args: argparse.Namespace
                      ) -> tuple[dict[str, list[dict[str, Any]]], list[int], Path]:
     """Run ``recipe`` as the command line asks (its ``--stages`` only, ``--seeds``, overrides
-    and ``--data-root``) into ``--runs``; return every finished stage's results, the seeds
-    and the runs folder."""
+    and ``--data-root``) into ``--runs`` — or, with ``--finished-only``, nothing: gather what
+    has finished; return every finished stage's results, the seeds and the runs folder."""
     if args.stages:
         unknown = sorted(set(args.stages) - set(recipe.stages))
         if unknown:
@@ -74,8 +77,8 @@ def run_table_recipe(recipe: DictConfig, args: argparse.Namespace
         overrides.append(f"dataset.root={args.data_root}")
     seeds = args.seeds or [int(s) for s in recipe.seeds]
     runs = args.runs or Path("results") / recipe.name
-    everything = Runner(recipe, out=runs.resolve(), seeds=seeds, overrides=overrides,
-                        launcher=[]).run()
+    runner = Runner(recipe, out=runs.resolve(), seeds=seeds, overrides=overrides, launcher=[])
+    everything = runner.collect() if args.finished_only else runner.run()
     return everything, seeds, runs
 
 
