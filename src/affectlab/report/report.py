@@ -214,29 +214,21 @@ def draw_figures(groups: list[Group], folder: Path) -> tuple[list[tuple[str, Pat
     pairs and notes on what could not be drawn."""
     from affectlab.report import figures
 
-    drawn: list[tuple[str, Path]] = []
     notes: list[str] = []
-    for task, what in (("au", "AU"), ("attr", "attribute")):
-        for key, read, caption in (
-                ("f1", lambda m: m.get("f1"), f"{what} F1 at 0.5 per label"),
-                ("f1_tuned", lambda m: (m.get("tuned") or {}).get("f1"),
-                 f"{what} F1 at the validation-tuned thresholds per label")):
-            labels, series, errors = per_label(groups, task, read)
-            if series:
-                path = figures.grouped_bars(folder / f"{task}_{key}.png",
-                                            f"{caption} (mean ± std over seeds)", labels,
-                                            series, errors=errors, y_label="F1 (%)")
-                drawn.append((caption, path))
     predictions = {g.name: g.runs[0].path / PREDICTIONS_FILE for g in groups}
     missing = [name for name, path in predictions.items() if not path.is_file()]
     if missing:
         notes.append(f"no {PREDICTIONS_FILE} in the runs of {', '.join(missing)} (runs older "
                      "than the report): no PR curves or VA scatter for them")
+    lines = len(figures.COLORS)
+    if len(groups) > lines:
+        notes.append(f"{len(groups)} groups: the PR curves and training curves show the first "
+                     f"{lines}; confusion matrices and scatters the first {MAX_GROUPS_DRAWN}")
     loaded = {name: load_predictions(path) for name, path in predictions.items()
               if path.is_file()}
+    drawn = _label_bars(groups, folder)
     au = {name: (out["au"], tgt["au"], tgt.get("au_mask", np.ones_like(tgt["au"], bool)))
-          for name, (out, tgt) in list(loaded.items())[:len(figures.COLORS)]
-          if "au" in out and "au" in tgt}
+          for name, (out, tgt) in list(loaded.items())[:lines] if "au" in out and "au" in tgt}
     if au:
         first = next(g for g in groups if g.name in au)
         labels = first.metrics[0]["tasks"].get("au", {}).get("labels") or [
@@ -245,31 +237,58 @@ def draw_figures(groups: list[Group], folder: Path) -> tuple[list[tuple[str, Pat
                       figures.pr_curves(folder / "au_pr.png",
                                         "Precision-recall per AU (test)", labels, au)))
     for group in groups[:MAX_GROUPS_DRAWN]:
-        confusions = [np.asarray(m["tasks"]["expr"]["confusion"]) for m in group.metrics
-                      if "confusion" in m.get("tasks", {}).get("expr", {})]
-        if confusions:
-            labels = group.metrics[0]["tasks"]["expr"]["labels"]
-            drawn.append((f"Expression confusion: {group.name} (summed over seeds)",
-                          figures.confusion_matrix(folder / f"expr_confusion_{_file(group)}.png",
-                                                   f"{group.name}: expressions (test)",
-                                                   sum(confusions), labels)))
-        if group.name in loaded:
-            out, tgt = loaded[group.name]
-            if "va" in out and "va" in tgt:
-                valid = tgt.get("va_mask", np.ones(len(tgt["va"]), bool)).astype(bool)
-                va = group.metrics[0]["tasks"].get("va", {})
-                drawn.append((f"Valence and arousal: {group.name} (lowest seed)",
-                              figures.va_scatter(folder / f"va_{_file(group)}.png",
-                                                 f"{group.name}: valence/arousal (test)",
-                                                 out["va"][valid], tgt["va"][valid],
-                                                 (va.get("ccc_valence"),
-                                                  va.get("ccc_arousal")))))
-    curves = {g.name: g.runs[0].records() for g in groups[:len(figures.COLORS)]}
+        drawn += _group_figures(group, loaded.get(group.name), folder)
+    curves = {g.name: g.runs[0].records() for g in groups[:lines]}
     if any(curves.values()):
         drawn.append(("Training curves (each group's lowest seed)",
                       figures.training_curves(folder / "training_curves.png",
                                               "Training loss and validation score", curves)))
     return drawn, notes
+
+
+def _label_bars(groups: list[Group], folder: Path) -> list[tuple[str, Path]]:
+    """Per-label F1 bars of the multi-label tasks, at 0.5 and at the tuned thresholds."""
+    from affectlab.report import figures
+
+    drawn = []
+    for task, what in (("au", "AU"), ("attr", "attribute")):
+        for key, read, caption in (
+                ("f1", lambda m: m.get("f1"), f"{what} F1 at 0.5 per label"),
+                ("f1_tuned", lambda m: (m.get("tuned") or {}).get("f1"),
+                 f"{what} F1 at the validation-tuned thresholds per label")):
+            labels, series, errors = per_label(groups, task, read)
+            if series:
+                drawn.append((caption, figures.grouped_bars(
+                    folder / f"{task}_{key}.png", f"{caption} (mean ± std over seeds)", labels,
+                    series, errors=errors, y_label="F1 (%)")))
+    return drawn
+
+
+def _group_figures(group: Group, predictions: tuple[dict, dict] | None,
+                   folder: Path) -> list[tuple[str, Path]]:
+    """One group's expression confusion matrix (summed over seeds) and VA scatter (its
+    lowest seed's ``predictions``)."""
+    from affectlab.report import figures
+
+    drawn = []
+    confusions = [np.asarray(m["tasks"]["expr"]["confusion"]) for m in group.metrics
+                  if "confusion" in m.get("tasks", {}).get("expr", {})]
+    if confusions:
+        labels = group.metrics[0]["tasks"]["expr"]["labels"]
+        drawn.append((f"Expression confusion: {group.name} (summed over seeds)",
+                      figures.confusion_matrix(folder / f"expr_confusion_{_file(group)}.png",
+                                               f"{group.name}: expressions (test)",
+                                               sum(confusions), labels)))
+    if predictions is not None and "va" in predictions[0] and "va" in predictions[1]:
+        out, tgt = predictions
+        valid = tgt.get("va_mask", np.ones(len(tgt["va"]), bool)).astype(bool)
+        va = group.metrics[0]["tasks"].get("va", {})
+        drawn.append((f"Valence and arousal: {group.name} (lowest seed)",
+                      figures.va_scatter(folder / f"va_{_file(group)}.png",
+                                         f"{group.name}: valence/arousal (test)",
+                                         out["va"][valid], tgt["va"][valid],
+                                         (va.get("ccc_valence"), va.get("ccc_arousal")))))
+    return drawn
 
 
 def _file(group: Group) -> str:
