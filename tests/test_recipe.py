@@ -124,6 +124,14 @@ def test_a_resumed_run_counts_as_its_configuration():
         == canonical_overrides(["method=mlcr"]) == ["method=mlcr"]
 
 
+def test_a_key_given_twice_counts_with_its_last_value_as_hydra_applies_it():
+    from affectlab.results import canonical_overrides
+
+    assert canonical_overrides(["experiment=a", "x=1", "experiment=[a,b]"]) \
+        == canonical_overrides(["experiment=[a,b]", "x=1"]) == ["experiment=[a,b]", "x=1"]
+    assert canonical_overrides(["x=1", "x=2"]) != canonical_overrides(["x=1"])
+
+
 def test_recipes_that_refer_to_later_or_unknown_stages_are_refused(data_root):
     recipe = tiny_recipe(data_root)
     recipe["stages"] = {"au": {"init_from": "expr"}, "expr": {}}

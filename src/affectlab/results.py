@@ -64,11 +64,15 @@ def configuration_name(overrides: list[str]) -> str:
 
 def canonical_overrides(overrides: list[str] | tuple[str, ...]) -> list[str]:
     """Overrides as Hydra's sweeper stores them per job (``x=false`` → ``x=False``), sorted,
-    without seed and run-location keys: the identity of a configuration."""
+    without seed and run-location keys: the identity of a configuration. A key given twice
+    counts once, with its last value, as Hydra applies it (a recipe's shared
+    ``experiment=a`` and a stage's own ``experiment=[a,b]``)."""
     parsed = OverridesParser.create().parse_overrides(list(overrides))
-    written = [str(o.input_line) if o.is_sweep_override()
-               else f"{o.get_key_element()}={o.get_value_element_as_str()}" for o in parsed]
-    return sorted(configuration_name(written).split(" "))
+    last: dict[str, str] = {}
+    for o in parsed:
+        last[o.get_key_element()] = (str(o.input_line) if o.is_sweep_override() else
+                                     f"{o.get_key_element()}={o.get_value_element_as_str()}")
+    return sorted(configuration_name(list(last.values())).split(" "))
 
 
 def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
