@@ -487,7 +487,8 @@ def write_outputs(table: TableData, out: Path) -> list[Path]:
         written.append(chart_path)
     try:
         written.append(write_report([out / "runs"], out / f"{table.spec.name}_report",
-                                    overwrite=True, title=f"The runs of {markdown_path}")
+                                    overwrite=True, html_and_tensorboard=False,
+                                    title=f"The runs of {markdown_path}")
                        ["markdown"])
     except ReportError as err:    # rows gathered from metrics alone: the table, no report
         print(f"no report of the runs: {err}")

@@ -307,6 +307,7 @@ def write_table(out: Path, name: str, markdown: str, csv: str,
         from affectlab.report.report import write_report  # matplotlib: table scripts only
 
         paths.append(write_report([runs], out / f"{name}_report", overwrite=True,
+                                  html_and_tensorboard=False,
                                   title=f"The runs of {out / name}.md")["markdown"])
     print(markdown)
     print("wrote " + ", ".join(str(p) for p in paths))

@@ -399,9 +399,11 @@ def log_figures(figures: list[tuple[str, Path]], folder: Path) -> None:
 
 
 def write_report(paths: Sequence[str | Path], out: str | Path, *, title: str | None = None,
-                 overwrite: bool = False) -> dict[str, Path]:
+                 overwrite: bool = False, html_and_tensorboard: bool = True) -> dict[str, Path]:
     """Read the runs under ``paths`` and write the report into ``out``; returns the paths of
-    ``markdown``, ``html`` and ``tensorboard``."""
+    ``markdown``, ``html`` and ``tensorboard`` (the last two only with
+    ``html_and_tensorboard``: the table scripts keep the Markdown and its figures alone, which
+    the HTML and the event file would only repeat)."""
     out = Path(out)
     if (out / "report.md").exists() and not overwrite:
         raise ReportError(f"{out} already holds a report; refusing to overwrite it (another "
@@ -412,6 +414,8 @@ def write_report(paths: Sequence[str | Path], out: str | Path, *, title: str | N
     figure_paths, notes = draw_figures(groups, out / "figures")
     markdown = markdown_report(groups, figure_paths, notes, out, title)
     atomic_write_text(out / "report.md", markdown)
+    if not html_and_tensorboard:
+        return {"markdown": out / "report.md"}
     atomic_write_text(out / "report.html", html_report(markdown, out, title))
     log_figures(figure_paths, out / "tb")
     return {"markdown": out / "report.md", "html": out / "report.html", "tensorboard": out / "tb"}
