@@ -41,6 +41,7 @@ from affectlab.results import (
     Column,
     paired_differences,
     per_label_summary,
+    seed_values_csv,
     stage_summary,
     with_reported_rows,
     write_table,
@@ -204,7 +205,8 @@ def main(argv: list[str] | None = None) -> list[Path]:
         markdown = ("**Interim** (`--finished-only`): the runs finished so far; the `runs` "
                     "column says over how many seeds each row is.\n\n" + markdown)
     return write_table(args.out or runs, f"table{table.number}", markdown, csv,
-                       lambda path: chart(args.dataset, results, path, table.number), runs=runs)
+                       lambda path: chart(args.dataset, results, path, table.number), runs=runs,
+                       seed_values=seed_values_csv(results, COLUMNS))
 
 
 if __name__ == "__main__":

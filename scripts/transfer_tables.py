@@ -41,6 +41,7 @@ from affectlab.recipe import RecipeError, Runner
 from affectlab.report.figures import column_bars
 from affectlab.results import (
     Column,
+    seed_values_csv,
     stage_summary,
     with_reported_rows,
     write_table,
@@ -191,7 +192,8 @@ def main(argv: list[str] | None = None) -> list[Path]:
     results = {labels[s]: everything[s] for s in stages if s in everything}
     markdown, csv = table_markdown(spec, args.dataset, results, seeds)
     return write_table(args.out or runs, spec.name, markdown, csv,
-                       lambda path: chart(spec, args.dataset, results, path), runs=runs)
+                       lambda path: chart(spec, args.dataset, results, path), runs=runs,
+                       seed_values=seed_values_csv(results, COLUMNS))
 
 
 if __name__ == "__main__":

@@ -37,6 +37,7 @@ from affectlab.results import (
     Column,
     paired_differences,
     per_label_summary,
+    seed_values_csv,
     stage_summary,
     with_reported_rows,
     write_table,
@@ -122,7 +123,8 @@ def main(argv: list[str] | None = None) -> list[Path]:
     results = {label: everything[stage] for stage, label in ROWS if stage in everything}
     markdown, csv = table_markdown(args.dataset, results, seeds)
     return write_table(args.out or runs, "table1", markdown, csv,
-                       lambda path: chart(args.dataset, results, path), runs=runs)
+                       lambda path: chart(args.dataset, results, path), runs=runs,
+                       seed_values=seed_values_csv(results, COLUMNS))
 
 
 if __name__ == "__main__":

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from affectlab.results import paired_differences, per_label_summary, stage_summary
+from affectlab.results import (
+    paired_differences,
+    per_label_summary,
+    seed_values_csv,
+    stage_summary,
+    write_table,
+)
 
 
 def au(f1: list[float], tuned: list[float], ap: list[float]) -> dict:
@@ -71,3 +77,22 @@ def test_paired_differences_match_seeds_and_skip_what_is_missing():
     tiny = {"a": [run(0, 0.5 - 2e-4)], "b": [run(0, 0.5)]}
     assert "| a − b | 0 | +0.0 ± 0.0 (+0.0) |" in paired_differences(tiny, (("a", "b"),),
                                                                       columns[:1])
+
+
+def test_seed_values_keep_each_run_number_and_write_table_stores_them(tmp_path):
+    columns = (("AU AP", "au", lambda m: m["ap_mean"]), ("acc", "expr", lambda m: m["acc"]))
+    results = {"teacher": [{"seed": 2, "tasks": {"au": {"ap_mean": 0.3125}}},
+                           {"seed": 0, "tasks": {"au": {"ap_mean": 0.25},
+                                                 "expr": {"acc": 0.5}}}],
+               "student": [{"seed": 0, "tasks": {"expr": {"acc": 0.123456}}}]}
+    csv = seed_values_csv(results, columns)
+    # seeds in order; % with 4 decimals; a number the run lacks is an empty cell
+    assert csv == ("row,seed,AU AP,acc\n"
+                   "teacher,0,25.0000,50.0000\n"
+                   "teacher,2,31.2500,\n"
+                   "student,0,,12.3456\n")
+    paths = write_table(tmp_path, "table9", "| x |\n", "x\n", lambda p: p.write_bytes(b""),
+                        seed_values=csv)
+    assert paths[-1] == tmp_path / "table9_seeds.csv"
+    assert paths[-1].read_text() == csv
+    assert not (tmp_path / "table8_seeds.csv").exists()

@@ -292,17 +292,37 @@ def _signed(value: float) -> str:
     return "+0.0" if text == "-0.0" else text
 
 
+def seed_values_csv(results: dict[str, list[dict[str, Any]]],
+                    columns: tuple[Column, ...]) -> str:
+    """CSV of every run's own numbers behind a table: per row and seed, each of ``columns``
+    in % (4 decimals; empty where the run has none) — what a table's mean ± std and paired
+    differences are computed from, kept so they can be recomputed (or pooled with later
+    seeds) without the run folders."""
+    lines = [",".join(["row", "seed", *(c[0] for c in columns)])]
+    for name, runs in results.items():
+        for run in sorted(runs, key=lambda r: r.get("seed", -1)):
+            cells = [f"{100 * v[0]:.4f}" if (v := column_values([run], c)) else ""
+                     for c in columns]
+            lines.append(",".join([name, str(run.get("seed", "")), *cells]))
+    return "\n".join(lines) + "\n"
+
+
 def write_table(out: Path, name: str, markdown: str, csv: str,
-                draw: Callable[[Path], None], runs: Path | None = None) -> list[Path]:
+                draw: Callable[[Path], None], runs: Path | None = None,
+                seed_values: str | None = None) -> list[Path]:
     """A table script's files, ``out/<name>.md``, ``.csv`` (atomically) and ``.png`` (``draw``
-    writes it); with ``runs`` (the table's runs folder) also the report of those runs with
-    its figures, ``out/<name>_report/`` (:mod:`affectlab.report`). The Markdown is printed.
-    Returns the paths."""
+    writes it); with ``seed_values`` (:func:`seed_values_csv`) also ``out/<name>_seeds.csv``;
+    with ``runs`` (the table's runs folder) also the report of those runs with its figures,
+    ``out/<name>_report/`` (:mod:`affectlab.report`). The Markdown is printed. Returns the
+    paths."""
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / f"{name}.md", out / f"{name}.csv", out / f"{name}.png"]
     atomic_write_text(paths[0], markdown)
     atomic_write_text(paths[1], csv)
     draw(paths[2])
+    if seed_values is not None:
+        paths.append(out / f"{name}_seeds.csv")
+        atomic_write_text(paths[-1], seed_values)
     if runs is not None:
         from affectlab.report.report import write_report  # matplotlib: table scripts only
 
